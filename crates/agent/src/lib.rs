@@ -1,0 +1,3 @@
+//! # palisade-agent
+//!
+//! The per-node agent loop: watch -> batch -> calc -> render -> dataplane; health and metrics.

@@ -1,0 +1,3 @@
+//! # palisade-calc
+//!
+//! Incremental per-node calculation: selector index, IP sets, active policies per local endpoint -> DesiredState (pure).

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod explain;
+pub mod matrix;
+pub mod validate;

@@ -1,0 +1,1 @@
+//! Reading manifests from files and directories (recursive `*.yaml`, `*.yml`, `*.json`).

@@ -1,0 +1,3 @@
+//! # palisade-dataplane
+//!
+//! Makes the kernel match the rendered rules: read back, diff, apply atomically, resync, counters.

@@ -1,0 +1,3 @@
+//! # palisade-lab
+//!
+//! A multi-node cluster of network namespaces on one machine: nodes, pods, veths, servers, prober.

@@ -1,0 +1,32 @@
+//! # palisade-model — the first stage of the pipeline
+//!
+//! ```text
+//!  YAML/JSON manifests ─► manifest::parse_documents ─► k8s::{Namespace, Pod, NetworkPolicy}
+//!                                                         │ validate::*  (errors name file, doc, object, field)
+//!                                                         ▼ convert::*   (pure, field by field)
+//!                          Palisade model: Namespace, Endpoint, Policy{tier, order, Selector, Rule{Action, Peer, PortSpec}}
+//!                                                         ▼
+//!                          engine (semantics) · store (datastore values) · calc (per-node state)
+//! ```
+//!
+//! This crate does no I/O: callers read files and hand their text in as values.
+//! The semantics these types carry are written down in `shared/SEMANTICS.md`.
+
+pub mod cluster;
+pub mod convert;
+pub mod endpoint;
+pub mod k8s;
+pub mod labels;
+pub mod manifest;
+pub mod policy;
+pub mod selector;
+pub mod validate;
+
+pub use cluster::Cluster;
+pub use endpoint::{Endpoint, EndpointId, NamedPort, Namespace};
+pub use labels::Labels;
+pub use policy::{
+    Action, Direction, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, PortMatch, PortSpec,
+    Protocol, Rule, Tier, DEFAULT_TIER, KUBERNETES_POLICY_ORDER,
+};
+pub use selector::Selector;

@@ -1,0 +1,3 @@
+//! # palisade-render
+//!
+//! DesiredState -> typed rule IR -> iptables-restore + ipset text, or an nftables script (pure).
