@@ -1,1 +1,121 @@
-//! Reading manifests from files and directories (recursive `*.yaml`, `*.yml`, `*.json`).
+//! Reading manifests from files and directories (recursive `*.yaml`, `*.yml`, `*.json`), then
+//! handing their text to the model. `-` reads standard input.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use palisade_model::manifest::{self, ManifestError, Manifests};
+
+/// Every manifest file under `paths`, in a stable order (directories walked recursively and
+/// sorted; files named directly are taken whatever their extension).
+pub fn manifest_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            out.push(path.clone());
+            continue;
+        }
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if meta.is_dir() {
+            walk(path, &mut out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list directory {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("cannot list directory {}", dir.display()))?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Parses every file; returns all documents or every parse error of every file.
+/// I/O problems (missing file, unreadable directory) are returned as `Err`.
+pub fn read_manifests(
+    paths: &[PathBuf],
+) -> Result<std::result::Result<Manifests, Vec<ManifestError>>> {
+    let mut all = Manifests::default();
+    let mut errors = Vec::new();
+    for file in manifest_files(paths)? {
+        let text = if file.as_os_str() == "-" {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read standard input")?;
+            s
+        } else {
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?
+        };
+        let name = file.display().to_string();
+        match manifest::parse_documents(&name, &text) {
+            Ok(m) => {
+                all.documents.extend(m.documents);
+                for (kind, n) in m.skipped {
+                    *all.skipped.entry(kind).or_default() += n;
+                }
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    Ok(if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    })
+}
+
+/// Prints the one summary warning for skipped kinds, if any.
+pub fn warn_skipped(manifests: &Manifests) {
+    if manifests.skipped.is_empty() {
+        return;
+    }
+    let list: Vec<String> = manifests
+        .skipped
+        .iter()
+        .map(|(kind, n)| format!("{kind} ({n})"))
+        .collect();
+    eprintln!(
+        "warning: skipped objects of kinds Palisade does not use: {}",
+        list.join(", ")
+    );
+}
+
+/// Reads, validates and converts manifests into a cluster. Every error is printed to stderr
+/// and the function fails, so nothing is half-used.
+pub fn load_cluster(paths: &[PathBuf]) -> Result<palisade_model::Cluster> {
+    let manifests = match read_manifests(paths)? {
+        Ok(m) => m,
+        Err(errors) => return Err(report(errors)),
+    };
+    warn_skipped(&manifests);
+    palisade_model::convert::cluster(&manifests.documents).map_err(report)
+}
+
+fn report(errors: Vec<ManifestError>) -> anyhow::Error {
+    for e in &errors {
+        eprintln!("error: {e}");
+    }
+    anyhow::anyhow!(
+        "{} error(s) in the manifests; nothing was used",
+        errors.len()
+    )
+}

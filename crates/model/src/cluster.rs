@@ -42,10 +42,7 @@ impl Cluster {
         self.namespaces
             .entry(endpoint.id.namespace.clone())
             .or_insert_with(|| Namespace::implicit(&endpoint.id.namespace));
-        match self
-            .endpoints
-            .binary_search_by(|e| e.id.cmp(&endpoint.id))
-        {
+        match self.endpoints.binary_search_by(|e| e.id.cmp(&endpoint.id)) {
             Ok(i) => self.endpoints[i] = endpoint,
             Err(i) => self.endpoints.insert(i, endpoint),
         }

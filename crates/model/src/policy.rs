@@ -260,7 +260,9 @@ impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.port {
             PortMatch::Any => write!(f, "any/{}", self.protocol),
-            PortMatch::Range { start, end } if start == end => write!(f, "{start}/{}", self.protocol),
+            PortMatch::Range { start, end } if start == end => {
+                write!(f, "{start}/{}", self.protocol)
+            }
             PortMatch::Range { start, end } => write!(f, "{start}-{end}/{}", self.protocol),
             PortMatch::Named(n) => write!(f, "{n}/{}", self.protocol),
         }

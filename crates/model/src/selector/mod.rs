@@ -70,10 +70,7 @@ impl Selector {
     /// Conjunction that collapses trivial cases: no terms is `All`, one term is itself, and
     /// `All` terms are dropped.
     pub fn and(terms: Vec<Selector>) -> Selector {
-        let mut terms: Vec<Selector> = terms
-            .into_iter()
-            .filter(|t| *t != Selector::All)
-            .collect();
+        let mut terms: Vec<Selector> = terms.into_iter().filter(|t| *t != Selector::All).collect();
         match terms.len() {
             0 => Selector::All,
             1 => terms.pop().unwrap_or(Selector::All),
