@@ -49,12 +49,33 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 
 /// Parses every file; returns all documents or every parse error of every file.
 /// I/O problems (missing file, unreadable directory) are returned as `Err`.
+#[allow(dead_code)] // for commands that want the documents without a cluster
 pub fn read_manifests(
     paths: &[PathBuf],
 ) -> Result<std::result::Result<Manifests, Vec<ManifestError>>> {
+    let (all, errors) = read_manifests_partial(paths)?;
+    Ok(if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    })
+}
+
+/// Parses every file and returns the documents of the files that parsed together with the
+/// parse errors of the others, so that a caller can also check the documents that did parse.
+/// I/O problems are returned as `Err`.
+pub fn read_manifests_partial(paths: &[PathBuf]) -> Result<(Manifests, Vec<ManifestError>)> {
+    let files = manifest_files(paths)?;
+    if files.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        anyhow::bail!(
+            "no manifest files (*.yaml, *.yml, *.json) found in {}",
+            names.join(", ")
+        );
+    }
     let mut all = Manifests::default();
     let mut errors = Vec::new();
-    for file in manifest_files(paths)? {
+    for file in files {
         let text = if file.as_os_str() == "-" {
             let mut s = String::new();
             std::io::stdin()
@@ -65,7 +86,11 @@ pub fn read_manifests(
             std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?
         };
-        let name = file.display().to_string();
+        let name = if file.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            file.display().to_string()
+        };
         match manifest::parse_documents(&name, &text) {
             Ok(m) => {
                 all.documents.extend(m.documents);
@@ -76,11 +101,7 @@ pub fn read_manifests(
             Err(e) => errors.extend(e),
         }
     }
-    Ok(if errors.is_empty() {
-        Ok(all)
-    } else {
-        Err(errors)
-    })
+    Ok((all, errors))
 }
 
 /// Prints the one summary warning for skipped kinds, if any.
@@ -99,15 +120,35 @@ pub fn warn_skipped(manifests: &Manifests) {
     );
 }
 
+/// Reads, validates and converts manifests: the documents read, and the cluster or every
+/// error (parse errors of files that did not parse plus validation errors of the documents of
+/// those that did). I/O problems are returned as `Err`.
+pub fn check(
+    paths: &[PathBuf],
+) -> Result<(
+    Manifests,
+    std::result::Result<palisade_model::Cluster, Vec<ManifestError>>,
+)> {
+    let (manifests, mut errors) = read_manifests_partial(paths)?;
+    let cluster = palisade_model::convert::cluster(&manifests.documents);
+    let result = match cluster {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            errors.extend(e);
+            errors.sort_by(|a, b| a.location.cmp(&b.location));
+            Err(errors)
+        }
+    };
+    Ok((manifests, result))
+}
+
 /// Reads, validates and converts manifests into a cluster. Every error is printed to stderr
 /// and the function fails, so nothing is half-used.
 pub fn load_cluster(paths: &[PathBuf]) -> Result<palisade_model::Cluster> {
-    let manifests = match read_manifests(paths)? {
-        Ok(m) => m,
-        Err(errors) => return Err(report(errors)),
-    };
+    let (manifests, result) = check(paths)?;
     warn_skipped(&manifests);
-    palisade_model::convert::cluster(&manifests.documents).map_err(report)
+    result.map_err(report)
 }
 
 fn report(errors: Vec<ManifestError>) -> anyhow::Error {

@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
 use crate::k8s;
 
 /// Where a document came from: the file and the document's 0-based index in it (items of a
@@ -36,22 +39,31 @@ pub enum Object {
 impl Object {
     /// `Kind namespace/name` (or `Kind name` for a Namespace), for messages.
     pub fn describe(&self) -> String {
-        todo_describe(self)
+        let (kind, meta, namespaced) = match self {
+            Object::Namespace(n) => ("Namespace", &n.metadata, false),
+            Object::Pod(p) => ("Pod", &p.metadata, true),
+            Object::NetworkPolicy(p) => ("NetworkPolicy", &p.metadata, true),
+        };
+        let name = meta.name.as_deref().unwrap_or("<unnamed>");
+        if namespaced {
+            let ns = meta
+                .namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .unwrap_or("default");
+            format!("{kind} {ns}/{name}")
+        } else {
+            format!("{kind} {name}")
+        }
     }
-}
 
-fn todo_describe(o: &Object) -> String {
-    let (kind, meta, namespaced) = match o {
-        Object::Namespace(n) => ("Namespace", &n.metadata, false),
-        Object::Pod(p) => ("Pod", &p.metadata, true),
-        Object::NetworkPolicy(p) => ("NetworkPolicy", &p.metadata, true),
-    };
-    let name = meta.name.as_deref().unwrap_or("<unnamed>");
-    if namespaced {
-        let ns = meta.namespace.as_deref().unwrap_or("default");
-        format!("{kind} {ns}/{name}")
-    } else {
-        format!("{kind} {name}")
+    /// The object's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
+        }
     }
 }
 
@@ -97,6 +109,227 @@ impl fmt::Display for ManifestError {
 /// that is not an object, or a field of the wrong type is an error. Nothing is validated
 /// beyond types here: see [`crate::validate`].
 pub fn parse_documents(file: &str, text: &str) -> Result<Manifests, Vec<ManifestError>> {
-    let _ = (file, text);
-    unimplemented!("manifest::parse_documents")
+    let mut out = Manifests::default();
+    let mut errors = Vec::new();
+    for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let source = Source {
+            file: file.to_string(),
+            document: index,
+            item: None,
+        };
+        match serde_yaml::Value::deserialize(de) {
+            // A syntax error ends the stream: the parser cannot resynchronize after it.
+            Err(e) => {
+                errors.push(error(
+                    source,
+                    None,
+                    "",
+                    format!("not valid YAML or JSON: {e}"),
+                ));
+                break;
+            }
+            Ok(value) => read_value(source, value, true, &mut out, &mut errors),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
+
+/// Reads one document (or one item of a `kind: List`) into `out`, or its error into `errors`.
+fn read_value(
+    source: Source,
+    value: serde_yaml::Value,
+    top_level: bool,
+    out: &mut Manifests,
+    errors: &mut Vec<ManifestError>,
+) {
+    let value = match value {
+        serde_yaml::Value::Null if top_level => return, // empty document, e.g. a trailing `---`
+        serde_yaml::Value::Mapping(_) => value,
+        other => {
+            let what = value_kind(&other);
+            errors.push(error(
+                source,
+                None,
+                "",
+                format!("expected a Kubernetes object (a mapping), found {what}"),
+            ));
+            return;
+        }
+    };
+    let api_version = value.get("apiVersion").and_then(|v| v.as_str());
+    let kind = value.get("kind").and_then(|v| v.as_str());
+    let (api_version, kind) = match (api_version, kind) {
+        (Some(a), Some(k)) if !a.is_empty() && !k.is_empty() => (a.to_string(), k.to_string()),
+        (a, k) => {
+            let field = if a.is_none_or(str::is_empty) {
+                "apiVersion"
+            } else {
+                "kind"
+            };
+            let object = describe_value(k.unwrap_or("object"), &value);
+            errors.push(error(
+                source,
+                object,
+                field,
+                format!("missing (every object needs a string {field})"),
+            ));
+            return;
+        }
+    };
+    // `PodList`, `NamespaceList`, `NetworkPolicyList` (API server list responses, whose
+    // items may leave out apiVersion and kind) read like a `List` of that kind.
+    let typed_list = kind
+        .strip_suffix("List")
+        .and_then(|element| Some((element.to_string(), api_version_of(element)?)))
+        .filter(|_| top_level);
+    let expected = match (kind.as_str(), &typed_list) {
+        ("List", _) if top_level => "v1",
+        (_, Some((_, version))) => version,
+        (k, _) => match api_version_of(k) {
+            Some(v) => v,
+            None => {
+                *out.skipped.entry(kind).or_default() += 1;
+                return;
+            }
+        },
+    };
+    if api_version != expected {
+        let object = describe_value(&kind, &value);
+        errors.push(error(
+            source,
+            object,
+            "apiVersion",
+            format!(
+                "unsupported apiVersion {api_version:?} for kind {kind} (expected {expected:?})"
+            ),
+        ));
+        return;
+    }
+    let object = match kind.as_str() {
+        "List" => return read_list(source, value, None, out, errors),
+        _ if typed_list.is_some() => {
+            return read_list(source, value, typed_list.as_ref(), out, errors)
+        }
+        "Namespace" => typed(&kind, value).map(Object::Namespace),
+        "Pod" => typed(&kind, value).map(Object::Pod),
+        _ => typed(&kind, value).map(Object::NetworkPolicy),
+    };
+    match object {
+        Ok(object) => out.documents.push(Document { source, object }),
+        Err((object, field, message)) => errors.push(error(source, object, &field, message)),
+    }
+}
+
+/// The apiVersion Palisade reads a kind in, or `None` for a kind it skips.
+fn api_version_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Namespace" | "Pod" => Some("v1"),
+        "NetworkPolicy" => Some("networking.k8s.io/v1"),
+        _ => None,
+    }
+}
+
+/// The items of a `kind: List` (or of a typed list such as `PodList`, whose items get the
+/// element's apiVersion and kind when they leave them out), numbered by `Source::item`.
+fn read_list(
+    source: Source,
+    value: serde_yaml::Value,
+    element: Option<&(String, &'static str)>,
+    out: &mut Manifests,
+    errors: &mut Vec<ManifestError>,
+) {
+    let items = match value.get("items") {
+        None | Some(serde_yaml::Value::Null) => return,
+        Some(serde_yaml::Value::Sequence(items)) => items.clone(),
+        Some(other) => {
+            let what = value_kind(other);
+            errors.push(error(
+                source,
+                Some("List".into()),
+                "items",
+                format!("expected a list of objects, found {what}"),
+            ));
+            return;
+        }
+    };
+    for (i, mut item) in items.into_iter().enumerate() {
+        if let (Some((kind, version)), serde_yaml::Value::Mapping(map)) = (element, &mut item) {
+            if !map.contains_key("apiVersion") {
+                map.insert("apiVersion".into(), (*version).into());
+            }
+            if !map.contains_key("kind") {
+                map.insert("kind".into(), kind.as_str().into());
+            }
+        }
+        let source = Source {
+            item: Some(i),
+            ..source.clone()
+        };
+        read_value(source, item, false, out, errors);
+    }
+}
+
+/// Deserializes a value into a typed object; on error: the object, the field path, the message.
+fn typed<T: DeserializeOwned>(
+    kind: &str,
+    value: serde_yaml::Value,
+) -> Result<T, (Option<String>, String, String)> {
+    let object = describe_value(kind, &value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        (object, field, friendly(&e.into_inner().to_string()))
+    })
+}
+
+/// Rewrites serde messages that name Rust types into words a manifest author knows.
+fn friendly(message: &str) -> String {
+    if message.contains("untagged enum IntOrString") {
+        "must be a port number or a port name".to_string()
+    } else {
+        message.replace("expected i64", "expected an integer")
+    }
+}
+
+fn error(source: Source, object: Option<String>, field: &str, message: String) -> ManifestError {
+    ManifestError {
+        location: source,
+        object,
+        field: field.to_string(),
+        message,
+    }
+}
+
+/// `Kind ns/name` from an untyped document, when its metadata names it.
+fn describe_value(kind: &str, value: &serde_yaml::Value) -> Option<String> {
+    let meta = value.get("metadata")?;
+    let name = meta.get("name").and_then(|v| v.as_str())?;
+    if kind == "Namespace" {
+        return Some(format!("{kind} {name}"));
+    }
+    let ns = meta
+        .get("namespace")
+        .and_then(|v| v.as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default");
+    Some(format!("{kind} {ns}/{name}"))
+}
+
+fn value_kind(v: &serde_yaml::Value) -> &'static str {
+    match v {
+        serde_yaml::Value::Null => "nothing (null)",
+        serde_yaml::Value::Bool(_) => "a boolean",
+        serde_yaml::Value::Number(_) => "a number",
+        serde_yaml::Value::String(_) => "a string",
+        serde_yaml::Value::Sequence(_) => "a list",
+        serde_yaml::Value::Mapping(_) => "a mapping",
+        serde_yaml::Value::Tagged(_) => "a tagged value",
+    }
+}
+
+#[cfg(test)]
+mod tests;
