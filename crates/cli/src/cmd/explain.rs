@@ -1,10 +1,55 @@
-//! `palisade explain`.
+//! `palisade explain`: the verdict for one flow and, in plain words, the tiers, policies and
+//! rules behind it, computed by the engine from manifests.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use anyhow::Context;
+use palisade_engine::{Flow, FlowEnd, Probe};
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("palisade explain is not implemented yet")
+use crate::input;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Exit status: 0 when the flow was judged (allowed or denied), 1 on bad input or an unknown pod.
+
+Examples:
+  palisade explain -f examples/seed --from bob/client --to alice/backend --port 6379/TCP
+  palisade explain -f manifests/ --from 192.0.2.10 --to web/frontend-0 --port 443 -o json")]
+pub struct Args {
+    /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
+    /// `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+    /// Source: NAMESPACE/POD, or an IP address outside the cluster.
+    #[arg(long, value_name = "NS/POD|IP")]
+    pub from: String,
+    /// Destination: NAMESPACE/POD, or an IP address outside the cluster.
+    #[arg(long, value_name = "NS/POD|IP")]
+    pub to: String,
+    /// Destination port and protocol: PORT[/PROTO] (TCP when omitted), or `icmp`.
+    #[arg(long, value_name = "PORT/PROTO")]
+    pub port: Probe,
+    /// Output format: `text` (the verdict and the trace in words) or `json` (the trace as data).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let src: FlowEnd = args.from.parse().context("--from")?;
+    let dst: FlowEnd = args.to.parse().context("--to")?;
+    let cluster = input::load_cluster(&args.files)?;
+    let flow = Flow::new(src, dst, args.port.protocol, args.port.port);
+    let verdict = palisade_engine::verdict(&cluster, &flow).context("cannot judge the flow")?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&verdict)?),
+        Output::Text => print!("{}", palisade_engine::explain_text(&cluster, &verdict)),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,10 +1,214 @@
-//! `palisade matrix`.
+//! `palisade matrix`: which pod can reach which, for a set of probes, computed by the engine
+//! from manifests (no cluster, no packets).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(clap::Args)]
-pub struct Args {}
+use palisade_engine::{Matrix, Probe, ProbeMatrix};
+use palisade_model::EndpointId;
+use serde::Serialize;
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("palisade matrix is not implemented yet")
+use crate::input;
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Rows are sources (from), columns destinations (to); a pod can always reach itself.
+
+Examples:
+  palisade matrix -f examples/seed --probe 80/TCP
+  palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json")]
+pub struct Args {
+    /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
+    /// `-` reads standard input.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+    /// What to test, as PORT[/PROTO] (protocol TCP, UDP or SCTP in any case, TCP when
+    /// omitted), or `icmp`. Repeat for several probes.
+    #[arg(long = "probe", value_name = "PORT/PROTO", required = true)]
+    pub probes: Vec<Probe>,
+    /// Output format: `table` (a grid per probe) or `json`
+    /// (`{"pods": [...], "probes": [{"port", "protocol", "allowed": [[bool]]}]}`).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let cluster = input::load_cluster(&args.files)?;
+    let m = palisade_engine::matrix(&cluster, &args.probes);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&m))?),
+        Output::Table => print!("{}", table(&m)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct JsonMatrix {
+    pods: Vec<String>,
+    probes: Vec<JsonProbe>,
+}
+
+#[derive(Serialize)]
+struct JsonProbe {
+    port: u16,
+    protocol: &'static str,
+    allowed: Vec<Vec<bool>>,
+}
+
+fn to_json(m: &Matrix) -> JsonMatrix {
+    JsonMatrix {
+        pods: m.pods.iter().map(|p| p.to_string()).collect(),
+        probes: m
+            .probes
+            .iter()
+            .map(|p| JsonProbe {
+                port: p.probe.port,
+                protocol: p.probe.protocol.as_str(),
+                allowed: p.to_bools(),
+            })
+            .collect(),
+    }
+}
+
+/// Consecutive pods of one namespace: `(namespace, first index, count)`.
+fn groups(pods: &[EndpointId]) -> Vec<(&str, usize, usize)> {
+    let mut out: Vec<(&str, usize, usize)> = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        match out.last_mut() {
+            Some((ns, _, n)) if *ns == p.namespace => *n += 1,
+            _ => out.push((&p.namespace, i, 1)),
+        }
+    }
+    out
+}
+
+/// Every probe as a grid: pods numbered, grouped by namespace, ✓ allowed and · denied.
+fn table(m: &Matrix) -> String {
+    let mut out = String::new();
+    if m.pods.is_empty() {
+        out.push_str("no pods in the manifests: the matrix is empty\n");
+        return out;
+    }
+    for (k, p) in m.probes.iter().enumerate() {
+        if k > 0 {
+            out.push('\n');
+        }
+        out.push_str(&probe_table(&m.pods, p));
+    }
+    out
+}
+
+fn probe_table(pods: &[EndpointId], p: &ProbeMatrix) -> String {
+    let n = pods.len();
+    let w = (n.saturating_sub(1)).to_string().len();
+    let cell = w + 1;
+    let gs = groups(pods);
+    let label_w = pods
+        .iter()
+        .map(|id| 2 + w + 1 + id.name.chars().count())
+        .chain(gs.iter().map(|(ns, _, _)| ns.chars().count()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut out = format!(
+        "probe {}: {} of {} pairs allowed (from = rows, to = columns; ✓ allowed, · denied)\n",
+        p.probe,
+        p.count(),
+        n * n
+    );
+    // Each namespace block is wide enough for its cells and its name.
+    let widths: Vec<usize> = gs
+        .iter()
+        .map(|(ns, _, count)| (count * cell + 1).max(ns.chars().count() + 2))
+        .collect();
+    // Header: namespace names over their column blocks, then pod numbers.
+    let mut l1 = format!("{:label_w$}", "");
+    let mut l2 = l1.clone();
+    let mut sep = "─".repeat(label_w);
+    for ((ns, start, count), width) in gs.iter().zip(&widths) {
+        l1.push_str(&format!("│ {ns:<0$}", width - 1));
+        let nums: String = (*start..start + count)
+            .map(|j| format!(" {j:>w$}"))
+            .collect();
+        l2.push_str(&format!("│{nums:<width$}"));
+        sep.push('┼');
+        sep.push_str(&"─".repeat(*width));
+    }
+    for line in [l1, l2, sep] {
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    for (ns, start, count) in &gs {
+        let mut line = format!("{ns:label_w$}");
+        for width in &widths {
+            line.push_str(&format!("│{:width$}", ""));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        for i in *start..start + count {
+            let mut line = format!("{:label_w$}", format!("  {i:>w$} {}", pods[i].name));
+            for ((_, s2, c2), width) in gs.iter().zip(&widths) {
+                let cells: String = (*s2..s2 + c2)
+                    .map(|j| {
+                        let mark = if p.allowed(i, j) { "✓" } else { "·" };
+                        format!(" {mark:>w$}")
+                    })
+                    .collect();
+                line.push_str(&format!("│{cells:<width$}"));
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_engine::BitSet;
+    use palisade_model::Protocol;
+
+    #[test]
+    fn table_layout() {
+        let pods = vec![
+            EndpointId::new("a", "web"),
+            EndpointId::new("a", "db"),
+            EndpointId::new("b", "client"),
+        ];
+        let mut rows = vec![BitSet::new(3); 3];
+        for (i, j) in [(0, 0), (1, 1), (2, 2), (2, 0)] {
+            rows[i].insert(j);
+        }
+        let m = Matrix {
+            pods,
+            probes: vec![ProbeMatrix {
+                probe: Probe::new(Protocol::Tcp, 80),
+                rows,
+            }],
+        };
+        let t = table(&m);
+        let want = "\
+probe 80/TCP: 4 of 9 pairs allowed (from = rows, to = columns; ✓ allowed, · denied)
+           │ a   │ b
+           │ 0 1 │ 2
+───────────┼─────┼───
+a          │     │
+  0 web    │ ✓ · │ ·
+  1 db     │ · ✓ │ ·
+b          │     │
+  2 client │ ✓ · │ ✓
+";
+        assert_eq!(t, want, "got:\n{t}");
+        let j = serde_json::to_value(to_json(&m)).unwrap();
+        assert_eq!(j["pods"][2], "b/client");
+        assert_eq!(j["probes"][0]["protocol"], "TCP");
+        assert_eq!(j["probes"][0]["allowed"][2][0], true);
+    }
 }

@@ -1,0 +1,168 @@
+//! Every namespace and endpoint in the cluster, with the indexes the calculator needs to
+//! find endpoints quickly: by namespace, by label, by named port, and the local ones.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use palisade_model::{Endpoint, EndpointId, Labels, Namespace, NamespaceMatch, Protocol};
+
+use crate::index::{index_key, IndexKey};
+use crate::setdef::SetDef;
+use crate::slab::Slab;
+
+/// One endpoint as the calculator keeps it.
+pub(crate) struct EpEntry {
+    pub(crate) ep: Endpoint,
+    /// Whether it runs on this node.
+    pub(crate) local: bool,
+    /// For a local endpoint: keys of the policies that select it.
+    pub(crate) selected: BTreeSet<u32>,
+}
+
+#[derive(Default)]
+pub(crate) struct Catalog {
+    /// Declared namespaces; an undeclared one has only its name label.
+    pub(crate) namespaces: HashMap<String, Labels>,
+    pub(crate) endpoints: Slab<EndpointId, EpEntry>,
+    by_namespace: HashMap<String, HashSet<u32>>,
+    by_label: HashMap<String, HashMap<String, HashSet<u32>>>,
+    by_named_port: HashMap<(String, Protocol), HashSet<u32>>,
+    local_by_namespace: HashMap<String, BTreeSet<u32>>,
+}
+
+fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<u32>>, k: K, item: u32) {
+    map.entry(k).or_default().insert(item);
+}
+
+fn del<K: std::hash::Hash + Eq>(map: &mut HashMap<K, HashSet<u32>>, k: &K, item: u32) {
+    if let Some(items) = map.get_mut(k) {
+        items.remove(&item);
+        if items.is_empty() {
+            map.remove(k);
+        }
+    }
+}
+
+impl Catalog {
+    /// Labels of a namespace (declared, or implicit with only the name label).
+    pub(crate) fn namespace_labels(&self, ns: &str) -> Cow<'_, Labels> {
+        match self.namespaces.get(ns) {
+            Some(labels) => Cow::Borrowed(labels),
+            None => Cow::Owned(Namespace::implicit(ns).labels),
+        }
+    }
+
+    /// Adds the endpoint stored under `key` to the indexes.
+    pub(crate) fn index(&mut self, key: u32) {
+        let Some(entry) = self.endpoints.get(key) else {
+            return;
+        };
+        let (ep, local) = (&entry.ep, entry.local);
+        add(&mut self.by_namespace, ep.id.namespace.clone(), key);
+        for (k, v) in &ep.labels {
+            add(self.by_label.entry(k.clone()).or_default(), v.clone(), key);
+        }
+        for p in ep.ports.iter().filter(|p| !p.name.is_empty()) {
+            add(&mut self.by_named_port, (p.name.clone(), p.protocol), key);
+        }
+        if local {
+            self.local_by_namespace
+                .entry(ep.id.namespace.clone())
+                .or_default()
+                .insert(key);
+        }
+    }
+
+    pub(crate) fn unindex(&mut self, key: u32, ep: &Endpoint, local: bool) {
+        del(&mut self.by_namespace, &ep.id.namespace, key);
+        for (k, v) in &ep.labels {
+            if let Some(values) = self.by_label.get_mut(k) {
+                del(values, v, key);
+                if values.is_empty() {
+                    self.by_label.remove(k);
+                }
+            }
+        }
+        for p in ep.ports.iter().filter(|p| !p.name.is_empty()) {
+            del(&mut self.by_named_port, &(p.name.clone(), p.protocol), key);
+        }
+        if local {
+            if let Some(keys) = self.local_by_namespace.get_mut(&ep.id.namespace) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.local_by_namespace.remove(&ep.id.namespace);
+                }
+            }
+        }
+    }
+
+    /// Keys of the endpoints of a namespace.
+    pub(crate) fn in_namespace(&self, ns: &str) -> impl Iterator<Item = u32> + '_ {
+        self.by_namespace.get(ns).into_iter().flatten().copied()
+    }
+
+    /// Keys of the local endpoints of a namespace (`None`: of every namespace).
+    pub(crate) fn local(&self, ns: Option<&str>) -> Vec<u32> {
+        match ns {
+            Some(ns) => self
+                .local_by_namespace
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .copied()
+                .collect(),
+            None => self
+                .local_by_namespace
+                .values()
+                .flatten()
+                .copied()
+                .collect(),
+        }
+    }
+
+    /// A superset of the endpoints that belong to a set, found through the smaller of the
+    /// namespace and label indexes.
+    pub(crate) fn candidates(&self, def: &SetDef) -> Vec<u32> {
+        let peer = match def {
+            SetDef::NamedPort { name, protocol } => {
+                return self
+                    .by_named_port
+                    .get(&(name.clone(), *protocol))
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .collect();
+            }
+            SetDef::Peer(peer) => peer,
+        };
+        let by_ns: Vec<&HashSet<u32>> = match &peer.namespaces {
+            NamespaceMatch::Name(ns) => self.by_namespace.get(ns).into_iter().collect(),
+            NamespaceMatch::Selector(sel) => self
+                .by_namespace
+                .iter()
+                .filter(|(ns, _)| sel.matches(&self.namespace_labels(ns)))
+                .map(|(_, keys)| keys)
+                .collect(),
+        };
+        let by_label: Option<Vec<&HashSet<u32>>> = match index_key(&peer.pods) {
+            IndexKey::Values(k, vs) => Some(match self.by_label.get(k) {
+                Some(values) => vs.iter().filter_map(|v| values.get(*v)).collect(),
+                None => Vec::new(),
+            }),
+            IndexKey::Key(k) => Some(
+                self.by_label
+                    .get(k)
+                    .into_iter()
+                    .flat_map(|values| values.values())
+                    .collect(),
+            ),
+            IndexKey::None => None,
+        };
+        let size = |buckets: &Vec<&HashSet<u32>>| buckets.iter().map(|b| b.len()).sum::<usize>();
+        let chosen = match by_label {
+            Some(label) if size(&label) < size(&by_ns) => label,
+            _ => by_ns,
+        };
+        chosen.into_iter().flatten().copied().collect()
+    }
+}

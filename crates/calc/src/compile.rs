@@ -1,0 +1,181 @@
+//! Model policy → [`ActivePolicy`] (selectors replaced by set ids), and the ordering of the
+//! policies that select an endpoint into [`EndpointTiers`]. Both the incremental calculator
+//! and [`crate::compute_full`] use these, so they agree by construction on the parts that
+//! are a function of one policy.
+
+use palisade_model::{Direction, Peer, Policy, PortMatch, PortSpec, Rule};
+
+use crate::setdef::SetDef;
+use crate::state::{
+    ActivePolicy, CompiledRule, EndpointTiers, IpSetId, RulePeer, RulePort, TierPolicies,
+};
+
+/// A compiled policy and the sets it refers to (each once, in first-use order, with its id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiled {
+    pub policy: ActivePolicy,
+    pub sets: Vec<(IpSetId, SetDef)>,
+}
+
+/// Compiles a policy: peers that select endpoints become [`RulePeer::Set`], ipBlocks stay
+/// inline with host bits masked, named ports become [`RulePort::Named`] with their set.
+pub fn compile_policy(policy: &Policy) -> Compiled {
+    let mut sets = Vec::new();
+    let mut compile_dir = |dir| {
+        policy.rules(dir).map(|rules| {
+            rules
+                .iter()
+                .map(|r| compile_rule(r, &mut sets))
+                .collect::<Vec<_>>()
+        })
+    };
+    let ingress = compile_dir(Direction::Ingress);
+    let egress = compile_dir(Direction::Egress);
+    Compiled {
+        policy: ActivePolicy {
+            id: policy.id.clone(),
+            order: policy.order,
+            ingress,
+            egress,
+        },
+        sets,
+    }
+}
+
+fn use_set(sets: &mut Vec<(IpSetId, SetDef)>, def: SetDef) -> IpSetId {
+    let id = def.id();
+    if !sets.iter().any(|(known, _)| *known == id) {
+        sets.push((id.clone(), def));
+    }
+    id
+}
+
+fn compile_rule(rule: &Rule, sets: &mut Vec<(IpSetId, SetDef)>) -> CompiledRule {
+    let peers = rule
+        .peers
+        .iter()
+        .map(|peer| match peer {
+            Peer::Endpoints(ep) => RulePeer::Set(use_set(sets, SetDef::Peer(ep.clone()))),
+            Peer::Cidr { cidr, except } => RulePeer::Cidr {
+                cidr: cidr.trunc(),
+                except: except.iter().map(|e| e.trunc()).collect(),
+            },
+        })
+        .collect();
+    let ports = rule
+        .ports
+        .iter()
+        .map(|spec| compile_port(spec, sets))
+        .collect();
+    CompiledRule {
+        action: rule.action,
+        peers,
+        ports,
+    }
+}
+
+fn compile_port(spec: &PortSpec, sets: &mut Vec<(IpSetId, SetDef)>) -> RulePort {
+    match &spec.port {
+        PortMatch::Any => RulePort::Protocol(spec.protocol),
+        PortMatch::Range { start, end } => RulePort::Range {
+            protocol: spec.protocol,
+            start: *start,
+            end: *end,
+        },
+        PortMatch::Named(name) => RulePort::Named {
+            protocol: spec.protocol,
+            name: name.clone(),
+            set: use_set(
+                sets,
+                SetDef::NamedPort {
+                    name: name.clone(),
+                    protocol: spec.protocol,
+                },
+            ),
+        },
+    }
+}
+
+/// Orders the policies that select an endpoint: tiers by `tier_order` (then name), inside a
+/// tier by policy order, then name, then namespace. A tier appears in a direction only if
+/// one of its policies applies to that direction.
+pub fn endpoint_tiers<'a>(
+    policies: impl IntoIterator<Item = &'a Policy>,
+    tier_order: impl Fn(&str) -> u32,
+) -> EndpointTiers {
+    let mut sorted: Vec<&Policy> = policies.into_iter().collect();
+    sorted.sort_by(|a, b| {
+        let key = |p: &'a Policy| {
+            (
+                tier_order(&p.id.tier),
+                &p.id.tier,
+                p.order,
+                &p.id.name,
+                &p.id.namespace,
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    EndpointTiers {
+        ingress: group(&sorted, Direction::Ingress),
+        egress: group(&sorted, Direction::Egress),
+    }
+}
+
+fn group(sorted: &[&Policy], dir: Direction) -> Vec<TierPolicies> {
+    let mut out: Vec<TierPolicies> = Vec::new();
+    for p in sorted.iter().filter(|p| p.rules(dir).is_some()) {
+        match out.last_mut() {
+            Some(t) if t.tier == p.id.tier => t.policies.push(p.id.clone()),
+            _ => out.push(TierPolicies {
+                tier: p.id.tier.clone(),
+                policies: vec![p.id.clone()],
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_model::{Action, EndpointPeer, NamespaceMatch, PolicyId, Protocol, Selector};
+
+    #[test]
+    fn a_peer_used_twice_is_one_set_reference() {
+        let peer = Peer::Endpoints(EndpointPeer {
+            namespaces: NamespaceMatch::Name("a".into()),
+            pods: Selector::All,
+        });
+        let named = PortSpec {
+            protocol: Protocol::Tcp,
+            port: PortMatch::Named("http".into()),
+        };
+        let rule = Rule {
+            action: Action::Allow,
+            peers: vec![peer.clone(), peer],
+            ports: vec![named.clone(), named],
+        };
+        let policy = Policy {
+            id: PolicyId {
+                tier: "default".into(),
+                namespace: Some("a".into()),
+                name: "p".into(),
+            },
+            order: 7,
+            selector: Selector::All,
+            namespace_selector: Selector::All,
+            ingress: Some(vec![rule.clone()]),
+            egress: Some(vec![rule]),
+        };
+        let c = compile_policy(&policy);
+        assert_eq!(c.sets.len(), 2);
+        assert_eq!(c.policy.order, 7);
+        let ingress = c.policy.ingress.unwrap();
+        assert_eq!(ingress[0].peers.len(), 2);
+        assert_eq!(ingress[0].peers[0], RulePeer::Set(c.sets[0].0.clone()));
+        assert!(
+            matches!(ingress[0].ports[0], RulePort::Named { ref set, .. } if *set == c.sets[1].0)
+        );
+    }
+}

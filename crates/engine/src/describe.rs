@@ -1,0 +1,192 @@
+//! Plain-words rendering of a [`Verdict`]: what `palisade explain` prints.
+
+use std::fmt::Write as _;
+
+use palisade_model::{
+    Action, Cluster, Direction, NamespaceMatch, Peer, Policy, PolicyId, Rule, Selector,
+};
+
+use crate::trace::{DecisionTrace, SideTrace, Verdict};
+
+/// The verdict and its trace in plain words, several lines, ending with a newline.
+pub fn explain_text(cluster: &Cluster, v: &Verdict) -> String {
+    let mut out = String::new();
+    let head = if v.allowed { "ALLOWED" } else { "DENIED" };
+    let _ = writeln!(out, "{head}: {}", v.flow);
+    let addr =
+        |ip: Option<std::net::IpAddr>| ip.map_or("no address".to_string(), |i| i.to_string());
+    if v.src_ip.is_some() || v.dst_ip.is_some() {
+        let _ = writeln!(out, "  addresses: {} -> {}", addr(v.src_ip), addr(v.dst_ip));
+    }
+    if v.same_pod {
+        let _ = writeln!(
+            out,
+            "  same pod: always allowed (the traffic stays inside the pod's network namespace; no policy applies)"
+        );
+    }
+    for (side, missing) in [
+        (
+            &v.egress,
+            "egress: the source is an address, not a pod: no egress policy applies",
+        ),
+        (
+            &v.ingress,
+            "ingress: the destination is an address, not a pod: no ingress policy applies",
+        ),
+    ] {
+        match side {
+            Some(s) => side_text(cluster, v, s, &mut out),
+            None => {
+                let _ = writeln!(out, "  {missing}");
+            }
+        }
+    }
+    out
+}
+
+fn side_text(cluster: &Cluster, v: &Verdict, s: &SideTrace, out: &mut String) {
+    let verdict = if s.allowed { "allows" } else { "denies" };
+    let _ = writeln!(out, "  {} at {}: {verdict}", s.direction, s.endpoint);
+    if s.tiers.is_empty() {
+        let _ = writeln!(out, "    {}", s.summary());
+        return;
+    }
+    for t in &s.tiers {
+        let names: Vec<String> = t.policies.iter().map(|p| p.to_string()).collect();
+        let _ = writeln!(out, "    tier {}: selected by {}", t.tier, names.join(", "));
+    }
+    for r in &s.noted {
+        let what = if r.action == Action::Pass {
+            "passed to the next tier by"
+        } else {
+            "logged by"
+        };
+        let _ = writeln!(out, "    {what} {} rule {}", r.policy, r.rule);
+    }
+    let far = match s.direction {
+        Direction::Ingress => format!("from {}", v.flow.src),
+        Direction::Egress => format!("to {}", v.flow.dst),
+    };
+    let what = if v.flow.protocol.has_ports() {
+        format!("{}/{}", v.flow.protocol, v.flow.port)
+    } else {
+        v.flow.protocol.to_string()
+    };
+    match &s.decision {
+        DecisionTrace::Open => {}
+        DecisionTrace::Rule(r) => {
+            let rule = find_rule(cluster, &r.policy, s.direction, r.rule);
+            let desc = rule.map_or(String::new(), |(p, rule)| {
+                format!(": {}", describe_rule(p, rule, s.direction))
+            });
+            let verb = if r.action == Action::Allow {
+                "allowed"
+            } else {
+                "denied"
+            };
+            let _ = writeln!(
+                out,
+                "    {verb} {what} {far} by {} rule {}{desc}",
+                r.policy, r.rule
+            );
+        }
+        DecisionTrace::EndOfTier { tier, .. } => {
+            let _ = writeln!(
+                out,
+                "    no rule allowed {what} {far}: denied at end of tier {tier}"
+            );
+            for t in s.tiers.iter().filter(|t| t.tier == *tier) {
+                for id in &t.policies {
+                    let Some(p) = cluster.policies.iter().find(|p| p.id == *id) else {
+                        continue;
+                    };
+                    let rules = p.rules(s.direction).unwrap_or(&[]);
+                    if rules.is_empty() {
+                        let _ =
+                            writeln!(out, "      {id}: has no {} rules (denies all)", s.direction);
+                    }
+                    for (i, rule) in rules.iter().enumerate() {
+                        let _ = writeln!(
+                            out,
+                            "      {id} rule {i} {}",
+                            describe_rule(p, rule, s.direction)
+                        );
+                    }
+                }
+            }
+        }
+        DecisionTrace::PassedAllTiers => {
+            let _ = writeln!(out, "    {}", s.summary());
+        }
+    }
+}
+
+fn find_rule<'c>(
+    cluster: &'c Cluster,
+    id: &PolicyId,
+    dir: Direction,
+    index: usize,
+) -> Option<(&'c Policy, &'c Rule)> {
+    let p = cluster.policies.iter().find(|p| p.id == *id)?;
+    Some((p, p.rules(dir)?.get(index)?))
+}
+
+/// A rule in words: "allows only from pods role == \"frontend\" in namespace myns on 6379/TCP".
+pub fn describe_rule(policy: &Policy, rule: &Rule, dir: Direction) -> String {
+    let action = match rule.action {
+        Action::Allow => "allows",
+        Action::Deny => "denies",
+        Action::Pass => "passes",
+        Action::Log => "logs",
+    };
+    let prep = match dir {
+        Direction::Ingress => "from",
+        Direction::Egress => "to",
+    };
+    let _ = policy;
+    let peers = if rule.peers.is_empty() {
+        "anywhere".to_string()
+    } else {
+        rule.peers
+            .iter()
+            .map(describe_peer)
+            .collect::<Vec<_>>()
+            .join(" or ")
+    };
+    let ports = if rule.ports.is_empty() {
+        "any port".to_string()
+    } else {
+        rule.ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let only = if rule.peers.is_empty() && rule.ports.is_empty() {
+        ""
+    } else {
+        "only "
+    };
+    format!("{action} {only}{prep} {peers} on {ports}")
+}
+
+fn describe_peer(peer: &Peer) -> String {
+    match peer {
+        Peer::Endpoints(e) => {
+            let pods = match &e.pods {
+                Selector::All => "all pods".to_string(),
+                s => format!("pods {s}"),
+            };
+            match &e.namespaces {
+                NamespaceMatch::Name(n) => format!("{pods} in namespace {n}"),
+                NamespaceMatch::Selector(Selector::All) => format!("{pods} in every namespace"),
+                NamespaceMatch::Selector(s) => format!("{pods} in namespaces {s}"),
+            }
+        }
+        Peer::Cidr { cidr, except } if except.is_empty() => format!("addresses in {cidr}"),
+        Peer::Cidr { cidr, except } => {
+            let ex: Vec<String> = except.iter().map(|e| e.to_string()).collect();
+            format!("addresses in {cidr} except {}", ex.join(", "))
+        }
+    }
+}

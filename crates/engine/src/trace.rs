@@ -1,0 +1,178 @@
+//! The verdict for one flow and the trace of why: per side (egress at the source pod, ingress
+//! at the destination pod) whether the pod is isolated, the tiers and policies that select it
+//! in evaluation order, and what decided. Serializable for `-o json`.
+
+use std::net::IpAddr;
+
+use palisade_model::{Action, Cluster, Direction, EndpointId, PolicyId};
+use serde::{Deserialize, Serialize};
+
+use crate::eval::{self, Decision, FlowEval, RuleHit, SideEval};
+use crate::flow::{EngineError, Flow};
+
+/// Whether a flow is allowed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub flow: Flow,
+    pub allowed: bool,
+    /// Source and destination are the same pod: always allowed (the traffic never leaves the
+    /// pod's network namespace, so no dataplane sees it). The sides are still traced.
+    pub same_pod: bool,
+    /// The addresses the flow uses (`None` for a pod without an address of the flow's family).
+    pub src_ip: Option<IpAddr>,
+    pub dst_ip: Option<IpAddr>,
+    /// Egress at the source; absent when the source is an address, not a pod.
+    pub egress: Option<SideTrace>,
+    /// Ingress at the destination; absent when the destination is an address, not a pod.
+    pub ingress: Option<SideTrace>,
+}
+
+/// How one side judged the flow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SideTrace {
+    pub direction: Direction,
+    pub endpoint: EndpointId,
+    /// At least one policy selects the pod for this direction.
+    pub isolated: bool,
+    pub allowed: bool,
+    /// Tiers with the policies that select the pod, in evaluation order.
+    pub tiers: Vec<TierTrace>,
+    pub decision: DecisionTrace,
+    /// Log and Pass rules that matched before the decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub noted: Vec<RuleRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierTrace {
+    pub tier: String,
+    pub policies: Vec<PolicyId>,
+}
+
+/// What decided a side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecisionTrace {
+    /// No policy selects the pod for this direction: open.
+    Open,
+    /// A rule matched and allowed or denied.
+    Rule(RuleRef),
+    /// Selected in `tier` by `policies` policies, no rule decided: denied at the end of the tier.
+    EndOfTier { tier: String, policies: usize },
+    /// Every tier that selected the pod passed the flow on: the default (open) applies.
+    PassedAllTiers,
+}
+
+/// One rule of one policy; `peer` and `port` are the indices that matched (absent when the
+/// rule's list is empty, which matches everything).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub policy: PolicyId,
+    pub rule: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<usize>,
+    pub action: Action,
+}
+
+impl SideTrace {
+    /// The number of policies selecting the pod.
+    pub fn policy_count(&self) -> usize {
+        self.tiers.iter().map(|t| t.policies.len()).sum()
+    }
+
+    /// One line: what decided this side.
+    pub fn summary(&self) -> String {
+        match &self.decision {
+            DecisionTrace::Open => "no policy selects the pod: open".to_string(),
+            DecisionTrace::Rule(r) => {
+                let verb = match r.action {
+                    Action::Allow => "allowed",
+                    _ => "denied",
+                };
+                format!("{verb} by {} rule {}", r.policy, r.rule)
+            }
+            DecisionTrace::EndOfTier { tier, policies } => format!(
+                "selected by {policies} {}, no rule allowed it: denied at end of tier {tier}",
+                if *policies == 1 { "policy" } else { "policies" }
+            ),
+            DecisionTrace::PassedAllTiers => {
+                "every selecting tier passed the flow on: open by default".to_string()
+            }
+        }
+    }
+}
+
+/// The verdict for one flow, with its trace.
+pub fn verdict(cluster: &Cluster, flow: &Flow) -> Result<Verdict, EngineError> {
+    let ev = eval::evaluate(cluster, flow)?;
+    Ok(to_verdict(cluster, flow, &ev))
+}
+
+fn to_verdict(cluster: &Cluster, flow: &Flow, ev: &FlowEval<'_>) -> Verdict {
+    let side = |s: &Option<SideEval>, dir: Direction, id: Option<&EndpointId>| {
+        s.as_ref()
+            .zip(id)
+            .map(|(s, id)| side_trace(cluster, s, dir, id.clone()))
+    };
+    Verdict {
+        flow: flow.clone(),
+        allowed: ev.allowed(),
+        same_pod: ev.same_pod,
+        src_ip: ev.src.ip,
+        dst_ip: ev.dst.ip,
+        egress: side(&ev.egress, Direction::Egress, ev.src.pod.map(|p| &p.id)),
+        ingress: side(&ev.ingress, Direction::Ingress, ev.dst.pod.map(|p| &p.id)),
+    }
+}
+
+fn rule_ref(cluster: &Cluster, hit: &RuleHit) -> RuleRef {
+    RuleRef {
+        policy: cluster.policies[hit.policy].id.clone(),
+        rule: hit.rule,
+        peer: hit.peer,
+        port: hit.port,
+        action: hit.action,
+    }
+}
+
+fn side_trace(
+    cluster: &Cluster,
+    s: &SideEval,
+    direction: Direction,
+    endpoint: EndpointId,
+) -> SideTrace {
+    let mut tiers: Vec<TierTrace> = Vec::new();
+    for &pi in &s.selecting {
+        let id = &cluster.policies[pi].id;
+        match tiers.last_mut() {
+            Some(t) if t.tier == id.tier => t.policies.push(id.clone()),
+            _ => tiers.push(TierTrace {
+                tier: id.tier.clone(),
+                policies: vec![id.clone()],
+            }),
+        }
+    }
+    let decision = match &s.decision {
+        Decision::Open => DecisionTrace::Open,
+        Decision::Rule(hit) => DecisionTrace::Rule(rule_ref(cluster, hit)),
+        Decision::EndOfTier(tier) => DecisionTrace::EndOfTier {
+            tier: tier.clone(),
+            policies: tiers
+                .iter()
+                .find(|t| t.tier == *tier)
+                .map_or(0, |t| t.policies.len()),
+        },
+        Decision::PassedAll => DecisionTrace::PassedAllTiers,
+    };
+    SideTrace {
+        direction,
+        endpoint,
+        isolated: !s.selecting.is_empty(),
+        allowed: s.allowed(),
+        tiers,
+        decision,
+        noted: s.noted.iter().map(|h| rule_ref(cluster, h)).collect(),
+    }
+}

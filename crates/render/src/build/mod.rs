@@ -1,0 +1,291 @@
+//! The layout: [`DesiredState`] → [`Ruleset`].
+//!
+//! ```text
+//!  FORWARD ─► pal-FORWARD: ct established,related → ACCEPT; ct invalid → DROP;
+//!             clear accept|pass marks;
+//!             by input iface  → pal-fw-<iface>  (egress of the sending endpoint; returns with
+//!                                                  the accept mark set, or drops)
+//!             by output iface → pal-tw-<iface>  (ingress of the receiving endpoint; ACCEPT or DROP)
+//!             accept mark set → ACCEPT           (egress allowed, receiver not on this node)
+//!             otherwise return                   (not workload traffic: left alone)
+//!  pal-fw-/pal-tw-<iface>, per tier: clear marks; jump to each policy chain while neither
+//!             mark is set; accept mark → RETURN (fw) / ACCEPT (tw); no pass mark → [NFLOG] DROP.
+//!             After the last tier (or with no tier: the namespace's default allow):
+//!             fw sets the accept mark, tw accepts.
+//!  pal-pi-/pal-po-<hash>: rules in order; Allow sets the accept mark and returns, Pass the
+//!             pass mark, Deny drops, Log logs and continues.
+//! ```
+//!
+//! A packet between two endpoints of this node goes through the sender's fw chain first,
+//! which only marks, and then the receiver's tw chain, which decides.
+
+mod rules;
+
+use std::collections::BTreeMap;
+
+use palisade_calc::{DesiredState, IpSet, IpSetMember, LocalEndpoint};
+use palisade_model::{Direction, EndpointId};
+
+use crate::config::RenderConfig;
+use crate::error::RenderError;
+use crate::ir::{
+    Action, Chain, CtState, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset, SetDef, SetEntry,
+    SetRef,
+};
+use crate::names;
+
+pub use rules::MULTIPORT_SLOTS;
+pub(crate) use rules::{cidr_set, policy_chain, set_kind, split_zero};
+
+/// The families the config enables, v4 first.
+pub fn families(cfg: &RenderConfig) -> Vec<Family> {
+    let mut f = Vec::new();
+    if cfg.ipv4 {
+        f.push(Family::V4);
+    }
+    if cfg.ipv6 {
+        f.push(Family::V6);
+    }
+    f
+}
+
+/// The complete ruleset for a node.
+pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, RenderError> {
+    cfg.validate()?;
+    let fams = families(cfg);
+    check_endpoints(state)?;
+    let mut sets: Vec<SetDef> = Vec::new();
+    for set in state.ip_sets.values() {
+        for &f in &fams {
+            sets.push(state_set(set, f));
+        }
+    }
+    let mut chains = vec![forward_chain(state, cfg)];
+    let mut cidr_sets: BTreeMap<String, SetDef> = BTreeMap::new();
+    for policy in state.policies.values() {
+        for dir in [Direction::Ingress, Direction::Egress] {
+            if let Some((chain, extra)) = policy_chain(state, cfg, &fams, policy, dir)? {
+                chains.push(chain);
+                for s in extra {
+                    cidr_sets.insert(s.set.name.clone(), s);
+                }
+            }
+        }
+    }
+    for ep in state.endpoints.values() {
+        for dir in [Direction::Egress, Direction::Ingress] {
+            chains.push(endpoint_chain(state, cfg, ep, dir)?);
+        }
+    }
+    sets.extend(cidr_sets.into_values());
+    Ok(Ruleset {
+        families: fams,
+        sets,
+        chains,
+        hooks: vec![forward_hook()],
+    })
+}
+
+/// `FORWARD -j pal-FORWARD`.
+pub fn forward_hook() -> Hook {
+    Hook {
+        kernel_chain: "FORWARD".into(),
+        target: names::FORWARD_CHAIN.into(),
+        comment: format!(
+            "pal:{}",
+            names::hash_hex(&["hook", "FORWARD", names::FORWARD_CHAIN], 16)
+        ),
+    }
+}
+
+/// Interfaces are valid and not shared.
+pub(crate) fn check_endpoints(state: &DesiredState) -> Result<(), RenderError> {
+    let mut seen: BTreeMap<&str, &EndpointId> = BTreeMap::new();
+    for ep in state.endpoints.values() {
+        names::check_iface(&ep.id, &ep.iface)?;
+        if let Some(first) = seen.insert(&ep.iface, &ep.id) {
+            return Err(RenderError::DuplicateInterface {
+                first: first.to_string(),
+                second: ep.id.to_string(),
+                iface: ep.iface.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The members of a calc set that belong to `family`.
+pub(crate) fn state_set(set: &IpSet, family: Family) -> SetDef {
+    let members = set
+        .members
+        .iter()
+        .flat_map(|m| member_entries(m, family))
+        .collect();
+    SetDef {
+        set: set_ref(&set.id, set.kind, family),
+        description: names::sanitize(&set.description, 200),
+        members,
+    }
+}
+
+pub(crate) fn set_ref(
+    id: &palisade_calc::IpSetId,
+    kind: palisade_calc::IpSetKind,
+    family: Family,
+) -> SetRef {
+    SetRef {
+        name: names::set_name(family, id),
+        family,
+        kind: set_kind(kind),
+    }
+}
+
+/// The entries one calc member becomes in a set of `family` (none for the other family, or
+/// for ICMP named ports, which cannot match).
+pub(crate) fn member_entries(member: &IpSetMember, family: Family) -> Vec<SetEntry> {
+    match member {
+        IpSetMember::Net(net) if Family::of_net(net) == family => split_zero(&net.trunc())
+            .into_iter()
+            .map(SetEntry::Net)
+            .collect(),
+        IpSetMember::NetPort { ip, protocol, port } if Family::of(ip) == family => {
+            let proto = Proto::from_model(*protocol, family);
+            if proto.has_ports() {
+                vec![SetEntry::NetPort {
+                    ip: *ip,
+                    proto,
+                    port: *port,
+                }]
+            } else {
+                vec![]
+            }
+        }
+        _ => vec![],
+    }
+}
+
+/// `pal-FORWARD`: conntrack, then dispatch by interface.
+pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
+    let mut fw = Vec::new();
+    let mut tw = Vec::new();
+    for ep in state.endpoints.values() {
+        fw.push((
+            ep.iface.clone(),
+            names::endpoint_chain(Direction::Egress, &ep.iface),
+        ));
+        tw.push((
+            ep.iface.clone(),
+            names::endpoint_chain(Direction::Ingress, &ep.iface),
+        ));
+    }
+    let rules = vec![
+        Rule::new(
+            vec![Match::CtState(vec![CtState::Related, CtState::Established])],
+            Action::Accept,
+        ),
+        Rule::new(vec![Match::CtState(vec![CtState::Invalid])], Action::Drop),
+        Rule::new(vec![], Action::ClearMark(cfg.verdict_marks())),
+        Rule::new(
+            vec![],
+            Action::Dispatch {
+                dir: IfaceDir::In,
+                map: names::FROM_WORKLOAD_MAP.into(),
+                targets: fw,
+            },
+        ),
+        Rule::new(
+            vec![],
+            Action::Dispatch {
+                dir: IfaceDir::Out,
+                map: names::TO_WORKLOAD_MAP.into(),
+                targets: tw,
+            },
+        ),
+        Rule::new(
+            vec![Match::Mark {
+                value: cfg.accept_mark,
+                mask: cfg.accept_mark,
+            }],
+            Action::Accept,
+        ),
+    ];
+    Chain {
+        name: names::FORWARD_CHAIN.into(),
+        rules,
+    }
+    .seal()
+}
+
+/// The ingress (`pal-tw-`) or egress (`pal-fw-`) chain of a local endpoint.
+pub(crate) fn endpoint_chain(
+    state: &DesiredState,
+    cfg: &RenderConfig,
+    ep: &LocalEndpoint,
+    direction: Direction,
+) -> Result<Chain, RenderError> {
+    let tiers = match direction {
+        Direction::Ingress => &ep.tiers.ingress,
+        Direction::Egress => &ep.tiers.egress,
+    };
+    let verdict = cfg.verdict_marks();
+    let on_accept = match direction {
+        Direction::Ingress => Action::Accept,
+        Direction::Egress => Action::Return,
+    };
+    let mut rules = Vec::new();
+    for tier in tiers {
+        rules.push(Rule::new(vec![], Action::ClearMark(verdict)));
+        for pid in &tier.policies {
+            let applies = state.policies.get(pid).is_some_and(|p| match direction {
+                Direction::Ingress => p.ingress.is_some(),
+                Direction::Egress => p.egress.is_some(),
+            });
+            if !applies {
+                return Err(RenderError::MissingPolicy {
+                    endpoint: ep.id.to_string(),
+                    direction,
+                    tier: tier.tier.clone(),
+                    policy: pid.to_string(),
+                });
+            }
+            rules.push(Rule::new(
+                vec![Match::Mark {
+                    value: 0,
+                    mask: verdict,
+                }],
+                Action::Jump(names::policy_chain(direction, pid)),
+            ));
+        }
+        rules.push(Rule::new(
+            vec![Match::Mark {
+                value: cfg.accept_mark,
+                mask: cfg.accept_mark,
+            }],
+            on_accept.clone(),
+        ));
+        let no_pass = Match::Mark {
+            value: 0,
+            mask: cfg.pass_mark,
+        };
+        if let Some(group) = cfg.drop_log_group {
+            rules.push(Rule::new(
+                vec![no_pass.clone()],
+                Action::Log {
+                    group,
+                    prefix: names::drop_log_prefix(direction, &ep.id),
+                },
+            ));
+        }
+        rules.push(Rule::new(vec![no_pass], Action::Drop));
+    }
+    // No tier, or every tier passed: the namespace's default allow.
+    rules.push(match direction {
+        Direction::Ingress => Rule::new(vec![], Action::Accept),
+        Direction::Egress => Rule::new(vec![], Action::SetMark(cfg.accept_mark)),
+    });
+    Ok(Chain {
+        name: names::endpoint_chain(direction, &ep.iface),
+        rules,
+    }
+    .seal())
+}

@@ -1,0 +1,109 @@
+//! [`RenderConfig`]: the knobs of the rendered layout (mark bits, logging, address families).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::RenderError;
+
+/// How the ruleset is laid out. `Default` gives the documented defaults: mark mask
+/// `0xffff0000` with accept `0x10000`, pass `0x20000`, scratch `0x40000`/`0x80000`; no NFLOG on
+/// end-of-tier drops; policy `Log` rules to NFLOG group 1; both address families.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderConfig {
+    /// The mark bits Palisade may use; every other bit is left alone.
+    pub mark_mask: u32,
+    /// Set by a policy chain when an Allow rule matched.
+    pub accept_mark: u32,
+    /// Set by a policy chain when a Pass rule matched.
+    pub pass_mark: u32,
+    /// Reserved for later use; validated to be distinct bits inside the mask.
+    pub scratch_marks: [u32; 2],
+    /// NFLOG group for the drop at the end of a tier; `None` (default): no log.
+    pub drop_log_group: Option<u16>,
+    /// NFLOG group for policy rules with action Log.
+    pub log_group: u16,
+    /// Render IPv4 (iptables, `pal4-` sets).
+    pub ipv4: bool,
+    /// Render IPv6 (ip6tables, `pal6-` sets).
+    pub ipv6: bool,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        RenderConfig {
+            mark_mask: 0xffff_0000,
+            accept_mark: 0x1_0000,
+            pass_mark: 0x2_0000,
+            scratch_marks: [0x4_0000, 0x8_0000],
+            drop_log_group: None,
+            log_group: 1,
+            ipv4: true,
+            ipv6: true,
+        }
+    }
+}
+
+impl RenderConfig {
+    /// Checks that every mark is a single bit inside the mask and that no two are equal.
+    pub fn validate(&self) -> Result<(), RenderError> {
+        let named = [
+            ("accept_mark", self.accept_mark),
+            ("pass_mark", self.pass_mark),
+            ("scratch_marks[0]", self.scratch_marks[0]),
+            ("scratch_marks[1]", self.scratch_marks[1]),
+        ];
+        let mut seen = 0u32;
+        for (field, bit) in named {
+            if bit.count_ones() != 1 {
+                return Err(RenderError::Config(format!(
+                    "{field} {bit:#x} must be exactly one bit"
+                )));
+            }
+            if bit & self.mark_mask != bit {
+                return Err(RenderError::Config(format!(
+                    "{field} {bit:#x} is outside mark_mask {:#x}",
+                    self.mark_mask
+                )));
+            }
+            if seen & bit != 0 {
+                return Err(RenderError::Config(format!(
+                    "{field} {bit:#x} is used twice"
+                )));
+            }
+            seen |= bit;
+        }
+        if !self.ipv4 && !self.ipv6 {
+            return Err(RenderError::Config(
+                "at least one of ipv4 and ipv6 must be enabled".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Accept and pass bits together (cleared at the start of every tier).
+    pub fn verdict_marks(&self) -> u32 {
+        self.accept_mark | self.pass_mark
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        RenderConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_bits_outside_mask_and_duplicates() {
+        let mut c = RenderConfig {
+            accept_mark: 0x1,
+            ..RenderConfig::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("outside"));
+        c.accept_mark = 0x2_0000;
+        assert!(c.validate().unwrap_err().to_string().contains("twice"));
+        c.accept_mark = 0x3_0000;
+        assert!(c.validate().unwrap_err().to_string().contains("one bit"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Names and text that reach rule syntax. Everything derived from user input is either hashed
+//! (chain names, set names, rule comments) or checked against a strict alphabet (interface
+//! names), or sanitized (log prefixes, descriptions). Backend limits live here: chain names
+//! ≤ 28 characters, set names ≤ 31, interface names ≤ 15, NFLOG prefixes ≤ 63.
+
+use ipnet::IpNet;
+use palisade_calc::IpSetId;
+use palisade_model::{Direction, EndpointId, PolicyId};
+use sha2::{Digest, Sha256};
+
+use crate::error::RenderError;
+use crate::ir::Family;
+
+/// The chain the kernel's FORWARD chain jumps to.
+pub const FORWARD_CHAIN: &str = "pal-FORWARD";
+/// nftables verdict map: input interface → egress chain of that endpoint.
+pub const FROM_WORKLOAD_MAP: &str = "pal-fw-map";
+/// nftables verdict map: output interface → ingress chain of that endpoint.
+pub const TO_WORKLOAD_MAP: &str = "pal-tw-map";
+/// nftables table (family `inet`).
+pub const NFT_TABLE: &str = "palisade";
+/// Longest chain name iptables accepts.
+pub const MAX_CHAIN_LEN: usize = 28;
+/// Longest ipset name.
+pub const MAX_SET_LEN: usize = 31;
+/// Longest NFLOG prefix (64 bytes with the terminating NUL).
+pub const MAX_LOG_PREFIX: usize = 63;
+
+/// Hex SHA-256 of length-prefixed parts, cut to `len` characters. Length prefixes keep
+/// `("ab","c")` and `("a","bc")` apart.
+pub fn hash_hex(parts: &[&str], len: usize) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.len().to_string().as_bytes());
+        h.update(b":");
+        h.update(p.as_bytes());
+    }
+    let digest = h.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    hex[..len.min(hex.len())].to_string()
+}
+
+/// `pal-pi-<hash>` (ingress) or `pal-po-<hash>` (egress) for a policy.
+pub fn policy_chain(direction: Direction, id: &PolicyId) -> String {
+    let prefix = match direction {
+        Direction::Ingress => "pal-pi-",
+        Direction::Egress => "pal-po-",
+    };
+    let ns = id.namespace.as_deref().map(|n| format!("n{n}"));
+    let h = hash_hex(
+        &[&id.tier, ns.as_deref().unwrap_or("g"), &id.name],
+        MAX_CHAIN_LEN - prefix.len(),
+    );
+    format!("{prefix}{h}")
+}
+
+/// `pal-tw-<iface>` (to workload: ingress) or `pal-fw-<iface>` (from workload: egress).
+/// The interface must have passed [`check_iface`].
+pub fn endpoint_chain(direction: Direction, iface: &str) -> String {
+    match direction {
+        Direction::Ingress => format!("pal-tw-{iface}"),
+        Direction::Egress => format!("pal-fw-{iface}"),
+    }
+}
+
+fn family_prefix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "pal4-",
+        Family::V6 => "pal6-",
+    }
+}
+
+/// `pal4-<hash>` / `pal6-<hash>` for a calc set id (hashed: ids are not trusted text).
+pub fn set_name(family: Family, id: &IpSetId) -> String {
+    let p = family_prefix(family);
+    format!(
+        "{p}{}",
+        hash_hex(&["set", &id.0], MAX_SET_LEN - p.len() - 4)
+    )
+}
+
+/// `pal4-c<hash>` for the dedicated set of an ipBlock with `except` entries.
+pub fn cidr_set_name(family: Family, cidr: &IpNet, except: &[IpNet]) -> String {
+    let p = family_prefix(family);
+    let mut parts = vec!["cidr".to_string(), cidr.trunc().to_string()];
+    let mut ex: Vec<String> = except.iter().map(|e| e.trunc().to_string()).collect();
+    ex.sort();
+    parts.extend(ex);
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    format!("{p}c{}", hash_hex(&refs, MAX_SET_LEN - p.len() - 5))
+}
+
+/// Checks an interface name before it reaches rule text: 1 to 15 characters of
+/// `[a-zA-Z0-9_.-]`, starting with a letter or digit.
+pub fn check_iface(endpoint: &EndpointId, iface: &str) -> Result<(), RenderError> {
+    let ok = !iface.is_empty()
+        && iface.len() <= 15
+        && iface.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && iface
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(RenderError::BadInterface {
+            endpoint: endpoint.to_string(),
+            iface: iface.to_string(),
+        })
+    }
+}
+
+/// Human text made safe for a quoted argument in any backend: only `[a-zA-Z0-9_./:=(),!-]`
+/// and spaces survive (everything else, quotes and backslashes above all, becomes `_`), cut
+/// to `max` characters.
+pub fn sanitize(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    '_' | '.' | '/' | ':' | '=' | '-' | ' ' | '(' | ')' | ',' | '!'
+                )
+            {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(max)
+        .collect()
+}
+
+/// NFLOG prefix for the drop at the end of a tier: names direction and endpoint.
+pub fn drop_log_prefix(direction: Direction, endpoint: &EndpointId) -> String {
+    let tail = ": no policy allowed it";
+    let head = format!("pal {direction} ");
+    let room = MAX_LOG_PREFIX - head.len() - tail.len();
+    format!("{head}{}{tail}", sanitize(&endpoint.to_string(), room))
+}
+
+/// NFLOG prefix for a policy rule with action Log.
+pub fn rule_log_prefix(direction: Direction, policy: &PolicyId, rule: usize) -> String {
+    let head = format!("pal log {direction} rule {rule} ");
+    let room = MAX_LOG_PREFIX.saturating_sub(head.len());
+    format!("{head}{}", sanitize(&policy.to_string(), room))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(ns: &str, name: &str) -> PolicyId {
+        PolicyId {
+            tier: "default".into(),
+            namespace: Some(ns.into()),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn chain_and_set_names_fit_and_are_plain() {
+        let hostile = pid("a\"b;c}\n-A FORWARD -j ACCEPT", &"x y".repeat(300));
+        for c in [
+            policy_chain(Direction::Ingress, &hostile),
+            policy_chain(Direction::Egress, &hostile),
+        ] {
+            assert_eq!(c.len(), MAX_CHAIN_LEN, "{c}");
+            assert!(c.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        }
+        let s = set_name(Family::V6, &IpSetId("x\n\"; flush ruleset".into()));
+        assert!(s.len() <= MAX_SET_LEN && s.starts_with("pal6-"), "{s}");
+        let c = cidr_set_name(Family::V4, &"10.0.0.0/8".parse().unwrap(), &[]);
+        assert!(c.len() <= MAX_SET_LEN && c.starts_with("pal4-c"), "{c}");
+    }
+
+    #[test]
+    fn policy_chain_names_differ_by_every_part() {
+        let a = pid("ns", "p");
+        let mut b = a.clone();
+        b.tier = "admin".into();
+        let mut c = a.clone();
+        c.namespace = None;
+        let names = [&a, &b, &c].map(|p| policy_chain(Direction::Ingress, p));
+        assert_ne!(names[0], names[1]);
+        assert_ne!(names[0], names[2]);
+        assert_ne!(
+            policy_chain(Direction::Ingress, &a),
+            policy_chain(Direction::Egress, &a)
+        );
+    }
+
+    #[test]
+    fn interface_check() {
+        let e = EndpointId::new("n", "p");
+        for good in ["pal1234567890ab", "eth0", "a.b_c-d"] {
+            check_iface(&e, good).unwrap();
+        }
+        for bad in [
+            "",
+            "-A",
+            "a b",
+            "x\"",
+            "sixteen-chars-xx",
+            "eth+",
+            "a;b",
+            "..",
+        ] {
+            assert!(check_iface(&e, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn log_prefixes_are_sanitized_and_short() {
+        let e = EndpointId::new("ns\"\n}", "p;".repeat(100));
+        let p = drop_log_prefix(Direction::Ingress, &e);
+        assert!(p.len() <= MAX_LOG_PREFIX);
+        assert!(p.ends_with("no policy allowed it"));
+        assert!(!p.contains(['"', '\n', '}', ';']));
+        let r = rule_log_prefix(Direction::Egress, &pid("x\"y", &"z".repeat(90)), 3);
+        assert!(r.len() <= MAX_LOG_PREFIX && !r.contains('"'));
+    }
+}

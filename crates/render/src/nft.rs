@@ -1,0 +1,398 @@
+//! IR → one `nft -f` script for `table inet palisade`: named sets, two verdict maps (input and
+//! output interface → endpoint chain), a base chain at the forward hook, and the same chains
+//! and rules the iptables backend writes. The script starts with `add table` + `delete table`
+//! + `add table`, so applying it twice gives the same kernel state, in one transaction.
+//!
+//! Rules reference sets, never members, so the rule count does not grow with remote pods.
+//! Both backends render the same IR, which [`crate::interp`] evaluates; there is no separate
+//! interpreter for this text.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::ir::{
+    Action, Chain, CtState, Dir, Family, IfaceDir, Match, Proto, Rule, Ruleset, SetDef, SetEntry,
+    SetKind, SetRef,
+};
+use crate::names::{self, NFT_TABLE};
+
+fn t() -> String {
+    format!("inet {NFT_TABLE}")
+}
+
+/// The full script.
+pub fn render(rs: &Ruleset) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "add table {}", t());
+    let _ = writeln!(out, "delete table {}", t());
+    let _ = writeln!(out, "add table {}", t());
+    for s in &rs.sets {
+        out.push_str(&add_set_line(&s.set, &s.description));
+        out.push_str(&elements_line("add", &s.set.name, &set_elements(s)));
+    }
+    for map in dispatch_maps(rs) {
+        out.push_str(&add_map_line(&map));
+    }
+    for c in &rs.chains {
+        out.push_str(&add_chain_line(&c.name));
+    }
+    for c in &rs.chains {
+        out.push_str(&chain_rules(c));
+    }
+    for c in &rs.chains {
+        for r in &c.rules {
+            if let Action::Dispatch { map, targets, .. } = &r.action {
+                let elems: Vec<String> = targets.iter().map(|(i, c)| map_element(i, c)).collect();
+                out.push_str(&elements_line("add", map, &elems));
+            }
+        }
+    }
+    out
+}
+
+fn dispatch_maps(rs: &Ruleset) -> Vec<String> {
+    rs.chains
+        .iter()
+        .flat_map(|c| c.rules.iter())
+        .filter_map(|r| match &r.action {
+            Action::Dispatch { map, .. } => Some(map.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn add_set_line(set: &SetRef, description: &str) -> String {
+    let addr = match set.family {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    };
+    let body = match set.kind {
+        SetKind::Net => format!("type {addr} ; flags interval ;"),
+        SetKind::NetPort => format!("type {addr} . inet_proto . inet_service ;"),
+    };
+    let comment = names::sanitize(description, 100);
+    format!(
+        "add set {} {} {{ {body} comment \"{comment}\" ; }}\n",
+        t(),
+        set.name
+    )
+}
+
+pub fn add_map_line(map: &str) -> String {
+    format!("add map {} {map} {{ type ifname : verdict ; }}\n", t())
+}
+
+pub fn add_chain_line(chain: &str) -> String {
+    if chain == names::FORWARD_CHAIN {
+        format!(
+            "add chain {} {chain} {{ type filter hook forward priority filter ; policy accept ; }}\n",
+            t()
+        )
+    } else {
+        format!("add chain {} {chain}\n", t())
+    }
+}
+
+pub fn flush_chain_line(chain: &str) -> String {
+    format!("flush chain {} {chain}\n", t())
+}
+
+pub fn delete_chain_line(chain: &str) -> String {
+    format!("delete chain {} {chain}\n", t())
+}
+
+pub fn delete_set_line(set: &str) -> String {
+    format!("delete set {} {set}\n", t())
+}
+
+/// `add element …` / `delete element …`; empty when there is nothing to change.
+pub fn elements_line(verb: &str, set: &str, elems: &[String]) -> String {
+    if elems.is_empty() {
+        return String::new();
+    }
+    format!("{verb} element {} {set} {{ {} }}\n", t(), elems.join(", "))
+}
+
+pub fn map_element(iface: &str, chain: &str) -> String {
+    format!("\"{iface}\" : jump {chain}")
+}
+
+/// The elements of a set as nft writes them: a set with exceptions becomes the address
+/// ranges left after removing them (nft has no `nomatch`); otherwise members that another
+/// member contains are left out (an interval set rejects overlaps).
+pub fn set_elements(s: &SetDef) -> Vec<String> {
+    let has_nomatch = s.members.iter().any(|m| matches!(m, SetEntry::NoMatch(_)));
+    if has_nomatch {
+        let pos: Vec<IpNet> = s
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                SetEntry::Net(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        let neg: Vec<IpNet> = s
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                SetEntry::NoMatch(n) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        return difference(&pos, &neg, s.set.family)
+            .into_iter()
+            .map(|(a, b)| range_text(a, b, s.set.family))
+            .collect();
+    }
+    // Only prefixes shorter than a host route can contain another member (pod sets are
+    // nearly all host routes, so this stays linear in practice).
+    let wide: Vec<IpNet> = s
+        .members
+        .iter()
+        .filter_map(|m| match m {
+            SetEntry::Net(n) if n.prefix_len() < n.max_prefix_len() => Some(*n),
+            _ => None,
+        })
+        .collect();
+    s.members
+        .iter()
+        .filter(|m| match m {
+            SetEntry::Net(n) => !wide.iter().any(|o| o != n && o.contains(n)),
+            _ => true,
+        })
+        .filter_map(entry_text)
+        .collect()
+}
+
+/// One entry as an element (`None` for a `nomatch`, which [`set_elements`] handles).
+pub fn entry_text(e: &SetEntry) -> Option<String> {
+    match e {
+        SetEntry::Net(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr().to_string()),
+        SetEntry::Net(n) => Some(n.to_string()),
+        SetEntry::NoMatch(_) => None,
+        SetEntry::NetPort { ip, proto, port } => {
+            Some(format!("{ip} . {} . {port}", proto_name(*proto)))
+        }
+    }
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u32::from(a) as u128,
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+fn from_u128(v: u128, family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(std::net::Ipv4Addr::from(v as u32)),
+        Family::V6 => IpAddr::V6(std::net::Ipv6Addr::from(v)),
+    }
+}
+
+fn bounds(n: &IpNet) -> (u128, u128) {
+    (to_u128(n.network()), to_u128(n.broadcast()))
+}
+
+/// Inclusive ranges covered by `pos` and by none of `neg`, sorted and disjoint.
+pub fn difference(pos: &[IpNet], neg: &[IpNet], _family: Family) -> Vec<(u128, u128)> {
+    let mut ranges: Vec<(u128, u128)> = pos.iter().map(bounds).collect();
+    ranges.sort();
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    for (a, b) in ranges {
+        match merged.last_mut() {
+            // Overlapping or adjacent (`a > last.1` implies `a >= 1`).
+            Some(last) if a <= last.1 || a - 1 == last.1 => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    for cut in neg.iter().map(bounds) {
+        let mut next = Vec::new();
+        for (a, b) in merged {
+            if cut.1 < a || cut.0 > b {
+                next.push((a, b));
+                continue;
+            }
+            if cut.0 > a {
+                next.push((a, cut.0 - 1));
+            }
+            if cut.1 < b {
+                next.push((cut.1 + 1, b));
+            }
+        }
+        merged = next;
+    }
+    merged
+}
+
+fn range_text(a: u128, b: u128, family: Family) -> String {
+    if a == b {
+        from_u128(a, family).to_string()
+    } else {
+        format!("{}-{}", from_u128(a, family), from_u128(b, family))
+    }
+}
+
+/// `add rule` lines of one chain.
+pub fn chain_rules(chain: &Chain) -> String {
+    let mut out = String::new();
+    for r in &chain.rules {
+        let _ = writeln!(out, "add rule {} {} {}", t(), chain.name, rule_text(r));
+    }
+    out
+}
+
+/// One rule's body: matches, `counter`, the verdict or statement, the comment.
+pub fn rule_text(rule: &Rule) -> String {
+    let mut parts: Vec<String> = rule.matches.iter().map(match_text).collect();
+    parts.push("counter".into());
+    parts.push(action_text(&rule.action));
+    parts.push(format!("comment \"{}\"", rule.comment));
+    parts.join(" ")
+}
+
+fn addr_kw(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+fn dir_kw(d: Dir) -> &'static str {
+    match d {
+        Dir::Src => "saddr",
+        Dir::Dst => "daddr",
+    }
+}
+
+fn match_text(m: &Match) -> String {
+    match m {
+        Match::InIface(i) => format!("iifname \"{i}\""),
+        Match::OutIface(i) => format!("oifname \"{i}\""),
+        Match::Set { set, dir } => match set.kind {
+            SetKind::Net => format!("{} {} @{}", addr_kw(set.family), dir_kw(*dir), set.name),
+            SetKind::NetPort => format!(
+                "{} daddr . meta l4proto . th dport @{}",
+                addr_kw(set.family),
+                set.name
+            ),
+        },
+        Match::Net { net, dir } => {
+            format!("{} {} {net}", addr_kw(Family::of_net(net)), dir_kw(*dir))
+        }
+        Match::Protocol(p) => match p {
+            Proto::Icmp => "meta nfproto ipv4 meta l4proto icmp".into(),
+            Proto::Icmpv6 => "meta nfproto ipv6 meta l4proto ipv6-icmp".into(),
+            p => format!("meta l4proto {}", proto_name(*p)),
+        },
+        Match::DstPorts(ranges) => {
+            let list: Vec<String> = ranges
+                .iter()
+                .map(|r| {
+                    if r.start == r.end {
+                        r.start.to_string()
+                    } else {
+                        format!("{}-{}", r.start, r.end)
+                    }
+                })
+                .collect();
+            if list.len() == 1 {
+                format!("th dport {}", list[0])
+            } else {
+                format!("th dport {{ {} }}", list.join(", "))
+            }
+        }
+        Match::CtState(states) => {
+            let list: Vec<&str> = states
+                .iter()
+                .map(|c| match c {
+                    CtState::New => "new",
+                    CtState::Established => "established",
+                    CtState::Related => "related",
+                    CtState::Invalid => "invalid",
+                })
+                .collect();
+            format!("ct state {{ {} }}", list.join(", "))
+        }
+        Match::Mark { value, mask } => format!("meta mark & {mask:#010x} == {value:#010x}"),
+    }
+}
+
+fn action_text(a: &Action) -> String {
+    match a {
+        Action::Accept => "accept".into(),
+        Action::Drop => "drop".into(),
+        Action::Return => "return".into(),
+        Action::Jump(c) => format!("jump {c}"),
+        Action::Goto(c) => format!("goto {c}"),
+        Action::SetMark(b) => format!("meta mark set meta mark | {b:#010x}"),
+        Action::ClearMark(b) => format!("meta mark set meta mark & {:#010x}", !b),
+        Action::Log { group, prefix } => format!("log prefix \"{prefix}\" group {group}"),
+        Action::Dispatch { dir, map, .. } => match dir {
+            IfaceDir::In => format!("iifname vmap @{map}"),
+            IfaceDir::Out => format!("oifname vmap @{map}"),
+        },
+    }
+}
+
+fn proto_name(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+        Proto::Sctp => "sctp",
+        Proto::Icmp => "icmp",
+        Proto::Icmpv6 => "ipv6-icmp",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn contained_members_are_left_out() {
+        use crate::ir::{SetKind, SetRef};
+        let def = SetDef {
+            set: SetRef {
+                name: "pal4-x".into(),
+                family: Family::V4,
+                kind: SetKind::Net,
+            },
+            description: String::new(),
+            members: vec![
+                SetEntry::Net(n("10.0.0.0/24")),
+                SetEntry::Net(n("10.0.0.7/32")),
+                SetEntry::Net(n("10.0.1.7/32")),
+            ],
+        };
+        assert_eq!(set_elements(&def), vec!["10.0.0.0/24", "10.0.1.7"]);
+    }
+
+    #[test]
+    fn difference_cuts_exceptions() {
+        let r = difference(
+            &[n("10.0.0.0/24")],
+            &[n("10.0.0.16/28"), n("10.0.0.0/32")],
+            Family::V4,
+        );
+        let text: Vec<String> = r
+            .iter()
+            .map(|(a, b)| range_text(*a, *b, Family::V4))
+            .collect();
+        assert_eq!(text, vec!["10.0.0.1-10.0.0.15", "10.0.0.32-10.0.0.255"]);
+        let all = difference(
+            &[n("0.0.0.0/1"), n("128.0.0.0/1")],
+            &[n("10.0.0.0/8")],
+            Family::V4,
+        );
+        assert_eq!(all, vec![(0, 0x09ff_ffff), (0x0b00_0000, 0xffff_ffff)]);
+        let none = difference(&[n("10.0.0.0/8")], &[n("10.0.0.0/8")], Family::V4);
+        assert!(none.is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! Differential property test: for random clusters and policies, one packet per flow through
+//! the rendered IR (by `palisade_render::interp`) gets the verdict the engine gives.
+//! local → local: both the sender's fw and the receiver's tw chain; remote/external → local:
+//! only tw, the packet arriving from the uplink; local → remote/external: fw only.
+
+mod common;
+
+use common::gen::{cluster, NODE};
+use palisade_calc::{compute_full, CalcConfig};
+use palisade_engine::{verdict, Flow, FlowEnd};
+use palisade_model::{Cluster, EndpointId, Protocol};
+use palisade_render::interp::{evaluate, Packet, Verdict};
+use palisade_render::{build, RenderConfig};
+use proptest::prelude::*;
+
+const UPLINK: &str = "uplink0";
+
+/// Checks every flow with a local end; returns the numbers of allowed and denied flows.
+fn check(c: &Cluster) -> Result<(usize, usize), TestCaseError> {
+    let state = compute_full(&CalcConfig::new(NODE), c);
+    let cfg = RenderConfig {
+        drop_log_group: Some(7),
+        ..RenderConfig::default()
+    };
+    let rs = build(&state, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let iface = |id: &EndpointId| {
+        state
+            .endpoints
+            .get(id)
+            .map(|e| e.iface.clone())
+            .unwrap_or_else(|| UPLINK.to_string())
+    };
+    let mut ends: Vec<FlowEnd> = c
+        .endpoints
+        .iter()
+        .map(|e| FlowEnd::Pod(e.id.clone()))
+        .collect();
+    for ip in [
+        "10.0.0.9",
+        "10.0.2.77",
+        "192.0.2.1",
+        "172.16.0.1",
+        "fd00::99",
+        "2001:db8::1",
+    ] {
+        ends.push(FlowEnd::Ip(ip.parse().unwrap()));
+    }
+    let local = |e: &FlowEnd| match e {
+        FlowEnd::Pod(id) => state.endpoints.contains_key(id),
+        FlowEnd::Ip(_) => false,
+    };
+    let mut allowed = 0;
+    let mut denied = 0;
+    for s in &ends {
+        for d in &ends {
+            if s == d || !(local(s) || local(d)) {
+                continue;
+            }
+            for (protocol, port) in [
+                (Protocol::Tcp, 80),
+                (Protocol::Tcp, 8080),
+                (Protocol::Tcp, 443),
+                (Protocol::Udp, 53),
+                (Protocol::Tcp, 9100),
+                (Protocol::Sctp, 3868),
+                (Protocol::Icmp, 0),
+            ] {
+                let flow = Flow::new(s.clone(), d.clone(), protocol, port);
+                let v = match verdict(c, &flow) {
+                    Ok(v) => v,
+                    Err(_) => continue, // families of two addresses differ
+                };
+                let (Some(src), Some(dst)) = (v.src_ip, v.dst_ip) else {
+                    continue;
+                };
+                let in_iface = match s {
+                    FlowEnd::Pod(id) => iface(id),
+                    FlowEnd::Ip(_) => UPLINK.into(),
+                };
+                let out_iface = match d {
+                    FlowEnd::Pod(id) => iface(id),
+                    FlowEnd::Ip(_) => UPLINK.into(),
+                };
+                let expect = match (local(s), local(d)) {
+                    (true, true) => v.allowed,
+                    (true, false) => v.egress.as_ref().is_none_or(|t| t.allowed),
+                    (false, _) => v.ingress.as_ref().is_none_or(|t| t.allowed),
+                };
+                let pkt = Packet::new(src, dst, protocol, port, &in_iface, &out_iface);
+                let out = evaluate(&rs, &pkt).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let got = out.verdict == Verdict::Accept;
+                prop_assert!(
+                    out.verdict != Verdict::NoVerdict,
+                    "workload flow {flow} left alone"
+                );
+                prop_assert_eq!(
+                    got,
+                    expect,
+                    "flow {} ({} -> {}): interp {:?}, engine {:#?}\npath {:#?}",
+                    flow,
+                    src,
+                    dst,
+                    out.verdict,
+                    v,
+                    out.path
+                );
+                if got {
+                    allowed += 1;
+                } else {
+                    denied += 1;
+                }
+            }
+        }
+    }
+    Ok((allowed, denied))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn interpreter_agrees_with_engine(seed in any::<u64>()) {
+        let c = cluster(seed);
+        check(&c)?;
+    }
+}
+
+#[test]
+fn a_fixed_seed_checks_many_flows() {
+    let (mut allowed, mut denied) = (0, 0);
+    for s in 1..60u64 {
+        let (a, d) = check(&cluster(s * 7919)).unwrap();
+        allowed += a;
+        denied += d;
+    }
+    eprintln!("{allowed} allowed, {denied} denied");
+    assert!(
+        allowed > 500 && denied > 500,
+        "{allowed} allowed, {denied} denied"
+    );
+}
