@@ -12,6 +12,8 @@
 //! flow. A flow is allowed iff egress allows it at the source pod and ingress allows it at the
 //! destination pod; an address end (not a pod) is judged by no policy. A pod talking to itself
 //! is always allowed: that traffic never leaves its network namespace, so no dataplane sees it.
+//! The engine judges new connections; replies of an allowed connection are allowed
+//! (conntrack, SEMANTICS.md 6).
 //!
 //! Pure: no I/O, no clock.
 

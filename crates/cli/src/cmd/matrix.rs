@@ -151,8 +151,8 @@ fn probe_table(pods: &[EndpointId], p: &ProbeMatrix) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
-        for i in *start..start + count {
-            let mut line = format!("{:label_w$}", format!("  {i:>w$} {}", pods[i].name));
+        for (i, pod) in pods.iter().enumerate().skip(*start).take(*count) {
+            let mut line = format!("{:label_w$}", format!("  {i:>w$} {}", pod.name));
             for ((_, s2, c2), width) in gs.iter().zip(&widths) {
                 let cells: String = (*s2..s2 + c2)
                     .map(|j| {
