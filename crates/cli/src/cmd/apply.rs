@@ -1,0 +1,285 @@
+//! `palisade apply -f PATH... --datastore URL`: validate every manifest first, then write
+//! all objects in one atomic batch, and say per object whether it was created, updated or
+//! unchanged. Objects owned by the Kubernetes controller are never touched.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use palisade_model::manifest::{Document, Object};
+use palisade_model::{convert, validate::FieldError};
+use palisade_store::{
+    keys, Datastore, KeyValue, Op, Precondition, Record, StoreError, StoredObject, OWNER_APPLY,
+};
+use serde::Serialize;
+
+use super::datastore_args::{self as ds, DatastoreArgs};
+use crate::input;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Manifest files or directories (directories are read recursively for *.yaml, *.yml,
+    /// *.json; `-` reads standard input). Namespaces, Pods and NetworkPolicies are stored;
+    /// other kinds are skipped with a warning.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub datastore: DatastoreArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Validate and compare with the datastore, but write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub kind: &'static str,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `created`, `updated`, `unchanged` or `skipped`.
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    /// The datastore revision of the write (absent when nothing was written).
+    revision: Option<i64>,
+    dry_run: bool,
+    objects: &'a [Outcome],
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    ds::runtime()?.block_on(run_async(args))
+}
+
+async fn run_async(args: Args) -> Result<ExitCode> {
+    // 1. Everything is read and validated before the datastore is even contacted.
+    let manifests = match input::read_manifests(&args.files)? {
+        Ok(m) => m,
+        Err(errors) => return Ok(invalid(errors.iter().map(|e| e.to_string()))),
+    };
+    input::warn_skipped(&manifests);
+    if let Err(errors) = convert::cluster(&manifests.documents) {
+        return Ok(invalid(errors.iter().map(|e| e.to_string())));
+    }
+    let desired = desired_objects(&manifests.documents)?;
+
+    // 2. Compare with what is stored and plan one batch.
+    let store = args.datastore.connect().await?;
+    let plan = plan(store.as_ref(), &desired).await?;
+
+    // 3. Write it, all or nothing.
+    let revision = if plan.ops.is_empty() || args.dry_run {
+        None
+    } else {
+        let n = plan.ops.len();
+        Some(store.apply_batch(plan.ops).await.map_err(|e| {
+            match e {
+                StoreError::Conflict { key, .. } | StoreError::AlreadyExists { key } => {
+                    anyhow::anyhow!(
+                "{} changed in the datastore while applying; nothing was written, run apply again",
+                ds::describe_key(&key)
+            )
+                }
+                other => anyhow::Error::new(other)
+                    .context(format!("cannot write {n} object(s); nothing was written")),
+            }
+        })?)
+    };
+    print(&args, revision, &plan.outcomes)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints every error and the "nothing written" summary; exit code 1.
+fn invalid(errors: impl Iterator<Item = String>) -> ExitCode {
+    let mut n = 0;
+    for e in errors {
+        eprintln!("error: {e}");
+        n += 1;
+    }
+    eprintln!("error: {n} error(s) in the manifests; nothing was written");
+    ExitCode::FAILURE
+}
+
+/// One document's object, or why it has none.
+struct Desired {
+    describe: String,
+    source: String,
+    object: Option<StoredObject>,
+}
+
+fn field_errors(describe: &str, errors: Vec<FieldError>) -> anyhow::Error {
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    anyhow::anyhow!("{describe}: {}", list.join("; "))
+}
+
+fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
+    let mut out = Vec::with_capacity(documents.len());
+    for doc in documents {
+        let describe = doc.object.describe();
+        let object = match &doc.object {
+            Object::Namespace(n) => Some(StoredObject::Namespace(
+                convert::namespace(n).map_err(|e| field_errors(&describe, e))?,
+            )),
+            Object::Pod(p) => convert::pod(p)
+                .map_err(|e| field_errors(&describe, e))?
+                .map(StoredObject::Endpoint),
+            Object::NetworkPolicy(np) => Some(StoredObject::Policy(
+                convert::network_policy(np).map_err(|e| field_errors(&describe, e))?,
+            )),
+        };
+        out.push(Desired {
+            describe,
+            source: doc.source.to_string(),
+            object,
+        });
+    }
+    Ok(out)
+}
+
+struct Plan {
+    ops: Vec<Op>,
+    outcomes: Vec<Outcome>,
+}
+
+async fn list_raw(store: &dyn Datastore, prefix: &str) -> Result<HashMap<String, KeyValue>> {
+    Ok(store
+        .list(prefix)
+        .await
+        .with_context(|| format!("cannot list {prefix} in {}", store.describe()))?
+        .items
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect())
+}
+
+/// Refuses to change an object someone else owns.
+fn check_owner(kv: &KeyValue) -> Result<Option<Record>> {
+    match Record::decode(&kv.key, &kv.value) {
+        Ok(rec) if rec.owner != OWNER_APPLY => bail!(
+            "{} is owned by {}; palisade apply does not change it (nothing was written)",
+            ds::describe_key(&kv.key),
+            rec.owner
+        ),
+        Ok(rec) => Ok(Some(rec)),
+        // An unreadable value under our key is replaced.
+        Err(_) => Ok(None),
+    }
+}
+
+async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
+    let mut existing = list_raw(store, keys::NAMESPACES).await?;
+    existing.extend(list_raw(store, keys::POLICIES).await?);
+    let endpoints: Vec<KeyValue> = ds::list_endpoint_keys(store).await?;
+    existing.extend(endpoints.iter().map(|kv| (kv.key.clone(), kv.clone())));
+
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    let mut ops = Vec::new();
+    let mut outcomes = Vec::new();
+    for d in desired {
+        let Some(object) = &d.object else {
+            let (kind, name) = d.describe.split_once(' ').unwrap_or(("Pod", &d.describe));
+            outcomes.push(Outcome {
+                kind: if kind == "Pod" { "pod" } else { "object" },
+                name: name.to_string(),
+                key: None,
+                result: "skipped",
+                note: Some(
+                    "not a workload endpoint (hostNetwork, finished or being deleted)".into(),
+                ),
+            });
+            continue;
+        };
+        let key = object
+            .key()
+            .with_context(|| format!("{} ({}) cannot be stored", d.describe, d.source))?;
+        if let Some(first) = seen.insert(key.clone(), &d.source) {
+            bail!(
+                "{} is given twice ({first} and {}); nothing was written",
+                d.describe,
+                d.source
+            );
+        }
+        let mut note = None;
+        // A pod that moved to another node leaves its old key behind: delete it.
+        let mut moved = false;
+        if let StoredObject::Endpoint(ep) = object {
+            for old in ds::endpoint_keys_of(&endpoints, &ep.id.namespace, &ep.id.name) {
+                if old.key != key {
+                    check_owner(&old)?;
+                    note = Some(format!("moved from {}", old.key));
+                    ops.push(
+                        Op::delete(old.key.clone())
+                            .when(Precondition::ModRevision(old.mod_revision)),
+                    );
+                    moved = true;
+                }
+            }
+        }
+        let value = object.encode(OWNER_APPLY)?;
+        let result = match existing.get(&key) {
+            None => {
+                ops.push(Op::put(key.clone(), value).when(Precondition::Absent));
+                if moved {
+                    "updated"
+                } else {
+                    "created"
+                }
+            }
+            Some(kv) => match check_owner(kv)? {
+                Some(rec) if rec.object == *object => "unchanged",
+                _ => {
+                    ops.push(
+                        Op::put(key.clone(), value)
+                            .when(Precondition::ModRevision(kv.mod_revision)),
+                    );
+                    "updated"
+                }
+            },
+        };
+        outcomes.push(Outcome {
+            kind: ds::kind_word(object),
+            name: ds::object_name(object),
+            key: Some(key),
+            result,
+            note,
+        });
+    }
+    Ok(Plan { ops, outcomes })
+}
+
+fn print(args: &Args, revision: Option<i64>, outcomes: &[Outcome]) -> Result<()> {
+    match args.output {
+        Output::Json => {
+            let report = Report {
+                revision,
+                dry_run: args.dry_run,
+                objects: outcomes,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Output::Text => {
+            let suffix = if args.dry_run { " (dry run)" } else { "" };
+            for o in outcomes {
+                match &o.note {
+                    Some(n) => println!("{} {} {}{suffix} ({n})", o.kind, o.name, o.result),
+                    None => println!("{} {} {}{suffix}", o.kind, o.name, o.result),
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! What `apply`, `delete` and `get` share: the datastore options (`--datastore` and the etcd
+//! TLS/auth flags), connecting within a few seconds, and the names of stored objects as the
+//! user writes them (`networkpolicy myns/foo`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use palisade_store::keys::{self, Key};
+use palisade_store::{Datastore, DatastoreUrl, EtcdConfig, KeyValue, Record, StoredObject};
+
+/// Where the datastore is and how to log in.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DatastoreArgs {
+    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT...] (embedded: is an in-process store that
+    /// vanishes when the command ends; for trying things out).
+    #[arg(long, env = "PALISADE_DATASTORE", value_name = "URL")]
+    pub datastore: String,
+    /// PEM CA bundle to verify etcd's certificate (turns TLS on).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+    /// PEM client certificate, for etcd's --client-cert-auth (with --etcd-key).
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM key of the client certificate.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user name (the password comes from --etcd-password or PALISADE_ETCD_PASSWORD).
+    #[arg(long, value_name = "NAME")]
+    pub etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(
+        long,
+        env = "PALISADE_ETCD_PASSWORD",
+        hide_env_values = true,
+        value_name = "PASSWORD"
+    )]
+    pub etcd_password: Option<String>,
+    /// Seconds to wait for etcd before giving up.
+    #[arg(long, default_value_t = 3, value_name = "SECONDS")]
+    pub etcd_timeout: u64,
+}
+
+impl DatastoreArgs {
+    /// Connects, failing with a clear message (and within about `2 × --etcd-timeout`) if the
+    /// datastore cannot be reached.
+    pub async fn connect(&self) -> Result<Arc<dyn Datastore>> {
+        let url: DatastoreUrl = self.datastore.parse()?;
+        let mut cfg = EtcdConfig::new(Vec::<String>::new());
+        cfg.ca_file = self.etcd_ca.clone();
+        cfg.cert_file = self.etcd_cert.clone();
+        cfg.key_file = self.etcd_key.clone();
+        cfg.username = self.etcd_user.clone();
+        cfg.password = self.etcd_password.clone();
+        let t = Duration::from_secs(self.etcd_timeout.max(1));
+        cfg.connect_timeout = t;
+        cfg.request_timeout = t;
+        palisade_store::connect(&url, cfg)
+            .await
+            .with_context(|| format!("cannot use the datastore at {url}"))
+    }
+}
+
+/// A tokio runtime for one command.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// The user's word for a kind of object.
+pub fn kind_word(object: &StoredObject) -> &'static str {
+    match object {
+        StoredObject::Namespace(_) => "namespace",
+        StoredObject::Endpoint(_) => "pod",
+        StoredObject::Policy(_) => "networkpolicy",
+        StoredObject::Status(_) => "status",
+    }
+}
+
+/// `ns/name` (or `name`, or `tier:ns/name` outside the default tier) of an object.
+pub fn object_name(object: &StoredObject) -> String {
+    match object {
+        StoredObject::Namespace(n) => n.name.clone(),
+        StoredObject::Endpoint(e) => e.id.to_string(),
+        StoredObject::Policy(p) => p.id.to_string(),
+        StoredObject::Status(s) => s.node.clone(),
+    }
+}
+
+/// `kind name` for a parsed key (for keys whose value is unreadable).
+pub fn describe_key(key: &str) -> String {
+    match Key::parse(key) {
+        Ok(Key::Namespace { name }) => format!("namespace {name}"),
+        Ok(Key::Endpoint { namespace, pod, .. }) => format!("pod {namespace}/{pod}"),
+        Ok(Key::Policy {
+            tier,
+            namespace,
+            name,
+        }) => {
+            let ns = namespace.map(|n| format!("{n}/")).unwrap_or_default();
+            if tier == palisade_model::DEFAULT_TIER {
+                format!("networkpolicy {ns}{name}")
+            } else {
+                format!("networkpolicy {tier}:{ns}{name}")
+            }
+        }
+        Ok(Key::Config { name }) => format!("config {name}"),
+        Ok(Key::Status { node }) => format!("status {node}"),
+        Err(_) => key.to_string(),
+    }
+}
+
+/// A stored object with its key, revision and owner.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub kv: KeyValue,
+    pub record: Record,
+}
+
+/// Every decodable object under `prefix`; undecodable values are reported on stderr and
+/// skipped.
+pub async fn list_objects(store: &dyn Datastore, prefix: &str) -> Result<Vec<Stored>> {
+    let listing = store
+        .list(prefix)
+        .await
+        .with_context(|| format!("cannot list {prefix} in {}", store.describe()))?;
+    let mut out = Vec::with_capacity(listing.items.len());
+    for kv in listing.items {
+        match Record::decode(&kv.key, &kv.value) {
+            Ok(record) => out.push(Stored { kv, record }),
+            Err(e) => eprintln!("warning: skipping {}: {e}", describe_key(&kv.key)),
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoint keys of `namespace/pod` under any node (a pod that moved may have left one).
+pub fn endpoint_keys_of(all_endpoints: &[KeyValue], namespace: &str, pod: &str) -> Vec<KeyValue> {
+    all_endpoints
+        .iter()
+        .filter(|kv| {
+            matches!(Key::parse(&kv.key), Ok(Key::Endpoint { namespace: n, pod: p, .. }) if n == namespace && p == pod)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Lists the raw endpoint keys (all nodes).
+pub async fn list_endpoint_keys(store: &dyn Datastore) -> Result<Vec<KeyValue>> {
+    Ok(store
+        .list(keys::ENDPOINTS)
+        .await
+        .with_context(|| format!("cannot list endpoints in {}", store.describe()))?
+        .items)
+}
