@@ -1,0 +1,201 @@
+//! From the renderer's [`Ruleset`] to the programs the backends reconcile: rule text comes
+//! from `palisade_render::{iptables, nft}` (the dataplane spells nothing itself), each rule
+//! keyed by its `pal:` comment, with the [`Origins`] attached for counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use palisade_render::ir::{Action, Family as IrFamily, Ruleset, SetDef, SetKind};
+use palisade_render::{iptables, names, nft};
+
+use crate::error::DataplaneError;
+use crate::ipt::program::{Family, IpsetSpec, IptRule, IptablesProgram};
+use crate::ipt::save::pal_comment;
+use crate::nft::program::{BaseChain, NftChain, NftProgram, NftRule, NftSet};
+use crate::origins::Origins;
+
+/// Sets converted by the last render, reused while their definition is unchanged (a large
+/// set costs a lot to convert and nothing to compare).
+#[derive(Debug)]
+pub struct SetCache<T> {
+    entries: HashMap<String, (SetDef, Arc<T>)>,
+}
+
+impl<T> Default for SetCache<T> {
+    fn default() -> Self {
+        SetCache {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<T> SetCache<T> {
+    fn get(
+        &mut self,
+        def: &SetDef,
+        convert: impl FnOnce(&SetDef) -> Result<T, DataplaneError>,
+    ) -> Result<Arc<T>, DataplaneError> {
+        if let Some((old, out)) = self.entries.get(&def.set.name) {
+            if old == def {
+                return Ok(Arc::clone(out));
+            }
+        }
+        let out = Arc::new(convert(def)?);
+        self.entries
+            .insert(def.set.name.clone(), (def.clone(), Arc::clone(&out)));
+        Ok(out)
+    }
+
+    fn keep_only(&mut self, rs: &Ruleset) {
+        if self.entries.len() > rs.sets.len() {
+            let names: std::collections::HashSet<&str> =
+                rs.sets.iter().map(|s| s.set.name.as_str()).collect();
+            self.entries.retain(|n, _| names.contains(n.as_str()));
+        }
+    }
+}
+
+fn family(f: IrFamily) -> Family {
+    match f {
+        IrFamily::V4 => Family::V4,
+        IrFamily::V6 => Family::V6,
+    }
+}
+
+/// The iptables + ipset program of a ruleset.
+pub fn iptables_program(
+    rs: &Ruleset,
+    origins: &Origins,
+    cache: &mut SetCache<IpsetSpec>,
+) -> Result<IptablesProgram, DataplaneError> {
+    let mut p = IptablesProgram::default();
+    for s in &rs.sets {
+        let spec = cache.get(s, ipset_spec)?;
+        p.sets.insert(s.set.name.clone(), spec);
+    }
+    cache.keep_only(rs);
+    for &f in &rs.families {
+        let chains = p.chains_mut(family(f));
+        for c in &rs.chains {
+            let mut rules = Vec::new();
+            for r in c.rules.iter().filter(|r| r.applies_to(f)) {
+                let origin = origins
+                    .get(&(
+                        c.name.clone(),
+                        r.comment.trim_start_matches("pal:").to_string(),
+                    ))
+                    .cloned();
+                for line in iptables::rule_lines(&c.name, r) {
+                    let prefix = format!("-A {} ", c.name);
+                    let spec = line.strip_prefix(&prefix).ok_or_else(|| {
+                        DataplaneError::invalid(
+                            format!("chain {}", c.name),
+                            format!("rendered line {line:?} is not -A {}", c.name),
+                        )
+                    })?;
+                    let hash = pal_comment(spec).ok_or_else(|| {
+                        DataplaneError::invalid(
+                            format!("chain {}", c.name),
+                            format!("rendered line {line:?} has no pal: comment"),
+                        )
+                    })?;
+                    rules.push(IptRule {
+                        hash: hash.to_string(),
+                        spec: spec.to_string(),
+                        origin: origin.clone(),
+                    });
+                }
+            }
+            chains.chains.insert(c.name.clone(), rules);
+        }
+        for h in &rs.hooks {
+            chains
+                .hooks
+                .insert(h.kernel_chain.clone(), h.target.clone());
+        }
+    }
+    Ok(p)
+}
+
+fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
+    let kind = match s.set.kind {
+        SetKind::Net => "hash:net",
+        SetKind::NetPort => "hash:ip,port",
+    };
+    let prefix = format!("add {} ", s.set.name);
+    let members = s.members.iter().map(|m| {
+        let line = iptables::member_line("add", &s.set.name, m);
+        let t = line.trim_end();
+        let t = t.strip_prefix(&prefix).unwrap_or(t);
+        t.strip_suffix(" -exist").unwrap_or(t).to_string()
+    });
+    IpsetSpec::new(kind, family(s.set.family), members)
+}
+
+fn nft_set(s: &SetDef) -> Result<NftSet, DataplaneError> {
+    let addr = match s.set.family {
+        IrFamily::V4 => "ipv4_addr",
+        IrFamily::V6 => "ipv6_addr",
+    };
+    let (key_type, flags) = match s.set.kind {
+        SetKind::Net => (vec![addr.to_string()], vec!["interval".to_string()]),
+        SetKind::NetPort => (
+            vec![addr.to_string(), "inet_proto".into(), "inet_service".into()],
+            vec![],
+        ),
+    };
+    Ok(NftSet::new(key_type, None, flags, nft::set_elements(s)))
+}
+
+/// The nftables program of a ruleset (`table inet palisade`).
+pub fn nft_program(
+    rs: &Ruleset,
+    origins: &Origins,
+    cache: &mut SetCache<NftSet>,
+) -> Result<NftProgram, DataplaneError> {
+    let mut p = NftProgram::default();
+    for s in &rs.sets {
+        let set = cache.get(s, nft_set)?;
+        p.sets.insert(s.set.name.clone(), set);
+    }
+    cache.keep_only(rs);
+    let mut maps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in &rs.chains {
+        let mut rules = Vec::new();
+        for r in &c.rules {
+            if let Action::Dispatch { map, targets, .. } = &r.action {
+                maps.entry(map.clone())
+                    .or_default()
+                    .extend(targets.iter().map(|(i, t)| nft::map_element(i, t)));
+            }
+            let text = nft::rule_text(r);
+            let body = text
+                .rsplit_once(" comment \"")
+                .map(|(b, _)| b.to_string())
+                .unwrap_or(text);
+            let hash = r.comment.trim_start_matches("pal:").to_string();
+            rules.push(NftRule {
+                origin: origins.get(&(c.name.clone(), hash.clone())).cloned(),
+                hash,
+                body,
+            });
+        }
+        let base = (c.name == names::FORWARD_CHAIN).then(|| BaseChain {
+            kind: "filter".into(),
+            hook: "forward".into(),
+            priority: 0,
+            policy: "accept".into(),
+        });
+        p.chains.insert(c.name.clone(), NftChain { base, rules });
+    }
+    for (name, elements) in maps {
+        let set = NftSet::new(
+            vec!["ifname".into()],
+            Some("verdict".into()),
+            vec![],
+            elements,
+        );
+        p.sets.insert(name, Arc::new(set));
+    }
+    Ok(p)
+}
