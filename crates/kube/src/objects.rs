@@ -1,0 +1,237 @@
+//! Cluster objects → what they contribute to the datastore.
+//!
+//! The API server's objects (k8s-openapi types) go through a `serde_json` round trip into
+//! `palisade_model::k8s`, which reads the same wire format as manifests, so the controller
+//! and `palisade apply` convert with the very same `palisade_model::convert` functions. The
+//! round trip also trims each object to the fields Palisade reads: nothing else is kept.
+
+use std::fmt;
+
+use palisade_model::{convert, k8s};
+use palisade_store::StoredObject;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The three kinds of cluster object the controller watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+
+    /// Index into per-kind arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Kind::Namespace => 0,
+            Kind::Pod => 1,
+            Kind::NetworkPolicy => 2,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identifies one cluster object: kind, namespace (empty for a Namespace) and name. It does
+/// not change when the object's datastore key does (a pod that gets scheduled moves from
+/// `endpoints/_unscheduled/...` to `endpoints/<node>/...`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectId {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectId {
+    pub fn namespace(name: impl Into<String>) -> Self {
+        ObjectId {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: name.into(),
+        }
+    }
+
+    pub fn namespaced(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ObjectId {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The cluster object a datastore key belongs to, for the keys the controller writes:
+    /// namespaces, endpoints, and namespaced policies of the default tier.
+    pub fn of_key(key: &str) -> Option<ObjectId> {
+        use palisade_store::keys::Key;
+        match Key::parse(key).ok()? {
+            Key::Namespace { name } => Some(ObjectId::namespace(name)),
+            Key::Endpoint { namespace, pod, .. } => {
+                Some(ObjectId::namespaced(Kind::Pod, namespace, pod))
+            }
+            Key::Policy {
+                tier,
+                namespace: Some(namespace),
+                name,
+            } if tier == palisade_model::DEFAULT_TIER => {
+                Some(ObjectId::namespaced(Kind::NetworkPolicy, namespace, name))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ObjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// What one cluster object contributes to the datastore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+// Nearly every value is the large variant: boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Converted {
+    /// This object, under its key.
+    Stored { key: String, object: StoredObject },
+    /// Nothing, and rightly so (a hostNetwork, finished or terminating pod, a pod without an
+    /// IP yet).
+    Skipped(&'static str),
+    /// Nothing, because the object is invalid: the reason names the fields.
+    Invalid(String),
+}
+
+impl Converted {
+    pub fn stored(&self) -> Option<(&String, &StoredObject)> {
+        match self {
+            Converted::Stored { key, object } => Some((key, object)),
+            _ => None,
+        }
+    }
+}
+
+/// Round trip through JSON: a k8s-openapi object into the model's input type.
+pub fn to_model<T: Serialize, U: DeserializeOwned>(obj: &T) -> Result<U, String> {
+    let value = serde_json::to_value(obj).map_err(|e| format!("cannot encode: {e}"))?;
+    serde_json::from_value(value).map_err(|e| format!("cannot decode: {e}"))
+}
+
+fn errors(errs: Vec<palisade_model::validate::FieldError>) -> String {
+    let parts: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+fn stored(object: StoredObject) -> Converted {
+    match object.key() {
+        Ok(key) => Converted::Stored { key, object },
+        Err(e) => Converted::Invalid(e.to_string()),
+    }
+}
+
+/// A Namespace from the API server.
+pub fn namespace(ns: &k8s_openapi::api::core::v1::Namespace) -> Converted {
+    match to_model::<_, k8s::Namespace>(ns) {
+        Ok(ns) => from_namespace(&ns),
+        Err(e) => Converted::Invalid(e),
+    }
+}
+
+/// A Pod from the API server.
+pub fn pod(pod: &k8s_openapi::api::core::v1::Pod) -> Converted {
+    match to_model::<_, k8s::Pod>(pod) {
+        Ok(pod) => from_pod(&pod),
+        Err(e) => Converted::Invalid(e),
+    }
+}
+
+/// A NetworkPolicy from the API server.
+pub fn network_policy(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> Converted {
+    match to_model::<_, k8s::NetworkPolicy>(np) {
+        Ok(np) => from_network_policy(&np),
+        Err(e) => Converted::Invalid(e),
+    }
+}
+
+pub fn from_namespace(ns: &k8s::Namespace) -> Converted {
+    match convert::namespace(ns) {
+        Ok(ns) => stored(StoredObject::Namespace(ns)),
+        Err(errs) => Converted::Invalid(errors(errs)),
+    }
+}
+
+pub fn from_pod(pod: &k8s::Pod) -> Converted {
+    match convert::pod(pod) {
+        Ok(Some(ep)) if ep.ips.is_empty() => Converted::Skipped("no IP yet"),
+        Ok(Some(ep)) => stored(StoredObject::Endpoint(ep)),
+        Ok(None) => Converted::Skipped("not a workload endpoint"),
+        Err(errs) => Converted::Invalid(errors(errs)),
+    }
+}
+
+pub fn from_network_policy(np: &k8s::NetworkPolicy) -> Converted {
+    match convert::network_policy(np) {
+        Ok(policy) => stored(StoredObject::Policy(policy)),
+        Err(errs) => Converted::Invalid(errors(errs)),
+    }
+}
+
+/// The id of a cluster object from its metadata (kube's `ResourceExt`).
+pub fn id_of<K: kube::ResourceExt>(kind: Kind, obj: &K) -> ObjectId {
+    match kind {
+        Kind::Namespace => ObjectId::namespace(obj.name_any()),
+        _ => ObjectId::namespaced(kind, obj.namespace().unwrap_or_default(), obj.name_any()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_back_to_their_objects() {
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/namespaces/prod"),
+            Some(ObjectId::namespace("prod"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/endpoints/_unscheduled/prod/web-0"),
+            Some(ObjectId::namespaced(Kind::Pod, "prod", "web-0"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/endpoints/node-1/prod/web-0"),
+            Some(ObjectId::namespaced(Kind::Pod, "prod", "web-0"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/policies/default/prod/deny"),
+            Some(ObjectId::namespaced(Kind::NetworkPolicy, "prod", "deny"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/policies/admin/prod/deny"),
+            None
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/policies/default/_global/x"),
+            None
+        );
+        assert_eq!(ObjectId::of_key("/palisade/v1/status/node-1"), None);
+        assert_eq!(ObjectId::of_key("garbage"), None);
+    }
+}
