@@ -27,6 +27,25 @@ enum Command {
     Matrix(cmd::matrix::Args),
     /// Why one flow is allowed or denied: the verdict and the policies and rules behind it.
     Explain(cmd::explain::Args),
+    /// Timings on synthetic clusters (e.g. `bench matrix`); run a release build.
+    Bench(cmd::bench::Args),
+    /// Store manifests (Namespaces, Pods, NetworkPolicies) in the datastore, all or nothing.
+    Apply(cmd::apply::Args),
+    /// Remove objects stored by `apply`, by manifest or by name.
+    Delete(cmd::delete::Args),
+    /// List what the datastore holds: networkpolicies, namespaces, endpoints, status.
+    Get(cmd::get::Args),
+    /// The ruleset one node would get (ipset + iptables-restore text, or an nft script).
+    Render(cmd::render::Args),
+    /// Watch the Kubernetes API and keep the datastore in step (leader-elected, with metrics).
+    Controller(cmd::controller::Args),
+    /// A multi-node cluster of network namespaces on this machine: real packets, real agents.
+    Lab(cmd::lab::Args),
+    /// The node agent: program this node's packet filter from the datastore (`agent status`:
+    /// every node's agent status).
+    Agent(cmd::agent::Args),
+    /// Per-rule packet counters and drops of a node, with the policies active on its pods.
+    Counters(cmd::counters::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +54,15 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Matrix(args) => cmd::matrix::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Bench(args) => cmd::bench::run(args),
+        Command::Apply(args) => cmd::apply::run(args),
+        Command::Delete(args) => cmd::delete::run(args),
+        Command::Get(args) => cmd::get::run(args),
+        Command::Render(args) => cmd::render::run(args),
+        Command::Controller(args) => cmd::controller::run(args),
+        Command::Lab(args) => cmd::lab::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Counters(args) => cmd::counters::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,15 @@
 //! One module per subcommand.
 
+pub mod agent;
+pub mod apply;
+pub mod bench;
+pub mod controller;
+pub mod counters;
+pub mod datastore_args;
+pub mod delete;
 pub mod explain;
+pub mod get;
+pub mod lab;
 pub mod matrix;
+pub mod render;
 pub mod validate;

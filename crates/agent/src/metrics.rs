@@ -1,0 +1,198 @@
+//! Prometheus metrics of the agent (prometheus-client), all prefixed `palisade_agent_`.
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `applies_total` | counter | dataplane applies that succeeded |
+//! | `apply_duration_seconds` | histogram | time of each apply (calculation, render and kernel write) |
+//! | `rules` | gauge | compiled policy rules in force (both directions) |
+//! | `ip_sets`, `ip_set_members` | gauge | IP sets and their members in force |
+//! | `local_endpoints`, `active_policies` | gauge | local endpoints; policies that select one |
+//! | `errors_total{kind}` | counter | `apply`, `resync`, `datastore`, `invalid_object`, `status_write` |
+//! | `resyncs_total` | counter | dataplane resyncs (re-read the kernel, repair drift) |
+//! | `in_sync` | gauge | 1 while the datastore copy is in sync |
+//! | `applied_revision` | gauge | datastore revision the dataplane was last programmed from |
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use palisade_calc::CalcStats;
+
+/// Kinds of errors counted in `errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Apply,
+    Resync,
+    Datastore,
+    InvalidObject,
+    StatusWrite,
+}
+
+impl ErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Apply => "apply",
+            ErrorKind::Resync => "resync",
+            ErrorKind::Datastore => "datastore",
+            ErrorKind::InvalidObject => "invalid_object",
+            ErrorKind::StatusWrite => "status_write",
+        }
+    }
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The agent's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    pub applies: Counter,
+    pub apply_duration: Histogram,
+    pub rules: Gauge,
+    pub ip_sets: Gauge,
+    pub ip_set_members: Gauge,
+    pub local_endpoints: Gauge,
+    pub active_policies: Gauge,
+    errors: Family<Labels, Counter>,
+    pub resyncs: Counter,
+    pub in_sync: Gauge,
+    pub applied_revision: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade_agent");
+        let m = Metrics {
+            applies: Counter::default(),
+            // 0.5 ms .. ~16 s.
+            apply_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            rules: Gauge::default(),
+            ip_sets: Gauge::default(),
+            ip_set_members: Gauge::default(),
+            local_endpoints: Gauge::default(),
+            active_policies: Gauge::default(),
+            errors: Family::default(),
+            resyncs: Counter::default(),
+            in_sync: Gauge::default(),
+            applied_revision: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "applies",
+            "Dataplane applies that succeeded",
+            m.applies.clone(),
+        );
+        registry.register(
+            "apply_duration_seconds",
+            "Time of each apply: calculation, render and kernel write",
+            m.apply_duration.clone(),
+        );
+        registry.register("rules", "Compiled policy rules in force", m.rules.clone());
+        registry.register("ip_sets", "IP sets in force", m.ip_sets.clone());
+        registry.register(
+            "ip_set_members",
+            "Members of the IP sets in force",
+            m.ip_set_members.clone(),
+        );
+        registry.register(
+            "local_endpoints",
+            "Endpoints on this node",
+            m.local_endpoints.clone(),
+        );
+        registry.register(
+            "active_policies",
+            "Policies that select at least one local endpoint",
+            m.active_policies.clone(),
+        );
+        registry.register("errors", "Errors by kind", m.errors.clone());
+        registry.register(
+            "resyncs",
+            "Dataplane resyncs (kernel re-read, drift repaired)",
+            m.resyncs.clone(),
+        );
+        registry.register(
+            "in_sync",
+            "1 while the datastore copy is in sync",
+            m.in_sync.clone(),
+        );
+        registry.register(
+            "applied_revision",
+            "Datastore revision the dataplane was last programmed from",
+            m.applied_revision.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&vec![("kind".to_string(), kind.label().to_string())])
+            .inc();
+    }
+
+    /// Errors of one kind so far.
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.errors
+            .get_or_create(&vec![("kind".to_string(), kind.label().to_string())])
+            .get()
+    }
+
+    /// Sizes of what is in force, after a successful apply.
+    pub fn set_sizes(&self, s: &CalcStats) {
+        self.rules.set(s.rules as i64);
+        self.ip_sets.set(s.ip_sets as i64);
+        self.ip_set_members.set(s.set_members as i64);
+        self.local_endpoints.set(s.local_endpoints as i64);
+        self.active_policies.set(s.active_policies as i64);
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposes_every_metric_with_its_prefix() {
+        let m = Metrics::new();
+        m.applies.inc();
+        m.apply_duration.observe(0.002);
+        m.error(ErrorKind::Apply);
+        m.error(ErrorKind::Apply);
+        m.applied_revision.set(17);
+        let text = m.encode();
+        for name in [
+            "palisade_agent_applies_total 1",
+            "palisade_agent_apply_duration_seconds_count 1",
+            "palisade_agent_errors_total{kind=\"apply\"} 2",
+            "palisade_agent_applied_revision 17",
+            "palisade_agent_in_sync 0",
+            "palisade_agent_resyncs_total 0",
+            "palisade_agent_ip_set_members 0",
+            "palisade_agent_rules 0",
+        ] {
+            assert!(text.contains(name), "missing {name:?} in\n{text}");
+        }
+        assert_eq!(m.errors(ErrorKind::Apply), 2);
+    }
+}

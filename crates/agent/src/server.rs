@@ -1,0 +1,84 @@
+//! The agent's HTTP endpoints (axum) on the metrics address:
+//!
+//! * `/metrics`: Prometheus (OpenMetrics text) of [`crate::metrics::Metrics`];
+//! * `/healthz`: 200 while the process runs;
+//! * `/readyz`: 200 when the datastore is in sync and the last apply succeeded, else 503 and why;
+//! * `/counters`: JSON [`crate::report::CountersReport`] read from the kernel.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use crate::shared::Shared;
+
+/// The router over `shared`.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/counters", get(counters))
+        .with_state(shared)
+}
+
+/// Binds `addr` (port 0: any free port); the listener's `local_addr` says which.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.progress().not_ready_reason() {
+        None => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn counters(State(shared): State<Arc<Shared>>) -> Response {
+    let result = tokio::task::spawn_blocking(move || shared.counters_blocking()).await;
+    match result {
+        Ok(Ok(report)) => Json(report).into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot read counters from the dataplane: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("counter task failed: {e}\n"),
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,146 @@
+//! `palisade lab apply -f PATH...` and `palisade lab delete networkpolicy NS/NAME`: change a
+//! live lab through its daemon, which writes the datastore and returns once every agent has
+//! programmed the change.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use palisade_lab::control::{self, Request};
+use palisade_lab::daemon::SYNC_TIMEOUT;
+use palisade_lab::LabNames;
+use palisade_model::manifest::Object;
+use palisade_model::{convert, PolicyId, DEFAULT_TIER};
+
+use super::Output;
+use crate::input;
+
+#[derive(clap::Args)]
+pub struct ApplyArgs {
+    /// Manifests: NetworkPolicies are created or replaced; a Namespace or Pod that exists has
+    /// its labels (and a Pod its container ports) replaced. New pods need `lab up`.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  palisade lab delete networkpolicy default/web-deny-all")]
+pub struct DeleteArgs {
+    /// The kind: networkpolicy (also netpol, networkpolicies).
+    pub kind: String,
+    /// NAMESPACE/NAME (NAME alone means namespace default).
+    pub target: String,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+fn timeout() -> Duration {
+    SYNC_TIMEOUT + Duration::from_secs(5)
+}
+
+pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
+    palisade_lab::lifecycle::running(names)?;
+    let manifests = match input::read_manifests(&args.files)? {
+        Ok(m) => m,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            bail!(
+                "{} error(s) in the manifests; nothing was applied",
+                errors.len()
+            );
+        }
+    };
+    input::warn_skipped(&manifests);
+    let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut done = Vec::new();
+    for doc in &manifests.documents {
+        let what = doc.object.describe();
+        let fail = |e: Vec<palisade_model::validate::FieldError>| {
+            let list: Vec<String> = e.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!(
+                "{} ({what}): {}; nothing was applied",
+                doc.source,
+                list.join("; ")
+            )
+        };
+        match &doc.object {
+            Object::Namespace(n) => namespaces.push(convert::namespace(n).map_err(fail)?),
+            Object::Pod(p) => match convert::pod(p).map_err(fail)? {
+                Some(ep) => pods.push(ep),
+                None => {
+                    eprintln!("warning: {what} is not a workload endpoint; skipped");
+                    continue;
+                }
+            },
+            Object::NetworkPolicy(np) => policies.push(convert::network_policy(np).map_err(fail)?),
+        }
+        done.push(what);
+    }
+    let answer = control::call(
+        &names.socket(),
+        &Request::Apply {
+            namespaces,
+            pods,
+            policies,
+        },
+        timeout(),
+    )?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "revision": answer["revision"], "applied": done })
+        ),
+        Output::Table => {
+            for d in &done {
+                println!("{d} configured");
+            }
+            println!("agents in sync at revision {}", answer["revision"]);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
+    palisade_lab::lifecycle::running(names)?;
+    if !matches!(
+        args.kind.to_ascii_lowercase().as_str(),
+        "networkpolicy" | "networkpolicies" | "netpol"
+    ) {
+        bail!(
+            "lab delete handles networkpolicy only (got {:?}); pods and namespaces live as long as the lab",
+            args.kind
+        );
+    }
+    let (ns, name) = args
+        .target
+        .split_once('/')
+        .unwrap_or(("default", &args.target));
+    if ns.is_empty() || name.is_empty() {
+        bail!("expected NAMESPACE/NAME, got {:?}", args.target);
+    }
+    let id = PolicyId {
+        tier: DEFAULT_TIER.to_string(),
+        namespace: Some(ns.to_string()),
+        name: name.to_string(),
+    };
+    let answer = control::call(&names.socket(), &Request::DeletePolicy { id }, timeout())
+        .with_context(|| format!("cannot delete networkpolicy {ns}/{name}"))?;
+    match args.output {
+        Output::Json => println!(
+            "{}",
+            serde_json::json!({ "revision": answer["revision"], "deleted": format!("NetworkPolicy {ns}/{name}") })
+        ),
+        Output::Table => println!(
+            "NetworkPolicy {ns}/{name} deleted; agents in sync at revision {}",
+            answer["revision"]
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

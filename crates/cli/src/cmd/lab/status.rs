@@ -1,0 +1,211 @@
+//! `palisade lab status [-o json]` and `palisade lab down`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use palisade_lab::control::{self, AgentState, Request};
+use palisade_lab::lifecycle::daemon_alive;
+use palisade_lab::{LabNames, LabState};
+use serde::Serialize;
+
+use super::{require_root, Output};
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(clap::Args)]
+pub struct DownArgs {
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    name: String,
+    id: String,
+    dataplane: String,
+    datastore: String,
+    agents_enabled: bool,
+    daemon: DaemonJson,
+    nodes: Vec<NodeJson>,
+    pods: Vec<PodJson>,
+}
+
+#[derive(Serialize)]
+struct DaemonJson {
+    pid: Option<u32>,
+    running: bool,
+    log: String,
+}
+
+#[derive(Serialize)]
+struct NodeJson {
+    name: String,
+    netns: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<AgentState>,
+}
+
+#[derive(Serialize)]
+struct PodJson {
+    pod: String,
+    node: String,
+    ip: String,
+    netns: String,
+    interface: String,
+    ports: Vec<String>,
+}
+
+fn build(names: &LabNames, state: &LabState) -> StatusJson {
+    let running = daemon_alive(names, state);
+    let agents: Vec<AgentState> = if running && state.agents {
+        control::call(&names.socket(), &Request::Status, Duration::from_secs(10))
+            .ok()
+            .and_then(|v| serde_json::from_value(v["agents"].clone()).ok())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    StatusJson {
+        name: state.name.clone(),
+        id: state.id.clone(),
+        dataplane: state.dataplane.clone(),
+        datastore: state.datastore.clone(),
+        agents_enabled: state.agents,
+        daemon: DaemonJson {
+            pid: state.daemon_pid,
+            running,
+            log: names.log_file().display().to_string(),
+        },
+        nodes: state
+            .plan
+            .nodes
+            .iter()
+            .map(|n| NodeJson {
+                name: n.name.clone(),
+                netns: n.netns.clone(),
+                agent: agents.iter().find(|a| a.node == n.name).cloned(),
+            })
+            .collect(),
+        pods: state
+            .plan
+            .pods
+            .iter()
+            .map(|p| PodJson {
+                pod: p.id.to_string(),
+                node: p.node.clone(),
+                ip: p.ip.to_string(),
+                netns: p.netns.clone(),
+                interface: p.interface.clone(),
+                ports: p
+                    .ports
+                    .iter()
+                    .map(|port| format!("{}/{}", port.port, port.protocol))
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Prints the lab's status as a table or JSON.
+pub fn print(names: &LabNames, state: &LabState, output: Output) -> Result<()> {
+    let s = build(names, state);
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "lab {} ({}): {} nodes, {} pods, dataplane {}, datastore {}, daemon {}",
+        s.name,
+        s.id,
+        s.nodes.len(),
+        s.pods.len(),
+        s.dataplane,
+        s.datastore,
+        if s.daemon.running {
+            "running"
+        } else {
+            "NOT running"
+        }
+    );
+    println!("{:<10} {:<28} AGENT", "NODE", "NETNS");
+    for n in &s.nodes {
+        let agent = match (&n.agent, s.agents_enabled) {
+            (_, false) => "none (--no-agents)".to_string(),
+            (Some(a), _) if a.in_sync => format!("in sync at revision {}", a.revision),
+            (Some(a), _) => format!(
+                "NOT in sync (revision {}{})",
+                a.revision,
+                a.last_error
+                    .as_ref()
+                    .map(|e| format!(", {e}"))
+                    .unwrap_or_default()
+            ),
+            (None, _) => "unknown".to_string(),
+        };
+        println!("{:<10} {:<28} {agent}", n.name, n.netns);
+    }
+    println!(
+        "{:<24} {:<8} {:<15} {:<16} {:<26} PORTS",
+        "POD", "NODE", "IP", "INTERFACE", "NETNS"
+    );
+    for p in &s.pods {
+        println!(
+            "{:<24} {:<8} {:<15} {:<16} {:<26} {}",
+            p.pod,
+            p.node,
+            p.ip,
+            p.interface,
+            p.netns,
+            p.ports.join(",")
+        );
+    }
+    Ok(())
+}
+
+pub fn run(names: &LabNames, args: StatusArgs) -> Result<ExitCode> {
+    let Some(state) = LabState::load(names)? else {
+        anyhow::bail!("lab {:?} is not up (palisade lab up -f ...)", names.name);
+    };
+    print(names, &state, args.output)?;
+    Ok(if daemon_alive(names, &state) {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "error: the lab's daemon is not running (log: {}); `palisade lab down` cleans up",
+            names.log_file().display()
+        );
+        ExitCode::FAILURE
+    })
+}
+
+pub fn down(names: &LabNames, args: DownArgs) -> Result<ExitCode> {
+    require_root()?;
+    let report = palisade_lab::down(names)?;
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table if report.was_up => println!(
+            "lab {} is down: {} namespaces removed{}{}",
+            names.name,
+            report.namespaces_removed.len(),
+            if report.daemon_stopped {
+                ", daemon stopped"
+            } else {
+                ""
+            },
+            if report.agents_stopped > 0 {
+                format!(", {} agent processes stopped", report.agents_stopped)
+            } else {
+                String::new()
+            }
+        ),
+        Output::Table => println!("lab {} was not up: nothing to remove", names.name),
+    }
+    Ok(ExitCode::SUCCESS)
+}

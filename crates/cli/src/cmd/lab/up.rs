@@ -1,0 +1,66 @@
+//! `palisade lab up -f PATH... [--nodes N] [--dataplane D] [--datastore URL] [--name NAME]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use palisade_lab::{LabNames, UpOptions};
+
+use super::{require_root, status, Output};
+use crate::input;
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Manifests (files or directories): Namespaces, Pods (each becomes a pod namespace with
+    /// servers on its container ports) and NetworkPolicies.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
+    pub files: Vec<PathBuf>,
+    /// Nodes n1..nN; pods without spec.nodeName are spread over them round-robin (a nodeName
+    /// outside n1..nN becomes one more node).
+    #[arg(long, default_value_t = 2)]
+    pub nodes: usize,
+    /// The packet filter the agents program: iptables or nftables.
+    #[arg(long, default_value = "nftables", value_parser = ["iptables", "nftables"])]
+    pub dataplane: String,
+    /// `embedded` (one store inside the lab daemon, agents in process) or `etcd://host:port`
+    /// (one `palisade agent` process per node).
+    #[arg(long, default_value = "embedded")]
+    pub datastore: String,
+    /// Topology and servers only: start no agents (nothing is enforced).
+    #[arg(long)]
+    pub no_agents: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
+    require_root()?;
+    let cluster = input::load_cluster(&args.files)?;
+    let datastore = match args.datastore.as_str() {
+        "embedded" | "embedded:" | "embedded://" => "embedded:".to_string(),
+        url => {
+            url.parse::<palisade_store::DatastoreUrl>()
+                .with_context(|| format!("--datastore {url}"))?;
+            url.to_string()
+        }
+    };
+    let options = UpOptions {
+        nodes: args.nodes,
+        dataplane: args.dataplane,
+        datastore,
+        agents: !args.no_agents,
+    };
+    let state = match palisade_lab::up(names, &options, cluster) {
+        Ok(s) => s,
+        Err(e @ palisade_lab::LabError::AlreadyUp { .. }) => return Err(e.into()),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "lab {} did not come up; nothing of it is left",
+                names.name
+            )))
+        }
+    };
+    status::print(names, &state, args.output)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,533 @@
+//! End-to-end tests of `palisade lab` on real network namespaces (root only; each test prints
+//! why it skips otherwise):
+//!
+//! * `topology_up_down_leaves_nothing`: a lab without agents comes up, its pods reach each
+//!   other on every protocol, and `lab down` leaves no namespace, interface, route, process
+//!   or state file behind; a lab whose daemon was killed is detected as stale and cleaned.
+//! * `conformance_nftables`, `conformance_iptables`: every conformance case replayed on one
+//!   live 2-node lab per dataplane (pods spread so that same-node and cross-node pairs both
+//!   occur), step by step through `lab apply` / `lab delete`; every probe must match the
+//!   fixture's grid and the engine (`mismatches` empty).
+//! * `conformance_etcd_agent_processes`: a subset of the cases through etcd with one
+//!   `palisade agent` process per node.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::conformance::{case_slugs, Case, Objects};
+use serde_json::Value;
+
+fn palisade() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no side effects.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn skip_unless_root(test: &str) -> bool {
+    if is_root() {
+        return false;
+    }
+    eprintln!("skipping {test}: needs root (it creates network namespaces)");
+    true
+}
+
+fn run(args: &[&str]) -> Output {
+    palisade().args(args).output().expect("run palisade")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "palisade {} failed ({}):\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn json(args: &[&str]) -> Value {
+    let text = ok(args);
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("palisade {args:?}: not JSON ({e}):\n{text}"))
+}
+
+fn netns_list() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn host(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Names of the host namespace's interfaces.
+fn host_links() -> std::collections::BTreeSet<String> {
+    host(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Takes a lab down when the test ends, also when it fails.
+struct LabGuard(String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = palisade().args(["lab", "--name", &self.0, "down"]).output();
+    }
+}
+
+fn lab_name(tag: &str) -> String {
+    format!("t{tag}-{}", std::process::id())
+}
+
+#[test]
+fn topology_up_down_leaves_nothing() {
+    if skip_unless_root("topology_up_down_leaves_nothing") {
+        return;
+    }
+    let name = lab_name("topo");
+    let _guard = LabGuard(name.clone());
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let files: Vec<String> = ["namespaces.yaml", "pods.yaml"]
+        .iter()
+        .map(|f| seed.join(f).display().to_string())
+        .collect();
+
+    let mut up = vec![
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "--no-agents",
+        "--nodes",
+        "3",
+        "-o",
+        "json",
+        "-f",
+    ];
+    up.extend(files.iter().map(String::as_str));
+    let status = json(&up);
+    let pods = status["pods"].as_array().expect("pods").clone();
+    let nodes = status["nodes"].as_array().expect("nodes").clone();
+    assert_eq!(pods.len(), 5);
+    assert_eq!(nodes.len(), 3);
+    let pid = status["daemon"]["pid"].as_u64().expect("daemon pid");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
+    let ours: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert_eq!(ours.len(), 8, "3 node and 5 pod namespaces: {ours:?}");
+
+    // Nothing on the host: none of the lab's interfaces, no route to a pod.
+    let host_names = host_links();
+    for link in ["lnk-1", "lnk-2", "lnk-3"] {
+        assert!(!host_names.contains(link), "{link} on the host");
+    }
+    let routes = host(&["route", "show"]);
+    for p in &pods {
+        let ip = p["ip"].as_str().expect("ip");
+        assert!(!routes.contains(ip), "host route to pod {ip}: {routes}");
+        let iface = p["interface"].as_str().expect("interface");
+        assert!(!host_names.contains(iface), "{iface} on the host");
+        assert_eq!(iface.len(), 15);
+    }
+
+    // Every pod reaches every pod on every protocol (no agents, nothing enforced).
+    let probe = run(&[
+        "lab", "--name", &name, "probe", "--probe", "80/TCP", "--probe", "53/UDP", "--probe",
+        "icmp", "--probe", "80/SCTP", "-o", "json",
+    ]);
+    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
+    assert!(
+        probe.status.success(),
+        "mismatches: {}",
+        report["mismatches"]
+    );
+    for p in report["probes"].as_array().expect("probes") {
+        for row in p["allowed"].as_array().expect("rows") {
+            assert!(
+                row.as_array().expect("row").iter().all(|b| b == true),
+                "{p}"
+            );
+        }
+    }
+    assert_eq!(report["expected"]["pods"], report["pods"]);
+
+    // exec passes the exit code through; curl gets the pod's name back over HTTP.
+    let web = pods
+        .iter()
+        .find(|p| p["pod"] == "default/app-web")
+        .expect("app-web");
+    let url = format!("http://{}/", web["ip"].as_str().expect("ip"));
+    let body = ok(&[
+        "lab",
+        "--name",
+        &name,
+        "exec",
+        "bob/client",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "2",
+        &url,
+    ]);
+    assert_eq!(body.trim(), "default/app-web");
+    let code = run(&[
+        "lab",
+        "--name",
+        &name,
+        "exec",
+        "bob/client",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(code.status.code(), Some(7));
+
+    // A killed daemon leaves a stale lab: `up` detects and replaces it.
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}/cmdline")).exists()
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::yield_now();
+    }
+    let status_out = run(&["lab", "--name", &name, "status"]);
+    assert!(
+        !status_out.status.success(),
+        "status of a lab without daemon must fail"
+    );
+    let again = palisade().args(&up).output().expect("up again");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("stale"));
+
+    let down = json(&["lab", "--name", &name, "down", "-o", "json"]);
+    assert_eq!(down["daemon_stopped"], true);
+    assert!(
+        netns_list().iter().all(|n| !n.starts_with(&prefix)),
+        "{:?}",
+        netns_list()
+    );
+    assert!(!Path::new(&format!("/run/palisade/lab/{name}")).exists());
+    let ps = Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    assert!(
+        !String::from_utf8_lossy(&ps.stdout).contains(&format!("daemon --name {name}")),
+        "daemon still running"
+    );
+    // Down again: nothing to do, still success.
+    let again = json(&["lab", "--name", &name, "down", "-o", "json"]);
+    assert_eq!(again["was_up"], false);
+}
+
+/// Replays `slugs` on the live lab `name`; returns the failure report (empty: all passed).
+fn replay_cases(name: &str, slugs: &[String]) -> String {
+    let base = Objects::base().expect("base");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut report = String::new();
+    let mut live: BTreeSet<(String, String)> = BTreeSet::new();
+    for slug in slugs {
+        let case = Case::load(slug).expect("case");
+        let states = case.states(&base).expect("states");
+        for (i, (step, objects)) in case.steps.iter().zip(&states).enumerate() {
+            let file = dir.path().join("step.yaml");
+            std::fs::write(&file, objects.to_yaml().expect("yaml")).expect("write");
+            let out = run(&[
+                "lab",
+                "--name",
+                name,
+                "apply",
+                "-f",
+                &file.display().to_string(),
+            ]);
+            if !out.status.success() {
+                let _ = writeln!(
+                    report,
+                    "{slug} step {}: apply failed: {}",
+                    i + 1,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                continue;
+            }
+            let wanted: BTreeSet<(String, String)> = objects
+                .iter()
+                .filter(|(k, _)| k.kind == "NetworkPolicy")
+                .map(|(k, _)| (k.namespace.clone().unwrap_or_default(), k.name.clone()))
+                .collect();
+            for (ns, pol) in live.difference(&wanted) {
+                let target = format!("{ns}/{pol}");
+                let out = run(&["lab", "--name", name, "delete", "networkpolicy", &target]);
+                if !out.status.success() {
+                    let _ = writeln!(
+                        report,
+                        "{slug} step {}: delete {target} failed: {}",
+                        i + 1,
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            live = wanted;
+            let mut args = vec![
+                "lab".to_string(),
+                "--name".into(),
+                name.into(),
+                "probe".into(),
+                "-o".into(),
+                "json".into(),
+            ];
+            for e in &step.expect {
+                args.push("--probe".into());
+                args.push(e.probe.to_string());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = run(&args);
+            let Ok(result) = serde_json::from_slice::<Value>(&out.stdout) else {
+                let _ = writeln!(
+                    report,
+                    "{slug} step {}: probe failed: {}",
+                    i + 1,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                continue;
+            };
+            let pods: Vec<String> = result["pods"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(m) = result["mismatches"].as_array().filter(|m| !m.is_empty()) {
+                let _ = writeln!(
+                    report,
+                    "{slug} step {}: packets differ from the engine: {m:?}",
+                    i + 1
+                );
+            }
+            for (k, e) in step.expect.iter().enumerate() {
+                let seen = &result["probes"][k]["allowed"];
+                for (from, to, allowed) in e.grid.cells() {
+                    let (Some(fi), Some(ti)) = (
+                        pods.iter().position(|p| p == from),
+                        pods.iter().position(|p| p == to),
+                    ) else {
+                        let _ = writeln!(
+                            report,
+                            "{slug} step {}: pod {from} or {to} not in the lab",
+                            i + 1
+                        );
+                        continue;
+                    };
+                    if seen[fi][ti].as_bool() != Some(allowed) {
+                        let _ = writeln!(
+                            report,
+                            "{slug} step {}, probe {}: {from} -> {to}: fixture says {}, packets say {}",
+                            i + 1,
+                            e.probe,
+                            if allowed { "allowed" } else { "blocked" },
+                            seen[fi][ti]
+                        );
+                    }
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Labs of the conformance tests run one at a time: the machine may have two cores.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn conformance_on(tag: &str, dataplane: &str, datastore: &str, slugs: &[String]) {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let name = lab_name(tag);
+    let _guard = LabGuard(name.clone());
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/base");
+    let status = json(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &base.display().to_string(),
+        "--nodes",
+        "2",
+        "--dataplane",
+        dataplane,
+        "--datastore",
+        datastore,
+        "-o",
+        "json",
+    ]);
+    let nodes: BTreeSet<&str> = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter_map(|p| p["node"].as_str())
+        .collect();
+    assert_eq!(nodes.len(), 2, "pods must be on both nodes");
+    let started = std::time::Instant::now();
+    let report = replay_cases(&name, slugs);
+    eprintln!(
+        "{} conformance cases on {dataplane} ({datastore}) in {:.1}s",
+        slugs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !report.is_empty() {
+        let kept = format!("/tmp/{name}-daemon.log");
+        let _ = std::fs::copy(format!("/run/palisade/lab/{name}/daemon.log"), &kept);
+        panic!("conformance through the lab on {dataplane} failed (daemon log: {kept}):\n{report}");
+    }
+}
+
+#[test]
+fn conformance_nftables() {
+    if skip_unless_root("conformance_nftables") {
+        return;
+    }
+    conformance_on("nft", "nftables", "embedded", &case_slugs().expect("cases"));
+}
+
+#[test]
+fn conformance_iptables() {
+    if skip_unless_root("conformance_iptables") {
+        return;
+    }
+    conformance_on("ipt", "iptables", "embedded", &case_slugs().expect("cases"));
+}
+
+/// A representative subset through etcd: every protocol, named ports, ipBlock, label updates,
+/// multi-step deletes.
+const ETCD_CASES: &[&str] = &[
+    "default-deny-ingress",
+    "updated-pod",
+    "stop-enforcing-after-delete",
+    "semantics-11-protocols",
+    "semantics-12-named-ports",
+    "egress-cidr-except",
+];
+
+#[test]
+fn conformance_etcd_agent_processes() {
+    if skip_unless_root("conformance_etcd_agent_processes") {
+        return;
+    }
+    if !palisade_store::testing::etcd_available() {
+        eprintln!("skipping conformance_etcd_agent_processes: no etcd binary");
+        return;
+    }
+    let etcd = palisade_store::testing::EtcdServer::start().expect("etcd");
+    let url = format!("etcd://{}", etcd.endpoint());
+    let slugs: Vec<String> = ETCD_CASES.iter().map(|s| s.to_string()).collect();
+    let all = case_slugs().expect("cases");
+    for s in &slugs {
+        assert!(all.contains(s), "no case {s}");
+    }
+    conformance_on("etcd", "iptables", &url, &slugs);
+}
+
+#[test]
+fn drops_are_counted_and_attributed() {
+    if skip_unless_root("drops_are_counted_and_attributed") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let name = lab_name("cnt");
+    let _guard = LabGuard(name.clone());
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let status = json(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &seed.display().to_string(),
+        "-o",
+        "json",
+    ]);
+    let web = status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["pod"] == "default/app-web")
+        .expect("app-web")
+        .clone();
+    let node = web["node"].as_str().expect("node");
+    let url = format!("http://{}/", web["ip"].as_str().expect("ip"));
+    let counters = |name: &str| {
+        json(&[
+            "lab",
+            "--name",
+            name,
+            "counters",
+            "--node",
+            node,
+            "--policy",
+            "default/web-deny-all",
+            "-o",
+            "json",
+        ])
+    };
+    let dropped = |c: &Value| -> u64 {
+        c["drops"]
+            .as_array()
+            .expect("drops")
+            .iter()
+            .filter(|d| d["endpoint"] == "default/app-web" && d["direction"] == "ingress")
+            .map(|d| d["packets"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let before = dropped(&counters(&name));
+    let curl = run(&[
+        "lab",
+        "--name",
+        &name,
+        "exec",
+        "bob/client",
+        "--",
+        "curl",
+        "-s",
+        "-m",
+        "1",
+        &url,
+    ]);
+    assert!(!curl.status.success(), "web-deny-all must block curl");
+    let after = counters(&name);
+    assert!(dropped(&after) > before, "no drop counted: {after}");
+    let eps = after["endpoints"].as_array().expect("endpoints");
+    assert!(eps.iter().any(|e| e["endpoint"] == "default/app-web"
+        && e["ingress"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|p| p == "default/web-deny-all"))));
+}

@@ -1,0 +1,40 @@
+//! Running `ip` (and friends) with every failure reported as the command and its stderr.
+
+use std::process::{Command, Stdio};
+
+use crate::error::{LabError, Result};
+
+/// Runs `program args...`; its stdout on success.
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(LabError::Command {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `ip -n NETNS args...`.
+pub fn ip_in(netns: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["-n", netns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+/// Sets sysctls inside a namespace (`key=value` each).
+pub fn sysctl_in(netns: &str, settings: &[&str]) -> Result<()> {
+    let mut all = vec!["netns", "exec", netns, "sysctl", "-qw"];
+    all.extend_from_slice(settings);
+    run("ip", &all).map(|_| ())
+}
