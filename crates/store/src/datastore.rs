@@ -11,7 +11,7 @@ use std::fmt;
 use std::pin::Pin;
 
 use async_trait::async_trait;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 
 use crate::error::{Result, StoreError};
 
@@ -158,7 +158,28 @@ impl WatchEvent {
 /// The events of a watch, in revision order. An `Err` item is the last one: the stream ends
 /// after it. [`StoreError::Compacted`] means the history the watch needed is gone (relist
 /// and watch again); [`StoreError::Unavailable`] means the backend gave up reconnecting.
+///
+/// A revision's events travel together: once the stream has yielded the first event of a
+/// revision, every other event of that revision is ready, so polling without waiting
+/// (`futures::FutureExt::now_or_never`) returns them. A consumer that takes "everything
+/// ready" therefore never holds part of a multi-key write. Backends build the stream with
+/// [`watch_stream`] from a channel of whole revisions.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
+
+/// A [`WatchStream`] from a stream of groups of events, each group holding only whole
+/// revisions (one revision, or one etcd watch response): the group's events come out one by
+/// one, all of them ready once the first is. Empty groups are skipped.
+pub fn watch_stream<S>(groups: S) -> WatchStream
+where
+    S: Stream<Item = Result<Vec<WatchEvent>>> + Send + 'static,
+{
+    use futures::future::{ready, Either};
+    use futures::stream::{iter, once};
+    Box::pin(groups.flat_map(|group| match group {
+        Ok(events) => Either::Left(iter(events.into_iter().map(Ok))),
+        Err(e) => Either::Right(once(ready(Err(e)))),
+    }))
+}
 
 /// A revisioned key-value store; see the module docs. Object safe: hold it as
 /// `Arc<dyn Datastore>`.

@@ -2,7 +2,9 @@
 //! semantics. A `BTreeMap` holds the keys, a bounded history of events serves watches from
 //! past revisions (older history is compacted away, so watchers can see `Compacted` here
 //! too), and each watcher has an unbounded channel fed under the same lock as the write, so
-//! no event is lost, duplicated or reordered between the replay and the live part.
+//! no event is lost, duplicated or reordered between the replay and the live part. Each
+//! message of that channel is whole revisions (the replay, or one write's events for that
+//! watcher), so a revision's events reach the [`WatchStream`] together.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -12,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::datastore::{
-    check_precondition, check_unique_keys, Datastore, KeyValue, Listing, Op, Revision, WatchEvent,
-    WatchStream,
+    check_precondition, check_unique_keys, watch_stream, Datastore, KeyValue, Listing, Op,
+    Revision, WatchEvent, WatchStream,
 };
 use crate::error::{Result, StoreError};
 
@@ -46,7 +48,7 @@ struct Watcher {
     prefix: String,
     /// Events before this revision are not for this watcher.
     from: Revision,
-    tx: mpsc::UnboundedSender<Result<WatchEvent>>,
+    tx: mpsc::UnboundedSender<Result<Vec<WatchEvent>>>,
 }
 
 impl Default for EmbeddedStore {
@@ -125,13 +127,21 @@ impl Inner {
             return Ok(self.revision);
         }
         self.revision = rev;
-        for ev in &events {
-            self.watchers.retain(|w| {
-                ev.revision() < w.from
-                    || !ev.key().starts_with(&w.prefix)
-                    || w.tx.send(Ok(ev.clone())).is_ok()
-            });
-        }
+        // One message per watcher with all of this revision's events it wants.
+        self.watchers.retain(|w| {
+            if rev < w.from {
+                return !w.tx.is_closed();
+            }
+            let mine: Vec<WatchEvent> = events
+                .iter()
+                .filter(|ev| ev.key().starts_with(&w.prefix))
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                return !w.tx.is_closed();
+            }
+            w.tx.send(Ok(mine)).is_ok()
+        });
         self.history.extend(events);
         self.trim_history();
         Ok(rev)
@@ -190,15 +200,18 @@ impl Datastore for EmbeddedStore {
                 revision: inner.compact_revision,
                 requested: from_revision,
             }));
-            return Ok(Box::pin(UnboundedReceiverStream::new(rx)));
+            return Ok(watch_stream(UnboundedReceiverStream::new(rx)));
         }
         if from_revision > 0 {
-            for ev in inner
+            // The replay is whole revisions: one message.
+            let replay: Vec<WatchEvent> = inner
                 .history
                 .iter()
                 .filter(|e| e.revision() >= from_revision && e.key().starts_with(prefix))
-            {
-                let _ = tx.send(Ok(ev.clone()));
+                .cloned()
+                .collect();
+            if !replay.is_empty() {
+                let _ = tx.send(Ok(replay));
             }
         }
         inner.watchers.push(Watcher {
@@ -206,7 +219,7 @@ impl Datastore for EmbeddedStore {
             from: from_revision,
             tx,
         });
-        Ok(Box::pin(UnboundedReceiverStream::new(rx)))
+        Ok(watch_stream(UnboundedReceiverStream::new(rx)))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

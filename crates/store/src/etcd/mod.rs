@@ -25,7 +25,8 @@ use errors::{map_error, unavailable};
 use watch::watch_loop;
 
 use crate::datastore::{
-    check_precondition, Datastore, KeyValue, Listing, Op, Precondition, Revision, WatchStream,
+    check_precondition, watch_stream, Datastore, KeyValue, Listing, Op, Precondition, Revision,
+    WatchStream,
 };
 use crate::error::{Result, StoreError};
 
@@ -187,6 +188,7 @@ impl Datastore for EtcdStore {
         } else {
             self.current_revision().await? + 1
         };
+        // Each message is one whole etcd watch response (see watch.rs).
         let (tx, rx) = mpsc::channel(1024);
         match self.open_watch(prefix, start).await {
             Ok(stream) => {
@@ -203,7 +205,7 @@ impl Datastore for EtcdStore {
             }
             Err(e) => return Err(e),
         }
-        Ok(Box::pin(ReceiverStream::new(rx)))
+        Ok(watch_stream(ReceiverStream::new(rx)))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {

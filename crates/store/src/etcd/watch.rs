@@ -1,5 +1,14 @@
 //! Watches that survive: open one (waiting for etcd to confirm it), and keep it fed across
 //! broken connections by reopening it from the revision after the last event delivered.
+//!
+//! Each etcd `WatchResponse` goes down the channel as one message, so a revision's events
+//! reach the [`crate::WatchStream`] together. etcd never splits a revision across
+//! responses unless the watch asks for fragmenting (`WatchCreateRequest.fragment`, which we
+//! never set): the server sends one response per watcher for each write's events
+//! (`watchableStore.notify`), cuts catch-up batches only where a new revision starts
+//! (`eventBatch.add` in `mvcc/watcher_group.go`, after `watchBatchMaxRevs` revisions), and
+//! `serverWatchStream.sendLoop` (`etcdserver/api/v3rpc/watch.go`) sends each response whole
+//! unless `fragment` was requested.
 
 use std::time::{Duration, Instant};
 
@@ -57,7 +66,7 @@ pub(super) async fn watch_loop(
     prefix: String,
     start: Revision,
     mut stream: etcd_client::WatchStream,
-    tx: mpsc::Sender<Result<WatchEvent>>,
+    tx: mpsc::Sender<Result<Vec<WatchEvent>>>,
 ) {
     let mut next = start;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
@@ -85,21 +94,26 @@ pub(super) async fn watch_loop(
                 }
                 break format!("watch canceled: {}", resp.cancel_reason());
             }
-            for ev in resp.events() {
-                let Some(kv) = ev.kv() else { continue };
-                if kv.mod_revision() < next {
-                    continue; // already delivered before a reconnect
-                }
-                let event = match ev.event_type() {
-                    EventType::Put => WatchEvent::Put(convert_kv(kv)),
-                    EventType::Delete => WatchEvent::Delete {
-                        key: String::from_utf8_lossy(kv.key()).into_owned(),
-                        mod_revision: kv.mod_revision(),
-                    },
-                };
-                if tx.send(Ok(event)).await.is_err() {
-                    return;
-                }
+            // The response's events as one message: whole revisions, never part of one.
+            let events: Vec<WatchEvent> = resp
+                .events()
+                .iter()
+                .filter_map(|ev| {
+                    let kv = ev.kv()?;
+                    if kv.mod_revision() < next {
+                        return None; // already delivered before a reconnect
+                    }
+                    Some(match ev.event_type() {
+                        EventType::Put => WatchEvent::Put(convert_kv(kv)),
+                        EventType::Delete => WatchEvent::Delete {
+                            key: String::from_utf8_lossy(kv.key()).into_owned(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    })
+                })
+                .collect();
+            if !events.is_empty() && tx.send(Ok(events)).await.is_err() {
+                return;
             }
             if let Some(last) = resp.events().last().and_then(|e| e.kv()) {
                 next = next.max(last.mod_revision() + 1);

@@ -13,10 +13,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::codec::{Record, StoredObject, OWNER_APPLY};
-use crate::datastore::{Datastore, Op, Precondition, WatchEvent, WatchStream};
+use crate::datastore::{Datastore, Op, Precondition, Revision, WatchEvent, WatchStream};
 use crate::error::StoreError;
 use crate::syncer::{SyncEvent, Syncer};
 
@@ -35,7 +35,9 @@ macro_rules! datastore_suite {
             watch_from_compacted_revision,
             watch_from_a_future_revision,
             cas_race_has_one_winner_per_round,
-            syncer_sends_state_in_sync_then_updates);
+            syncer_sends_state_in_sync_then_updates,
+            watch_delivers_a_revision_at_once,
+            syncer_never_splits_a_revision);
     };
     (@tests $factory:expr; $($name:ident),*) => {
         $(
@@ -377,4 +379,116 @@ pub async fn syncer_sends_state_in_sync_then_updates(store: Arc<dyn Datastore>) 
             revision: r
         }
     );
+}
+
+/// One batch of `keys` namespaces `{prefix}{batch}-{k}`, as put ops.
+fn ns_batch(prefix: &str, batch: usize, keys: usize) -> Vec<Op> {
+    (0..keys)
+        .map(|k| {
+            let (key, value) = ns(&format!("{prefix}{batch}-{k}"));
+            Op::put(key, value)
+        })
+        .collect()
+}
+
+/// Once a watch yields the first event of a revision, the rest of that revision is ready
+/// (no await needed): a consumer draining what is ready never sees half a write.
+pub async fn watch_delivers_a_revision_at_once(store: Arc<dyn Datastore>) {
+    const KEYS: usize = 5;
+    let mut w = store
+        .watch("/palisade/v1/namespaces/suite-whole-", 0)
+        .await
+        .unwrap();
+    for round in 0..50 {
+        let rev = store
+            .apply_batch(ns_batch("suite-whole-", round, KEYS))
+            .await
+            .unwrap();
+        let first = next_event(&mut w).await.unwrap();
+        assert_eq!(first.revision(), rev);
+        for i in 1..KEYS {
+            match w.next().now_or_never() {
+                Some(Some(Ok(ev))) => assert_eq!(ev.revision(), rev, "round {round}"),
+                other => panic!(
+                    "round {round}: event {i} of revision {rev} not ready with the first: {other:?}"
+                ),
+            }
+        }
+    }
+}
+
+/// `recv_batch` with a timeout of [`WAIT`].
+pub async fn next_sync_batch(h: &mut crate::SyncHandle, max: usize) -> Vec<SyncEvent> {
+    match tokio::time::timeout(WAIT, h.recv_batch(max)).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => panic!("syncer stopped"),
+        Err(_) => panic!("no sync batch within {WAIT:?}"),
+    }
+}
+
+/// The agent's pattern: `recv_batch` in a tight loop while a writer applies multi-key
+/// batches. No batch may hold part of a revision: the consumer would take the revision as
+/// applied with only some of its keys.
+pub async fn syncer_never_splits_a_revision(store: Arc<dyn Datastore>) {
+    const BATCHES: usize = 200;
+    const KEYS: usize = 5;
+    let mut h = Syncer::new(store.clone(), "/palisade/v1/namespaces/suite-atomic-").start();
+    loop {
+        let batch = next_sync_batch(&mut h, 4096).await;
+        if matches!(batch.last(), Some(SyncEvent::InSync { .. })) {
+            break;
+        }
+    }
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for b in 0..BATCHES {
+                store
+                    .apply_batch(ns_batch("suite-atomic-", b, KEYS))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let (mut seen, mut calls) = (0, 0);
+    let mut split: Vec<(usize, Revision, usize)> = Vec::new();
+    while seen < BATCHES * KEYS {
+        let batch = next_sync_batch(&mut h, 4096).await;
+        let mut per_revision = std::collections::BTreeMap::<Revision, usize>::new();
+        for ev in &batch {
+            match ev {
+                SyncEvent::Update {
+                    value: Some(_),
+                    revision,
+                    ..
+                } => *per_revision.entry(*revision).or_default() += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        seen += batch.len();
+        split.extend(
+            per_revision
+                .into_iter()
+                .filter(|&(_, n)| n != KEYS)
+                .map(|(rev, n)| (calls, rev, n)),
+        );
+        calls += 1;
+    }
+    writer.await.unwrap();
+    assert!(
+        split.is_empty(),
+        "{} revisions split over {calls} recv_batch calls; first (call, revision, events): {:?}",
+        split.len(),
+        &split[..split.len().min(10)]
+    );
+    // A group is never cut to fit `max` either.
+    let rev = store
+        .apply_batch(ns_batch("suite-atomic-last-", 0, KEYS))
+        .await
+        .unwrap();
+    let batch = next_sync_batch(&mut h, 2).await;
+    assert_eq!(batch.len(), KEYS, "{batch:?}");
+    assert!(batch
+        .iter()
+        .all(|ev| matches!(ev, SyncEvent::Update { revision, .. } if *revision == rev)));
 }
