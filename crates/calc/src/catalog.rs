@@ -4,8 +4,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use palisade_model::{Endpoint, EndpointId, Labels, Namespace, NamespaceMatch, Protocol};
+use palisade_model::{Endpoint, EndpointId, Labels, Namespace, NamespaceMatch, Protocol, Selector};
 
+use crate::fasthash::FastSet;
 use crate::index::{index_key, IndexKey};
 use crate::setdef::SetDef;
 use crate::slab::Slab;
@@ -120,33 +121,87 @@ impl Catalog {
         }
     }
 
-    /// A superset of the endpoints that belong to a set, found through the smaller of the
-    /// namespace and label indexes.
-    pub(crate) fn candidates(&self, def: &SetDef) -> Vec<u32> {
+    /// The endpoints that belong to a set ([`SetDef::matches`]), found through the smaller
+    /// of the namespace and label indexes. A namespace selector is evaluated once per
+    /// namespace, not once per endpoint.
+    pub(crate) fn members(&self, def: &SetDef) -> Vec<u32> {
         let peer = match def {
             SetDef::NamedPort { name, protocol } => {
+                // The index holds exactly the endpoints declaring the port.
                 return self
                     .by_named_port
                     .get(&(name.clone(), *protocol))
                     .into_iter()
                     .flatten()
                     .copied()
+                    .filter(|&k| {
+                        self.endpoints
+                            .get(k)
+                            .is_some_and(|e| e.ep.named_port(name, *protocol).is_some())
+                    })
                     .collect();
             }
             SetDef::Peer(peer) => peer,
         };
-        let by_ns: Vec<&HashSet<u32>> = match &peer.namespaces {
-            NamespaceMatch::Name(ns) => self.by_namespace.get(ns).into_iter().collect(),
+        let namespaces: Vec<(&String, &HashSet<u32>)> = match &peer.namespaces {
+            NamespaceMatch::Name(ns) => self.by_namespace.get_key_value(ns).into_iter().collect(),
             NamespaceMatch::Selector(sel) => self
                 .by_namespace
                 .iter()
                 .filter(|(ns, _)| sel.matches(&self.namespace_labels(ns)))
-                .map(|(_, keys)| keys)
                 .collect(),
         };
-        let by_label: Option<Vec<&HashSet<u32>>> = match index_key(&peer.pods) {
-            IndexKey::Values(k, vs) => Some(match self.by_label.get(k) {
-                Some(values) => vs.iter().filter_map(|v| values.get(*v)).collect(),
+        let labels = self.label_buckets(&peer.pods);
+        let size = |buckets: &[&HashSet<u32>]| buckets.iter().map(|b| b.len()).sum::<usize>();
+        let in_ns: usize = namespaces.iter().map(|(_, keys)| keys.len()).sum();
+        let pods_match = |k: u32| {
+            self.endpoints
+                .get(k)
+                .is_some_and(|e| peer.pods.matches(&e.ep.labels))
+        };
+        // A selector that is one term the label index answers exactly needs no evaluation
+        // for the endpoints found through the index.
+        let exact = matches!(
+            peer.pods,
+            Selector::Eq(..) | Selector::In(..) | Selector::Has(..)
+        );
+        match labels {
+            Some(label) if size(&label) < in_ns => {
+                // Through the label index: the namespace is checked per endpoint, against the
+                // (few) matching namespaces.
+                let names: FastSet<&str> = namespaces.iter().map(|(ns, _)| ns.as_str()).collect();
+                label
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|&k| {
+                        self.endpoints.get(k).is_some_and(|e| {
+                            names.contains(e.ep.id.namespace.as_str())
+                                && (exact || peer.pods.matches(&e.ep.labels))
+                        })
+                    })
+                    .collect()
+            }
+            // Through the namespace index: every key is in a matching namespace.
+            _ => namespaces
+                .into_iter()
+                .flat_map(|(_, keys)| keys.iter().copied())
+                .filter(|&k| pods_match(k))
+                .collect(),
+        }
+    }
+
+    /// The label index buckets holding every endpoint a pod selector can match (`None`: the
+    /// selector requires no label, so no bucket narrows it down).
+    fn label_buckets<'a>(&'a self, pods: &'a Selector) -> Option<Vec<&'a HashSet<u32>>> {
+        match index_key(pods) {
+            IndexKey::Values(k, mut vs) => Some(match self.by_label.get(k) {
+                Some(values) => {
+                    // `k in {a, a}` must not list the endpoints of `a` twice.
+                    vs.sort_unstable();
+                    vs.dedup();
+                    vs.iter().filter_map(|v| values.get(*v)).collect()
+                }
                 None => Vec::new(),
             }),
             IndexKey::Key(k) => Some(
@@ -157,12 +212,6 @@ impl Catalog {
                     .collect(),
             ),
             IndexKey::None => None,
-        };
-        let size = |buckets: &Vec<&HashSet<u32>>| buckets.iter().map(|b| b.len()).sum::<usize>();
-        let chosen = match by_label {
-            Some(label) if size(&label) < size(&by_ns) => label,
-            _ => by_ns,
-        };
-        chosen.into_iter().flatten().copied().collect()
+        }
     }
 }

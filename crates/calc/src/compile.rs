@@ -103,19 +103,16 @@ pub fn endpoint_tiers<'a>(
     policies: impl IntoIterator<Item = &'a Policy>,
     tier_order: impl Fn(&str) -> u32,
 ) -> EndpointTiers {
-    let mut sorted: Vec<&Policy> = policies.into_iter().collect();
-    sorted.sort_by(|a, b| {
-        let key = |p: &'a Policy| {
-            (
-                tier_order(&p.id.tier),
-                &p.id.tier,
-                p.order,
-                &p.id.name,
-                &p.id.namespace,
-            )
-        };
-        key(a).cmp(&key(b))
+    // The tier's order is looked up once per policy, not once per comparison.
+    let mut keyed: Vec<(u32, &Policy)> = policies
+        .into_iter()
+        .map(|p| (tier_order(&p.id.tier), p))
+        .collect();
+    keyed.sort_by(|(ta, a), (tb, b)| {
+        let key = |t: &u32, p: &'a Policy| (*t, &p.id.tier, p.order, &p.id.name, &p.id.namespace);
+        key(ta, a).cmp(&key(tb, b))
     });
+    let sorted: Vec<&Policy> = keyed.into_iter().map(|(_, p)| p).collect();
     EndpointTiers {
         ingress: group(&sorted, Direction::Ingress),
         egress: group(&sorted, Direction::Egress),

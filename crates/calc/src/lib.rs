@@ -53,6 +53,7 @@ mod calculator;
 mod catalog;
 pub mod compile;
 pub mod config;
+mod fasthash;
 pub mod full;
 mod index;
 pub mod mirror;

@@ -80,6 +80,29 @@ impl SetDef {
     }
 }
 
+impl SetDef {
+    /// Calls `f` once for each member [`SetDef::members`] returns, in no particular order and
+    /// without allocating (filling a new set calls it for every endpoint in it).
+    pub fn for_each_member(&self, endpoint: &Endpoint, mut f: impl FnMut(IpSetMember)) {
+        let port = match self {
+            SetDef::Peer(_) => None,
+            SetDef::NamedPort { name, protocol } => match endpoint.named_port(name, *protocol) {
+                Some(port) => Some((*protocol, port)),
+                None => return,
+            },
+        };
+        for (i, &ip) in endpoint.ips.iter().enumerate() {
+            if endpoint.ips[..i].contains(&ip) {
+                continue;
+            }
+            f(match port {
+                None => IpSetMember::Net(IpNet::from(ip)),
+                Some((protocol, port)) => IpSetMember::NetPort { ip, protocol, port },
+            });
+        }
+    }
+}
+
 /// Whether an endpoint matches a rule peer: its namespace is the named one or has matching
 /// labels, and its own labels match the pod selector.
 pub fn peer_matches(peer: &EndpointPeer, endpoint: &Endpoint, namespace_labels: &Labels) -> bool {
@@ -163,6 +186,28 @@ mod tests {
                 port: 8080,
             }],
         };
+        let each = |def: &SetDef, ep: &Endpoint| {
+            let mut v = Vec::new();
+            def.for_each_member(ep, |m| v.push(m));
+            v.sort();
+            v
+        };
+        let mut twice = ep.clone();
+        twice.ips.push(ep.ips[0]);
+        for def in [
+            SetDef::Peer(peer("prod", "all()")),
+            SetDef::NamedPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+            },
+            SetDef::NamedPort {
+                name: "http".into(),
+                protocol: Protocol::Udp,
+            },
+        ] {
+            assert_eq!(each(&def, &ep), def.members(&ep));
+            assert_eq!(each(&def, &twice), def.members(&twice));
+        }
         let net = SetDef::Peer(peer("prod", "all()")).members(&ep);
         assert_eq!(
             net,

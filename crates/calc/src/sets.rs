@@ -7,11 +7,12 @@
 //! share an address; it leaves the set when its count drops to zero. Every appearance or
 //! disappearance of a member of an existing set is journaled, netted per batch.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use palisade_model::{Endpoint, Labels, NamespaceMatch, Protocol};
 
 use crate::catalog::Catalog;
+use crate::fasthash::{FastMap, FastSet};
 use crate::index::ScopedIndex;
 use crate::setdef::SetDef;
 use crate::slab::Slab;
@@ -22,8 +23,8 @@ struct SetEntry {
     /// Number of active policies referring to the set.
     refs: u32,
     /// Endpoints in the set (selector sets only).
-    matched: HashSet<u32>,
-    counts: HashMap<IpSetMember, u32>,
+    matched: FastSet<u32>,
+    counts: FastMap<IpSetMember, u32>,
 }
 
 /// Net appearance (+1) or disappearance (−1) of members of existing sets in this batch.
@@ -38,7 +39,7 @@ pub(crate) struct SetStore {
     by_namespace_selector: HashSet<u32>,
     named_ports: HashMap<(String, Protocol), u32>,
     /// Endpoint key → selector sets it is in.
-    endpoint_sets: HashMap<u32, HashSet<u32>>,
+    endpoint_sets: FastMap<u32, FastSet<u32>>,
     journal: MemberJournal,
 }
 
@@ -73,36 +74,34 @@ impl SetStore {
             entry.refs += 1;
             return false;
         }
-        let mut entry = SetEntry {
-            def: def.clone(),
-            refs: 1,
-            matched: HashSet::new(),
-            counts: HashMap::new(),
-        };
-        let mut matched = Vec::new();
-        for ep_key in catalog.candidates(def) {
-            let Some(ep) = catalog.endpoints.get(ep_key) else {
-                continue;
-            };
-            let ep = &ep.ep;
-            if !def.matches(ep, &catalog.namespace_labels(&ep.id.namespace)) {
-                continue;
-            }
-            for m in def.members(ep) {
-                *entry.counts.entry(m).or_insert(0) += 1;
-            }
-            if let SetDef::Peer(_) = def {
-                matched.push(ep_key);
+        // Filled in one pass over the endpoints that belong to it (the catalog checks
+        // namespaces once per namespace), with maps sized up front.
+        let matched = catalog.members(def);
+        let mut counts: FastMap<IpSetMember, u32> = FastMap::default();
+        counts.reserve(matched.len());
+        for &ep_key in &matched {
+            if let Some(e) = catalog.endpoints.get(ep_key) {
+                def.for_each_member(&e.ep, |m| *counts.entry(m).or_insert(0) += 1);
             }
         }
-        entry.matched.extend(matched.iter().copied());
+        let mut members: Vec<IpSetMember> = counts.keys().cloned().collect();
+        members.sort_unstable();
+        // Named-port sets follow ports, not selectors: they list no matched endpoints.
+        let by_selector = matches!(def, SetDef::Peer(_));
+        let matched = if by_selector { matched } else { Vec::new() };
+        let entry = SetEntry {
+            def: def.clone(),
+            refs: 1,
+            matched: matched.iter().copied().collect(),
+            counts,
+        };
         ip_sets.insert(
             id.clone(),
             IpSet {
                 id: id.clone(),
                 kind: def.kind(),
                 description: def.description(),
-                members: entry.counts.keys().cloned().collect(),
+                members: BTreeSet::from_iter(members),
             },
         );
         let key = self.sets.insert(id.clone(), entry);

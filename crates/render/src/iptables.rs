@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::ir::{
@@ -45,7 +44,7 @@ pub fn ipset_restore(sets: &[SetDef]) -> String {
         out.push_str(&create_line(&s.set));
         let _ = writeln!(out, "flush {}", s.set.name);
         for m in &s.members {
-            out.push_str(&member_line("add", &s.set.name, m));
+            push_member_line(&mut out, "add", &s.set.name, m);
         }
     }
     out
@@ -65,28 +64,35 @@ pub fn create_line(set: &SetRef) -> String {
 
 /// `add`/`del` line for one entry (`-exist` so a repeated change is harmless).
 pub fn member_line(verb: &str, set: &str, entry: &SetEntry) -> String {
-    match entry {
-        SetEntry::Net(n) => format!("{verb} {set} {} -exist\n", net_text(n)),
-        SetEntry::NoMatch(n) if verb == "add" => {
-            format!("{verb} {set} {} nomatch -exist\n", net_text(n))
+    let mut out = String::new();
+    push_member_line(&mut out, verb, set, entry);
+    out
+}
+
+/// [`member_line`], appended to `out` (no allocation per line: a new set writes thousands).
+pub fn push_member_line(out: &mut String, verb: &str, set: &str, entry: &SetEntry) {
+    let _ = match entry {
+        SetEntry::Net(n) | SetEntry::NoMatch(n) => {
+            let nomatch = matches!(entry, SetEntry::NoMatch(_)) && verb == "add";
+            let flag = if nomatch { " nomatch" } else { "" };
+            if n.prefix_len() == n.max_prefix_len() {
+                writeln!(out, "{verb} {set} {}{flag} -exist", n.addr())
+            } else {
+                writeln!(out, "{verb} {set} {n}{flag} -exist")
+            }
         }
-        SetEntry::NoMatch(n) => format!("{verb} {set} {} -exist\n", net_text(n)),
         SetEntry::NetPort { ip, proto, port } => {
-            format!("{verb} {set} {ip},{}:{port} -exist\n", proto_name(*proto))
+            writeln!(
+                out,
+                "{verb} {set} {ip},{}:{port} -exist",
+                proto_name(*proto)
+            )
         }
-    }
+    };
 }
 
 pub fn destroy_line(set: &str) -> String {
     format!("destroy {set}\n")
-}
-
-fn net_text(n: &IpNet) -> String {
-    if n.prefix_len() == n.max_prefix_len() {
-        n.addr().to_string()
-    } else {
-        n.to_string()
-    }
 }
 
 /// `*filter … COMMIT` with a declaration line and the rules of every chain.

@@ -260,17 +260,23 @@ impl Chain {
     /// Gives every rule its `pal:<hash>` comment (chain name, position, content). A dispatch
     /// is hashed without its entries: nftables edits them in the map, not in the rule.
     pub fn seal(mut self) -> Chain {
+        use std::fmt::Write as _;
+        // One buffer for every rule's content (`{matches:?}|{action}`): sealing runs for every
+        // rule the renderer builds, incremental changes included.
+        let mut content = String::new();
         for (i, rule) in self.rules.iter_mut().enumerate() {
-            let action = match &rule.action {
-                Action::Dispatch { dir, map, .. } => format!("Dispatch({dir:?}, {map})"),
-                a => format!("{a:?}"),
+            content.clear();
+            let _ = write!(content, "{:?}|", rule.matches);
+            let _ = match &rule.action {
+                Action::Dispatch { dir, map, .. } => write!(content, "Dispatch({dir:?}, {map})"),
+                a => write!(content, "{a:?}"),
             };
-            let content = format!("{:?}|{action}", rule.matches);
             let idx = i.to_string();
-            rule.comment = format!(
-                "pal:{}",
-                crate::names::hash_hex(&[&self.name, &idx, &content], 16)
-            );
+            let hash = crate::names::hash_hex(&[&self.name, &idx, &content], 16);
+            let mut comment = String::with_capacity(4 + hash.len());
+            comment.push_str("pal:");
+            comment.push_str(&hash);
+            rule.comment = comment;
         }
         self
     }

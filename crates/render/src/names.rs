@@ -31,13 +31,37 @@ pub const MAX_LOG_PREFIX: usize = 63;
 pub fn hash_hex(parts: &[&str], len: usize) -> String {
     let mut h = Sha256::new();
     for p in parts {
-        h.update(p.len().to_string().as_bytes());
+        h.update(decimal(p.len(), &mut [0u8; 20]));
         h.update(b":");
         h.update(p.as_bytes());
     }
     let digest = h.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    hex[..len.min(hex.len())].to_string()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let len = len.min(2 * digest.len());
+    let mut out = String::with_capacity(len);
+    for b in digest.iter() {
+        for nibble in [b >> 4, b & 0xf] {
+            if out.len() == len {
+                return out;
+            }
+            out.push(char::from(HEX[usize::from(nibble)]));
+        }
+    }
+    out
+}
+
+/// `n` in decimal ASCII, written into the end of `buf` (what `n.to_string()` spells, without
+/// the allocation: [`hash_hex`] runs for every rule comment).
+fn decimal(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// `pal-pi-<hash>` (ingress) or `pal-po-<hash>` (egress) for a policy.
@@ -171,6 +195,36 @@ mod tests {
         assert!(s.len() <= MAX_SET_LEN && s.starts_with("pal6-"), "{s}");
         let c = cidr_set_name(Family::V4, &"10.0.0.0/8".parse().unwrap(), &[]);
         assert!(c.len() <= MAX_SET_LEN && c.starts_with("pal4-c"), "{c}");
+    }
+
+    /// The spelling [`hash_hex`] had before it was made allocation-free: names and comments
+    /// must not change, or every kernel rule would be rewritten after an upgrade.
+    fn hash_hex_reference(parts: &[&str], len: usize) -> String {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p.len().to_string().as_bytes());
+            h.update(b":");
+            h.update(p.as_bytes());
+        }
+        let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        hex[..len.min(hex.len())].to_string()
+    }
+
+    #[test]
+    fn hash_hex_is_stable() {
+        let long = "x".repeat(12_345);
+        let cases: [&[&str]; 4] = [&[], &[""], &["ab", "c"], &["pal-FORWARD", "0", &long]];
+        for parts in cases {
+            for len in [0, 1, 7, 16, 21, 63, 64, 100] {
+                assert_eq!(hash_hex(parts, len), hash_hex_reference(parts, len));
+            }
+        }
+        assert_ne!(hash_hex(&["ab", "c"], 16), hash_hex(&["a", "bc"], 16));
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(
+            decimal(usize::MAX, &mut [0; 20]),
+            usize::MAX.to_string().as_bytes()
+        );
     }
 
     #[test]

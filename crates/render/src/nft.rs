@@ -168,13 +168,47 @@ pub fn set_elements(s: &SetDef) -> Vec<String> {
 
 /// One entry as an element (`None` for a `nomatch`, which [`set_elements`] handles).
 pub fn entry_text(e: &SetEntry) -> Option<String> {
-    match e {
-        SetEntry::Net(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr().to_string()),
-        SetEntry::Net(n) => Some(n.to_string()),
-        SetEntry::NoMatch(_) => None,
+    let mut out = String::new();
+    push_entry_text(&mut out, e).then_some(out)
+}
+
+/// [`entry_text`] appended to `out`; false (and nothing written) for a `nomatch`.
+fn push_entry_text(out: &mut String, e: &SetEntry) -> bool {
+    let _ = match e {
+        SetEntry::Net(n) if n.prefix_len() == n.max_prefix_len() => write!(out, "{}", n.addr()),
+        SetEntry::Net(n) => write!(out, "{n}"),
+        SetEntry::NoMatch(_) => return false,
         SetEntry::NetPort { ip, proto, port } => {
-            Some(format!("{ip} . {} . {port}", proto_name(*proto)))
+            write!(out, "{ip} . {} . {port}", proto_name(*proto))
         }
+    };
+    true
+}
+
+/// [`elements_line`] for set entries, appended to `out` without a string per element
+/// (`nomatch` entries are left out; nothing is written when no element is left).
+pub fn push_elements_line<'a>(
+    out: &mut String,
+    verb: &str,
+    set: &str,
+    entries: impl IntoIterator<Item = &'a SetEntry>,
+) {
+    let start = out.len();
+    let _ = write!(out, "{verb} element {} {set} {{ ", t());
+    let head = out.len();
+    for e in entries {
+        let before = out.len();
+        if before > head {
+            out.push_str(", ");
+        }
+        if !push_entry_text(out, e) {
+            out.truncate(before);
+        }
+    }
+    if out.len() == head {
+        out.truncate(start);
+    } else {
+        out.push_str(" }\n");
     }
 }
 
@@ -372,6 +406,35 @@ mod tests {
             ],
         };
         assert_eq!(set_elements(&def), vec!["10.0.0.0/24", "10.0.1.7"]);
+    }
+
+    #[test]
+    fn pushed_elements_line_matches_elements_line() {
+        let entries = [
+            SetEntry::NoMatch(n("10.0.0.0/8")),
+            SetEntry::Net(n("10.0.0.7/32")),
+            SetEntry::NoMatch(n("10.1.0.0/16")),
+            SetEntry::Net(n("10.2.0.0/16")),
+            SetEntry::NetPort {
+                ip: "fd00::1".parse().unwrap(),
+                proto: Proto::Tcp,
+                port: 80,
+            },
+            SetEntry::NoMatch(n("10.3.0.0/16")),
+        ];
+        for k in 0..=entries.len() {
+            let texts: Vec<String> = entries[..k].iter().filter_map(entry_text).collect();
+            let mut out = String::from("x\n");
+            push_elements_line(&mut out, "add", "pal4-s", &entries[..k]);
+            assert_eq!(
+                out,
+                format!("x\n{}", elements_line("add", "pal4-s", &texts))
+            );
+        }
+        let only_nomatch = [SetEntry::NoMatch(n("10.0.0.0/8"))];
+        let mut out = String::new();
+        push_elements_line(&mut out, "delete", "pal4-s", &only_nomatch);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -148,9 +148,15 @@ impl Calculator {
             .filter_map(|&pk| self.policies.get(pk))
             .map(|p| &p.policy);
         let tiers = endpoint_tiers(policies, |t| Self::tier_order(&self.tiers, t));
+        // The interface name is a hash of the id under a fixed prefix: reuse the one computed
+        // when the endpoint first appeared.
+        let iface = match self.state.endpoints.get(&entry.ep.id) {
+            Some(known) => known.iface.clone(),
+            None => interface_name(&self.config.iface_prefix, &entry.ep.id),
+        };
         LocalEndpoint {
             id: entry.ep.id.clone(),
-            iface: interface_name(&self.config.iface_prefix, &entry.ep.id),
+            iface,
             ips: entry.ep.ips.clone(),
             tiers,
         }

@@ -35,7 +35,7 @@ use crate::ir::{
 use crate::names;
 
 pub use rules::MULTIPORT_SLOTS;
-pub(crate) use rules::{cidr_set, policy_chain, set_kind, split_zero};
+pub(crate) use rules::{policy_chain, set_kind, split_zero};
 
 /// The families the config enables, v4 first.
 pub fn families(cfg: &RenderConfig) -> Vec<Family> {
@@ -98,6 +98,38 @@ pub fn forward_hook() -> Hook {
     }
 }
 
+/// The interfaces of the endpoints `ids` (those of them in `state`) are valid and not shared
+/// with any other endpoint of `state`: what a batch that changed only these endpoints must
+/// check, in one pass over the others.
+pub(crate) fn check_changed_endpoints<'a>(
+    state: &DesiredState,
+    ids: impl IntoIterator<Item = &'a EndpointId>,
+) -> Result<(), RenderError> {
+    for id in ids {
+        let Some(ep) = state.endpoints.get(id) else {
+            continue;
+        };
+        names::check_iface(&ep.id, &ep.iface)?;
+        if let Some(other) = state
+            .endpoints
+            .values()
+            .find(|o| o.iface == ep.iface && o.id != ep.id)
+        {
+            let (first, second) = if other.id < ep.id {
+                (other, ep)
+            } else {
+                (ep, other)
+            };
+            return Err(RenderError::DuplicateInterface {
+                first: first.id.to_string(),
+                second: second.id.to_string(),
+                iface: ep.iface.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Interfaces are valid and not shared.
 pub(crate) fn check_endpoints(state: &DesiredState) -> Result<(), RenderError> {
     let mut seen: BTreeMap<&str, &EndpointId> = BTreeMap::new();
@@ -143,24 +175,37 @@ pub(crate) fn set_ref(
 /// The entries one calc member becomes in a set of `family` (none for the other family, or
 /// for ICMP named ports, which cannot match).
 pub(crate) fn member_entries(member: &IpSetMember, family: Family) -> Vec<SetEntry> {
+    let mut out = Vec::new();
+    for_each_member_entry(member, family, |e| out.push(e));
+    out
+}
+
+/// [`member_entries`] without the vector (a new set's members are rendered one by one).
+pub(crate) fn for_each_member_entry(
+    member: &IpSetMember,
+    family: Family,
+    mut f: impl FnMut(SetEntry),
+) {
     match member {
-        IpSetMember::Net(net) if Family::of_net(net) == family => split_zero(&net.trunc())
-            .into_iter()
-            .map(SetEntry::Net)
-            .collect(),
+        IpSetMember::Net(net) if Family::of_net(net) == family => {
+            let net = net.trunc();
+            if net.prefix_len() == 0 {
+                split_zero(&net).into_iter().map(SetEntry::Net).for_each(f);
+            } else {
+                f(SetEntry::Net(net));
+            }
+        }
         IpSetMember::NetPort { ip, protocol, port } if Family::of(ip) == family => {
             let proto = Proto::from_model(*protocol, family);
             if proto.has_ports() {
-                vec![SetEntry::NetPort {
+                f(SetEntry::NetPort {
                     ip: *ip,
                     proto,
                     port: *port,
-                }]
-            } else {
-                vec![]
+                });
             }
         }
-        _ => vec![],
+        _ => {}
     }
 }
 

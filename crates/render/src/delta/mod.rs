@@ -1,26 +1,37 @@
 //! Incremental rendering: a batch of [`Delta`]s between two [`DesiredState`]s becomes the few
 //! commands that turn the kernel from one into the other. A set member change is one `add` or
 //! `del` line (ipset) or one `add element`/`delete element` (nftables); a policy or endpoint
-//! change rewrites only that policy's or endpoint's chains (and, for iptables, the dispatch in
-//! `pal-FORWARD` when an endpoint comes or goes; nftables edits its verdict maps instead).
+//! change rewrites only that policy's or endpoint's chains. When an endpoint comes or goes,
+//! iptables deletes or inserts its one dispatch line per direction in `pal-FORWARD` (never the
+//! whole chain) and nftables edits its verdict maps.
+//!
+//! The work is proportional to what the deltas name: a changed policy's chains and ipBlock
+//! sets (the other policies are read only when one of its dedicated ipBlock sets may be shared
+//! with them), a changed endpoint's chains, and one set name per run of member deltas.
 //!
 //! Order inside a batch: sets are created and filled first, chains are declared, rewritten and
 //! only then unreferenced chains and sets are removed, so no rule ever names a missing object.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
-use palisade_calc::{Delta, DesiredState, IpSetId, RulePeer};
+use palisade_calc::{Delta, DesiredState, IpSetId};
 use palisade_model::{Direction, EndpointId, PolicyId};
 use serde::Serialize;
 
 use crate::build::{
-    check_endpoints, endpoint_chain, families, forward_chain, member_entries, policy_chain, set_ref,
+    check_changed_endpoints, endpoint_chain, families, for_each_member_entry, forward_chain,
+    policy_chain, set_ref,
 };
 use crate::config::RenderConfig;
 use crate::error::RenderError;
-use crate::ir::{Chain, Family, IfaceDir, SetDef, SetEntry, SetRef};
+use crate::ir::{Action, Chain, Family, IfaceDir, Rule, SetDef, SetEntry, SetRef};
 use crate::names;
 use crate::{iptables, nft};
+
+mod cidr;
+
+use cidr::{cidr_sets_of, held_by_others, CidrSet};
 
 /// What a batch changes, backend-neutral.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -58,7 +69,6 @@ pub fn plan(
     cfg: &RenderConfig,
 ) -> Result<Plan, RenderError> {
     cfg.validate()?;
-    check_endpoints(next)?;
     let fams = families(cfg);
     let mut plan = Plan::default();
     let mut policies: BTreeSet<&PolicyId> = BTreeSet::new();
@@ -70,6 +80,9 @@ pub fn plan(
             .map(|s| s.kind)
             .ok_or_else(|| RenderError::unknown_set(&id.0))
     };
+    // The kernel names of the set the previous member delta was about: a batch lists a set's
+    // members one after another, and a name is a hash, so it is worked out once per run.
+    let mut refs: Option<(&IpSetId, Vec<SetRef>)> = None;
     for d in deltas {
         match d {
             Delta::SetCreated { id, kind } => {
@@ -86,16 +99,21 @@ pub fn plan(
                 }
             }
             Delta::SetMemberAdded { id, member } | Delta::SetMemberRemoved { id, member } => {
-                let kind = kind_of(id)?;
-                for &f in &fams {
-                    for e in member_entries(member, f) {
-                        let r = set_ref(id, kind, f);
-                        if matches!(d, Delta::SetMemberAdded { .. }) {
-                            plan.member_adds.push((r, e));
-                        } else {
-                            plan.member_dels.push((r, e));
-                        }
+                let set_refs = match &refs {
+                    Some((last, r)) if *last == id => r,
+                    _ => {
+                        let kind = kind_of(id)?;
+                        let r = fams.iter().map(|&f| set_ref(id, kind, f)).collect();
+                        &refs.insert((id, r)).1
                     }
+                };
+                let list = if matches!(d, Delta::SetMemberAdded { .. }) {
+                    &mut plan.member_adds
+                } else {
+                    &mut plan.member_dels
+                };
+                for (&f, r) in fams.iter().zip(set_refs) {
+                    for_each_member_entry(member, f, |e| list.push((r.clone(), e)));
                 }
             }
             // Removed and created again in the same batch: the set stays.
@@ -114,6 +132,8 @@ pub fn plan(
             }
         }
     }
+    // Endpoints the batch does not name are as they were, and were checked then.
+    check_changed_endpoints(next, endpoints.iter().copied())?;
     if !policies.is_empty() {
         plan_policies(prev, next, cfg, &fams, &policies, &mut plan)?;
     }
@@ -134,9 +154,20 @@ fn plan_policies(
     ids: &BTreeSet<&PolicyId>,
     plan: &mut Plan,
 ) -> Result<(), RenderError> {
-    let before = cidr_set_names(prev, fams);
-    let after = cidr_set_names(next, fams);
-    let mut created: BTreeSet<String> = BTreeSet::new();
+    // Only the changed policies' ipBlock sets are looked at: every other policy is the same
+    // in `prev` and `next`, so it neither creates nor frees a set.
+    let mut before: BTreeMap<String, CidrSet> = BTreeMap::new();
+    let mut now: BTreeMap<String, CidrSet> = BTreeMap::new();
+    for id in ids {
+        if let Some(p) = prev.policies.get(*id) {
+            cidr_sets_of(p, fams, &mut before);
+        }
+        if let Some(p) = next.policies.get(*id) {
+            cidr_sets_of(p, fams, &mut now);
+        }
+    }
+    let mut created: Vec<SetDef> = Vec::new();
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for id in ids {
         for dir in [Direction::Ingress, Direction::Egress] {
             let existed = prev.policies.get(*id).is_some_and(|p| match dir {
@@ -150,8 +181,8 @@ fn plan_policies(
             match (built, existed) {
                 (Some((chain, sets)), existed) => {
                     for s in sets {
-                        if !before.contains_key(&s.set.name) && created.insert(s.set.name.clone()) {
-                            plan.set_creates.push(s);
+                        if !before.contains_key(&s.set.name) && seen.insert(s.set.name.clone()) {
+                            created.push(s);
                         }
                     }
                     if existed {
@@ -165,41 +196,29 @@ fn plan_policies(
             }
         }
     }
-    for (name, set) in before {
-        if !after.contains_key(&name) {
-            plan.set_destroys.push(set);
-        }
-    }
+    // A set new to the changed policies may already be held by an unchanged one, and a set
+    // they dropped may still be: only then are the other policies read.
+    let new_sets: BTreeMap<&str, &CidrSet> = created
+        .iter()
+        .filter_map(|s| now.get_key_value(&s.set.name))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let held = held_by_others(prev, ids, fams, &new_sets);
+    plan.set_creates
+        .extend(created.into_iter().filter(|s| !held.contains(&s.set.name)));
+    let dropped: BTreeMap<&str, &CidrSet> = before
+        .iter()
+        .filter(|(name, _)| !now.contains_key(*name))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let held = held_by_others(next, ids, fams, &dropped);
+    plan.set_destroys.extend(
+        dropped
+            .into_iter()
+            .filter(|(name, _)| !held.contains(*name))
+            .map(|(_, c)| c.set.clone()),
+    );
     Ok(())
-}
-
-/// The dedicated ipBlock sets every policy of `state` uses, by name.
-fn cidr_set_names(state: &DesiredState, fams: &[Family]) -> BTreeMap<String, SetRef> {
-    let mut out = BTreeMap::new();
-    let rules = state
-        .policies
-        .values()
-        .flat_map(|p| p.ingress.iter().chain(p.egress.iter()))
-        .flatten();
-    for rule in rules {
-        for peer in &rule.peers {
-            let RulePeer::Cidr { cidr, except } = peer else {
-                continue;
-            };
-            for &f in fams {
-                let ex: Vec<_> = except
-                    .iter()
-                    .filter(|e| Family::of_net(e) == f)
-                    .map(|e| e.trunc())
-                    .collect();
-                if Family::of_net(cidr) == f && !ex.is_empty() {
-                    let set = crate::build::cidr_set(f, &cidr.trunc(), &ex).set;
-                    out.insert(set.name.clone(), set);
-                }
-            }
-        }
-    }
-    out
 }
 
 fn plan_endpoint(
@@ -266,10 +285,10 @@ pub fn iptables(
 pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
     let mut pre = iptables::ipset_restore(&plan.set_creates);
     for (s, e) in &plan.member_adds {
-        pre.push_str(&iptables::member_line("add", &s.name, e));
+        iptables::push_member_line(&mut pre, "add", &s.name, e);
     }
     for (s, e) in &plan.member_dels {
-        pre.push_str(&iptables::member_line("del", &s.name, e));
+        iptables::push_member_line(&mut pre, "del", &s.name, e);
     }
     let mut post = String::new();
     for s in &plan.set_destroys {
@@ -279,10 +298,11 @@ pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
         .chains_new
         .iter()
         .chain(plan.chains_rewrite.iter())
-        .chain(plan.forward.iter())
         .collect();
     let table = |f: Family| -> Option<String> {
-        if !fams.contains(&f) || (filled.is_empty() && plan.chains_delete.is_empty()) {
+        if !fams.contains(&f)
+            || (filled.is_empty() && plan.chains_delete.is_empty() && plan.forward.is_none())
+        {
             return None;
         }
         let mut t = String::from("*filter\n");
@@ -294,6 +314,9 @@ pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
         }
         for c in &filled {
             t.push_str(&iptables::chain_rules(c, f));
+        }
+        if let Some(forward) = &plan.forward {
+            t.push_str(&dispatch_edits(plan, forward, f));
         }
         for c in &plan.chains_delete {
             t.push_str(&format!("-X {c}\n"));
@@ -307,6 +330,63 @@ pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
         v6: table(Family::V6),
         ipset_post: post,
     }
+}
+
+/// The dispatch changes of a batch as single-rule edits of `pal-FORWARD`: `-D` for each
+/// interface that went, then, dispatch rule by dispatch rule in chain order, `-I` at the
+/// start of that rule's block for each interface that came. A batch touching one endpoint so
+/// writes two lines instead of the whole chain (one line per local endpoint and direction).
+/// Inside a block the interfaces' order does not matter (each line matches one interface);
+/// the blocks stay in chain order, which is what the fw-before-tw layout needs.
+fn dispatch_edits(plan: &Plan, forward: &Chain, family: Family) -> String {
+    let one = |rule: &Rule, iface: &str, target: &str| -> Option<String> {
+        let Action::Dispatch { dir, map, .. } = &rule.action else {
+            return None;
+        };
+        let single = Rule {
+            matches: rule.matches.clone(),
+            action: Action::Dispatch {
+                dir: *dir,
+                map: map.clone(),
+                targets: vec![(iface.to_string(), target.to_string())],
+            },
+            comment: rule.comment.clone(),
+        };
+        iptables::rule_lines(&forward.name, &single)
+            .into_iter()
+            .next()
+    };
+    let dispatch_of = |want: &str| {
+        forward.rules.iter().find(|r| {
+            matches!(&r.action, Action::Dispatch { map, .. } if map == want) && r.applies_to(family)
+        })
+    };
+    let mut out = String::new();
+    for (map, iface, target) in &plan.dispatch_dels {
+        let line = dispatch_of(map).and_then(|r| one(r, iface, target));
+        if let Some(rest) = line.as_deref().and_then(|l| l.strip_prefix("-A ")) {
+            out.push_str("-D ");
+            out.push_str(rest);
+            out.push('\n');
+        }
+    }
+    // 1-based position of the current rule's first line in the chain as it ends up.
+    let mut position = 1;
+    for rule in forward.rules.iter().filter(|r| r.applies_to(family)) {
+        let Action::Dispatch { map, targets, .. } = &rule.action else {
+            position += 1;
+            continue;
+        };
+        let prefix = format!("-A {} ", forward.name);
+        for (m, iface, target) in plan.dispatch_adds.iter().filter(|(m, ..)| m == map) {
+            let line = dispatch_of(m).and_then(|r| one(r, iface, target));
+            if let Some(rest) = line.as_deref().and_then(|l| l.strip_prefix(&prefix)) {
+                let _ = writeln!(out, "-I {} {position} {rest}", forward.name);
+            }
+        }
+        position += targets.len();
+    }
+    out
 }
 
 /// The nftables form of a batch: one script for `nft -f` (one transaction).
@@ -330,11 +410,22 @@ pub fn nft_text(plan: &Plan) -> String {
             &nft::set_elements(s),
         ));
     }
+    // One `add element`/`delete element` per run of entries of the same set (a new set's
+    // members come as one run).
     for (verb, list) in [("add", &plan.member_adds), ("delete", &plan.member_dels)] {
-        for (s, e) in list {
-            if let Some(text) = nft::entry_text(e) {
-                out.push_str(&nft::elements_line(verb, &s.name, &[text]));
-            }
+        let mut rest = list.as_slice();
+        while let Some((first, _)) = rest.first() {
+            let run = rest
+                .iter()
+                .position(|(s, _)| s.name != first.name)
+                .unwrap_or(rest.len());
+            nft::push_elements_line(
+                &mut out,
+                verb,
+                &first.name,
+                rest[..run].iter().map(|(_, e)| e),
+            );
+            rest = &rest[run..];
         }
     }
     for c in &plan.chains_new {
@@ -380,3 +471,6 @@ pub fn map_dir(map: &str) -> IfaceDir {
         IfaceDir::Out
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! Unit tests of the plan: dispatch edits replayed on `-A` lines, shared ipBlock sets.
+
+use std::collections::BTreeMap;
+
+use palisade_calc::{ActivePolicy, Delta, DesiredState, EndpointTiers, LocalEndpoint, RulePeer};
+use palisade_model::EndpointId;
+
+use super::*;
+use crate::build::build;
+
+fn state(pods: &[&str]) -> DesiredState {
+    let mut s = DesiredState::default();
+    for (i, pod) in pods.iter().enumerate() {
+        let id = EndpointId::new("ns", *pod);
+        let ep = LocalEndpoint {
+            id: id.clone(),
+            iface: format!("cali{pod}"),
+            ips: vec![format!("10.0.0.{}", i + 1).parse().unwrap()],
+            tiers: EndpointTiers::default(),
+        };
+        s.endpoints.insert(id, ep);
+    }
+    s
+}
+
+/// What `iptables-restore --noflush` does with our text, on chains held as `-A` lines.
+fn restore(chains: &mut BTreeMap<String, Vec<String>>, text: &str) {
+    for line in text.lines() {
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split(' ').next().unwrap().to_string();
+            chains.insert(name, Vec::new());
+        } else if let Some(rest) = line.strip_prefix("-A ") {
+            let chain = rest.split(' ').next().unwrap();
+            chains.get_mut(chain).unwrap().push(line.to_string());
+        } else if let Some(rest) = line.strip_prefix("-D ") {
+            let chain = rest.split(' ').next().unwrap();
+            let rules = chains.get_mut(chain).unwrap();
+            let want = format!("-A {rest}");
+            let at = rules
+                .iter()
+                .position(|r| *r == want)
+                .expect("-D names a rule");
+            rules.remove(at);
+        } else if let Some(rest) = line.strip_prefix("-I ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (chain, pos, spec) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let pos: usize = pos.parse().unwrap();
+            let rules = chains.get_mut(chain).unwrap();
+            assert!(pos >= 1 && pos <= rules.len() + 1, "{line}");
+            rules.insert(pos - 1, format!("-A {chain} {spec}"));
+        } else if let Some(chain) = line.strip_prefix("-X ") {
+            assert!(chains.remove(chain).is_some(), "{line}");
+        }
+    }
+}
+
+fn full(s: &DesiredState, f: Family) -> BTreeMap<String, Vec<String>> {
+    let rs = build(s, &RenderConfig::default()).unwrap();
+    let mut chains = BTreeMap::new();
+    restore(&mut chains, &iptables::filter_table(&rs, f, false));
+    chains
+}
+
+/// Each line of `pal-FORWARD` as its kind (`-i` dispatch, `-o` dispatch, other): the
+/// order of kinds is what the layout needs, the order inside a block is free.
+fn kinds(rules: &[String]) -> Vec<&'static str> {
+    let mut k: Vec<&str> = rules
+        .iter()
+        .map(|r| match () {
+            _ if r.contains(" -i ") => "fw",
+            _ if r.contains(" -o ") => "tw",
+            _ => "other",
+        })
+        .collect();
+    k.dedup();
+    k
+}
+
+fn with_block_policies(names: &[&str]) -> DesiredState {
+    let mut s = DesiredState::default();
+    for name in names {
+        let id = PolicyId {
+            tier: "default".into(),
+            namespace: Some("ns".into()),
+            name: name.to_string(),
+        };
+        let rule = palisade_calc::CompiledRule {
+            action: palisade_model::Action::Allow,
+            peers: vec![RulePeer::Cidr {
+                cidr: "10.0.0.0/8".parse().unwrap(),
+                // Unsorted and spelled differently per policy: still one set.
+                except: if name.ends_with('1') {
+                    vec![
+                        "10.1.0.0/16".parse().unwrap(),
+                        "10.2.0.0/16".parse().unwrap(),
+                    ]
+                } else {
+                    vec![
+                        "10.2.0.7/16".parse().unwrap(),
+                        "10.1.0.0/16".parse().unwrap(),
+                    ]
+                },
+            }],
+            ports: vec![],
+        };
+        let p = ActivePolicy {
+            id: id.clone(),
+            order: 1,
+            ingress: Some(vec![rule]),
+            egress: None,
+        };
+        s.policies.insert(id, p);
+    }
+    s
+}
+
+#[test]
+fn a_shared_ipblock_set_lives_while_any_policy_uses_it() {
+    let cfg = RenderConfig::default();
+    let step = |from: &[&str], to: &[&str]| {
+        let (prev, next) = (with_block_policies(from), with_block_policies(to));
+        let deltas: Vec<Delta> = from
+            .iter()
+            .chain(to)
+            .map(|n| {
+                let id = PolicyId {
+                    tier: "default".into(),
+                    namespace: Some("ns".into()),
+                    name: n.to_string(),
+                };
+                if to.contains(n) {
+                    Delta::PolicyChanged { id }
+                } else {
+                    Delta::PolicyRemoved { id }
+                }
+            })
+            .collect();
+        let p = plan(&prev, &next, &deltas, &cfg).unwrap();
+        (p.set_creates.len(), p.set_destroys.len())
+    };
+    assert_eq!(step(&[], &["p1"]), (1, 0));
+    assert_eq!(step(&["p1"], &["p1", "p2"]), (0, 0));
+    assert_eq!(step(&["p1", "p2"], &["p2"]), (0, 0));
+    assert_eq!(step(&["p2"], &[]), (0, 1));
+    assert_eq!(step(&[], &["p1", "p2"]), (1, 0));
+    assert_eq!(step(&["p1", "p2"], &[]), (0, 1));
+}
+
+#[test]
+fn endpoint_adds_and_removes_edit_single_dispatch_lines() {
+    let cfg = RenderConfig::default();
+    let steps: [(&[&str], &[&str]); 4] = [
+        (&["b", "d"], &["a", "b", "c", "d", "e"]),
+        (&["a", "b", "c", "d", "e"], &["b", "e", "f"]),
+        (&["b", "e", "f"], &[]),
+        (&[], &["x"]),
+    ];
+    for (from, to) in steps {
+        let (prev, next) = (state(from), state(to));
+        let mut deltas = Vec::new();
+        for id in next.endpoints.keys() {
+            if !prev.endpoints.contains_key(id) {
+                deltas.push(Delta::EndpointChanged { id: id.clone() });
+            }
+        }
+        for id in prev.endpoints.keys() {
+            if !next.endpoints.contains_key(id) {
+                deltas.push(Delta::EndpointRemoved { id: id.clone() });
+            }
+        }
+        let d = iptables(&prev, &next, &deltas, &cfg).unwrap();
+        for (f, text) in [(Family::V4, &d.v4), (Family::V6, &d.v6)] {
+            let text = text.as_deref().unwrap();
+            assert!(!text.contains(":pal-FORWARD"), "{text}");
+            let mut got = full(&prev, f);
+            restore(&mut got, text);
+            let want = full(&next, f);
+            assert_eq!(
+                got.keys().collect::<Vec<_>>(),
+                want.keys().collect::<Vec<_>>()
+            );
+            for (name, rules) in &want {
+                let mine = &got[name];
+                if name == names::FORWARD_CHAIN {
+                    let (mut a, mut b) = (mine.clone(), rules.clone());
+                    a.sort();
+                    b.sort();
+                    assert_eq!(a, b, "{from:?} -> {to:?}\n{text}");
+                    assert_eq!(kinds(mine), kinds(rules), "{mine:#?}");
+                } else {
+                    assert_eq!(mine, rules, "{name}");
+                }
+            }
+        }
+    }
+}
