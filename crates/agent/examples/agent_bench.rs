@@ -9,12 +9,18 @@
 //! write finds the agent idle.
 //!
 //! ```text
-//! cargo run --release -p palisade-agent --example agent_bench [-- --trials 60 --local 110 --remote 10000 --policies 2000]
+//! cargo run --release -p palisade-agent --example agent_bench [-- --trials 60 --local 110 --remote 10000 --policies 2000 --backend both --incremental both]
 //! ```
+//!
+//! `--backend iptables|nftables|both`; `--incremental on|off|both`: nftables runs once per
+//! mode, `[nftables/full]` rendering the whole node for every apply (the agent before
+//! incremental applies), `[nftables/incremental]` patching only what changed (the default
+//! agent). iptables always renders everything.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use palisade_agent::config::IncrementalMode;
 use palisade_agent::run::build_dataplane;
 use palisade_agent::{Agent, AgentConfig, DataplaneKind};
 use palisade_dataplane::netns::{is_root, NetnsGuard};
@@ -28,6 +34,8 @@ use palisade_store::{Datastore, EmbeddedStore, Op, Record, StoredObject, OWNER_A
 const NODE: &str = "n1";
 
 struct Opts {
+    backends: Vec<DataplaneKind>,
+    modes: Vec<IncrementalMode>,
     trials: usize,
     local: usize,
     remote: usize,
@@ -36,6 +44,8 @@ struct Opts {
 
 fn opts() -> Opts {
     let mut o = Opts {
+        backends: vec![DataplaneKind::Iptables, DataplaneKind::Nftables],
+        modes: vec![IncrementalMode::Off, IncrementalMode::On],
         trials: 60,
         local: 110,
         remote: 10_000,
@@ -44,6 +54,19 @@ fn opts() -> Opts {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i + 1 < args.len() {
+        match (args[i].as_str(), args[i + 1].as_str()) {
+            ("--backend", "iptables") => o.backends = vec![DataplaneKind::Iptables],
+            ("--backend", "nftables") => o.backends = vec![DataplaneKind::Nftables],
+            ("--backend", _) => {}
+            ("--incremental", "on") => o.modes = vec![IncrementalMode::On],
+            ("--incremental", "off") => o.modes = vec![IncrementalMode::Off],
+            ("--incremental", _) => {}
+            _ => {}
+        }
+        if matches!(args[i].as_str(), "--backend" | "--incremental") {
+            i += 2;
+            continue;
+        }
         let v: usize = args[i + 1]
             .parse()
             .unwrap_or_else(|_| panic!("bad value for {}", args[i]));
@@ -155,12 +178,18 @@ async fn timed_put(
     (dt, p.last_wrote, p.last_timing)
 }
 
-async fn bench(kind: DataplaneKind, o: &Opts, objs: &[StoredObject]) {
+async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[StoredObject]) {
+    let kind = match (backend, mode) {
+        (DataplaneKind::Nftables, IncrementalMode::Off) => "nftables/full".to_string(),
+        (DataplaneKind::Nftables, _) => "nftables/incremental".to_string(),
+        (b, _) => b.to_string(),
+    };
     let node = NetnsGuard::new("bench").expect("cannot create a network namespace");
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
     put_batch(store.as_ref(), objs).await;
     let mut cfg = AgentConfig::new(NODE);
-    cfg.dataplane = kind;
+    cfg.dataplane = backend;
+    cfg.incremental = mode;
     cfg.resync_interval = Duration::from_secs(3600);
     cfg.netns = Some(node.name().to_string());
     let dp = build_dataplane(&cfg, Arc::new(node.runner()));
@@ -401,8 +430,14 @@ fn main() {
         .unwrap();
     render_costs(&objs);
     rt.block_on(async {
-        for kind in [DataplaneKind::Iptables, DataplaneKind::Nftables] {
-            bench(kind, &o, &objs).await;
+        for &backend in &o.backends {
+            if backend == DataplaneKind::Iptables {
+                bench(backend, IncrementalMode::On, &o, &objs).await;
+                continue;
+            }
+            for &mode in &o.modes {
+                bench(backend, mode, &o, &objs).await;
+            }
         }
     });
 }

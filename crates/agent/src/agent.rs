@@ -73,7 +73,7 @@ enum Done {
         calc_time: Duration,
         revision: Revision,
     },
-    Resync(Result<ApplyReport, DataplaneError>),
+    Resync(Box<Calculator>, Result<ApplyReport, DataplaneError>),
 }
 
 impl Agent {
@@ -84,6 +84,8 @@ impl Agent {
         dataplane: Box<dyn Dataplane>,
     ) -> Result<Agent, AgentError> {
         config.validate()?;
+        let mut dataplane = dataplane;
+        dataplane.set_incremental(config.incremental);
         let shared = Arc::new(Shared::new(
             config.node.clone(),
             config.dataplane,
@@ -289,7 +291,12 @@ impl Loop<'_> {
                 Ok(ApplyReport::default())
             } else {
                 let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-                dp.apply_state(calc.state())
+                if force {
+                    dp.apply_state(calc.state())
+                } else {
+                    // Only what the deltas name is rendered again (nftables).
+                    dp.apply_deltas(calc.state(), &deltas)
+                }
             };
             let stats = calc.stats();
             let summary = status::summarize(calc.state());
@@ -305,11 +312,22 @@ impl Loop<'_> {
         }));
     }
 
+    /// Renders the whole node again (correcting any drift of the incrementally patched
+    /// program: nothing to write when there is none), then re-reads the kernel and repairs it.
     fn start_resync(&mut self) {
+        let Some(calc) = self.calc.take() else {
+            return;
+        };
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            Done::Resync(dp.resync())
+            let result = dp.apply_state(calc.state()).and_then(|rebuilt| {
+                if !rebuilt.wrote_nothing() {
+                    tracing::warn!(chains = ?rebuilt.chains_rewritten, sets = ?rebuilt.sets_updated, "the full render at resync differed from the incremental program");
+                }
+                dp.resync()
+            });
+            Done::Resync(calc, result)
         }));
     }
 
@@ -368,7 +386,8 @@ impl Loop<'_> {
                     }
                 }
             }
-            Done::Resync(result) => {
+            Done::Resync(calc, result) => {
+                self.calc = Some(calc);
                 self.resync_due = Instant::now() + self.agent.config.resync_interval;
                 m.resyncs.inc();
                 match result {

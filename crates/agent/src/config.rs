@@ -7,6 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use palisade_calc::CalcConfig;
+pub use palisade_dataplane::IncrementalMode;
 use palisade_render::RenderConfig;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -94,6 +95,10 @@ pub struct AgentConfig {
     pub batch_interval: Duration,
     /// Where `/metrics`, `/healthz`, `/readyz` and `/counters` are served; `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether an apply re-renders only what changed (nftables), and whether it checks that
+    /// against a full render (tests). A full render still happens at start, after a failed
+    /// apply and at every resync.
+    pub incremental: IncrementalMode,
 }
 
 impl AgentConfig {
@@ -109,6 +114,7 @@ impl AgentConfig {
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             batch_interval: DEFAULT_BATCH_INTERVAL,
             metrics_addr: None,
+            incremental: IncrementalMode::On,
         }
     }
 

@@ -399,3 +399,83 @@ async fn a_burst_of_changes_is_coalesced_into_few_applies() {
     assert!(save.contains("10.0.100.200"), "{save}");
     run.stop().await;
 }
+
+/// Deletes `key` and returns the revision.
+async fn delete(store: &dyn Datastore, object: &StoredObject) -> i64 {
+    store
+        .apply_batch(vec![Op::delete(object.key().unwrap())])
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn incremental_applies_match_a_full_render_and_a_fresh_agent() {
+    let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
+    put_all(store.as_ref(), &objects()).await;
+    let kernel = Arc::new(FakeKernel::new());
+    // `config` checks every patched program against a full render: a difference fails the
+    // apply and counts an apply error.
+    let agent = Agent::new(
+        config(DataplaneKind::Nftables),
+        store.clone(),
+        dataplane(DataplaneKind::Nftables, &kernel),
+    )
+    .unwrap();
+    let run = Running::start(agent);
+    run.wait_ready(T).await;
+    let mut applied = run.shared.applied();
+    // A deterministic pseudo-random walk: pods coming, going and changing app on both
+    // nodes, the two policies removed and put back.
+    let apps = ["web", "client", "other", "db"];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut present: std::collections::BTreeSet<String> =
+        objects().iter().map(|o| o.key().unwrap()).collect();
+    for step in 0..60u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let i = (x % 6) as usize;
+        let node = if x.is_multiple_of(3) { "n2" } else { NODE };
+        let app = apps[(x >> 8) as usize % apps.len()];
+        let ip = format!("10.0.{}.{}", 2 + i, 10 + (x >> 16) % 3);
+        let p = StoredObject::Endpoint(pod("prod", &format!("p{i}"), node, &ip, app));
+        let web = StoredObject::Policy(allow_client_to_web());
+        let deny = StoredObject::Policy(deny_to_client());
+        // Only objects that exist are deleted (deleting nothing makes no event).
+        let (object, remove) = match (x >> 24) % 6 {
+            0 => (p, true),
+            1 => (web, true),
+            2 => (deny, true),
+            3 => (web, false),
+            4 => (deny, false),
+            _ => (p, false),
+        };
+        let key = object.key().unwrap();
+        let rev = if remove && present.contains(&key) {
+            present.remove(&key);
+            delete(store.as_ref(), &object).await
+        } else {
+            present.insert(key);
+            put(store.as_ref(), &object).await
+        };
+        tokio::time::timeout(T, applied.wait_for(|r| *r >= rev))
+            .await
+            .unwrap_or_else(|_| panic!("step {step} not applied"))
+            .unwrap();
+    }
+    assert_eq!(run.shared.metrics.errors(ErrorKind::Apply), 0);
+    let incremental = kernel_text(&kernel, DataplaneKind::Nftables);
+    run.stop().await;
+    // A fresh agent renders everything from the same datastore: the same kernel.
+    let fresh = Arc::new(FakeKernel::new());
+    let agent = Agent::new(
+        config(DataplaneKind::Nftables),
+        store.clone(),
+        dataplane(DataplaneKind::Nftables, &fresh),
+    )
+    .unwrap();
+    let run = Running::start(agent);
+    run.wait_ready(T).await;
+    assert_eq!(kernel_text(&fresh, DataplaneKind::Nftables), incremental);
+    run.stop().await;
+}

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use palisade_render::ir::{Action, Family as IrFamily, Ruleset, SetDef, SetKind};
+use palisade_render::ir::{Action, Chain, Family as IrFamily, Ruleset, SetDef, SetKind};
 use palisade_render::{iptables, names, nft};
 
 use crate::error::DataplaneError;
@@ -132,7 +132,8 @@ fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
     IpsetSpec::new(kind, family(s.set.family), members)
 }
 
-fn nft_set(s: &SetDef) -> Result<NftSet, DataplaneError> {
+/// The nftables set of one rendered set.
+pub fn nft_set(s: &SetDef) -> Result<NftSet, DataplaneError> {
     let addr = match s.set.family {
         IrFamily::V4 => "ipv4_addr",
         IrFamily::V6 => "ipv6_addr",
@@ -161,41 +162,57 @@ pub fn nft_program(
     cache.keep_only(rs);
     let mut maps: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for c in &rs.chains {
-        let mut rules = Vec::new();
-        for r in &c.rules {
-            if let Action::Dispatch { map, targets, .. } = &r.action {
-                maps.entry(map.clone())
-                    .or_default()
-                    .extend(targets.iter().map(|(i, t)| nft::map_element(i, t)));
-            }
-            let text = nft::rule_text(r);
-            let body = text
-                .rsplit_once(" comment \"")
-                .map(|(b, _)| b.to_string())
-                .unwrap_or(text);
-            let hash = r.comment.trim_start_matches("pal:").to_string();
-            rules.push(NftRule {
-                origin: origins.get(&(c.name.clone(), hash.clone())).cloned(),
-                hash,
-                body,
-            });
-        }
-        let base = (c.name == names::FORWARD_CHAIN).then(|| BaseChain {
-            kind: "filter".into(),
-            hook: "forward".into(),
-            priority: 0,
-            policy: "accept".into(),
-        });
-        p.chains.insert(c.name.clone(), NftChain { base, rules });
+        dispatch_elements(c, &mut maps);
+        p.chains.insert(c.name.clone(), nft_chain(c, origins));
     }
     for (name, elements) in maps {
-        let set = NftSet::new(
-            vec!["ifname".into()],
-            Some("verdict".into()),
-            vec![],
-            elements,
-        );
-        p.sets.insert(name, Arc::new(set));
+        p.sets.insert(name, Arc::new(verdict_map(elements)));
     }
     Ok(p)
+}
+
+/// The elements of the verdict maps a chain's dispatch rules fill, by map name.
+pub fn dispatch_elements(c: &Chain, maps: &mut BTreeMap<String, Vec<String>>) {
+    for r in &c.rules {
+        if let Action::Dispatch { map, targets, .. } = &r.action {
+            maps.entry(map.clone())
+                .or_default()
+                .extend(targets.iter().map(|(i, t)| nft::map_element(i, t)));
+        }
+    }
+}
+
+/// An interface → verdict map with `elements`.
+pub fn verdict_map(elements: Vec<String>) -> NftSet {
+    NftSet::new(
+        vec!["ifname".into()],
+        Some("verdict".into()),
+        vec![],
+        elements,
+    )
+}
+
+/// The nftables form of one rendered chain (`origins`: at least this chain's).
+pub fn nft_chain(c: &Chain, origins: &Origins) -> NftChain {
+    let mut rules = Vec::with_capacity(c.rules.len());
+    for r in &c.rules {
+        let text = nft::rule_text(r);
+        let body = text
+            .rsplit_once(" comment \"")
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(text);
+        let hash = r.comment.trim_start_matches("pal:").to_string();
+        rules.push(NftRule {
+            origin: origins.get(&(c.name.clone(), hash.clone())).cloned(),
+            hash,
+            body,
+        });
+    }
+    let base = (c.name == names::FORWARD_CHAIN).then(|| BaseChain {
+        kind: "filter".into(),
+        hook: "forward".into(),
+        priority: 0,
+        policy: "accept".into(),
+    });
+    NftChain { base, rules }
 }

@@ -48,6 +48,7 @@ pub mod error;
 pub mod exec;
 pub mod fake;
 pub mod from_ir;
+pub mod incremental;
 pub mod ipt;
 pub mod netns;
 pub mod nft;
@@ -65,7 +66,8 @@ pub use runner::{
     CommandOutput, CommandRecord, CommandRunner, NoopRunner, ProcessRunner, RunnerError,
 };
 pub use state::{
-    iptables_dataplane, nft_dataplane, nft_dataplane_netlink, Dataplane, StateDataplane,
+    iptables_dataplane, nft_dataplane, nft_dataplane_netlink, Dataplane, IncrementalMode,
+    StateDataplane,
 };
 pub use table::{Backend, Table};
 

@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use palisade_calc::{ActivePolicy, CompiledRule, DesiredState, RulePeer, RulePort};
-use palisade_model::{Action as ModelAction, Direction};
-use palisade_render::ir::{Action, Family, Match, Rule, Ruleset};
+use palisade_calc::{ActivePolicy, CompiledRule, DesiredState, LocalEndpoint, RulePeer, RulePort};
+use palisade_model::{Action as ModelAction, Direction, EndpointId, PolicyId};
+use palisade_render::ir::{Action, Chain, Family, Match, Rule, Ruleset};
 use palisade_render::{names, RenderConfig};
 
 use crate::report::{CounterKind, RuleOrigin};
@@ -19,20 +19,52 @@ pub type Origins = HashMap<(String, String), RuleOrigin>;
 
 /// The origins of every attributable rule of `rs`.
 pub fn rule_origins(state: &DesiredState, rs: &Ruleset, cfg: &RenderConfig) -> Origins {
+    origins_of(
+        rs.chains.iter(),
+        cfg,
+        state.endpoints.values(),
+        state.policies.values(),
+    )
+}
+
+/// The origins of the rules of `chains` only, which belong to the endpoints `endpoints` and
+/// the policies `policies` (or to neither, like `pal-FORWARD`): the same entries
+/// [`rule_origins`] gives for these chains, without naming every chain of the node.
+pub fn chain_origins<'a>(
+    state: &'a DesiredState,
+    chains: impl IntoIterator<Item = &'a Chain>,
+    cfg: &RenderConfig,
+    endpoints: &[&EndpointId],
+    policies: &[&PolicyId],
+) -> Origins {
+    origins_of(
+        chains,
+        cfg,
+        endpoints.iter().filter_map(|id| state.endpoints.get(*id)),
+        policies.iter().filter_map(|id| state.policies.get(*id)),
+    )
+}
+
+fn origins_of<'a>(
+    chains: impl IntoIterator<Item = &'a Chain>,
+    cfg: &RenderConfig,
+    endpoints: impl Iterator<Item = &'a LocalEndpoint>,
+    policies: impl Iterator<Item = &'a ActivePolicy>,
+) -> Origins {
     let mut out = Origins::new();
     let mut endpoint_chains = HashMap::new();
-    for ep in state.endpoints.values() {
+    for ep in endpoints {
         for dir in [Direction::Ingress, Direction::Egress] {
             endpoint_chains.insert(names::endpoint_chain(dir, &ep.iface), (ep, dir));
         }
     }
     let mut policy_chains = HashMap::new();
-    for p in state.policies.values() {
+    for p in policies {
         for dir in [Direction::Ingress, Direction::Egress] {
             policy_chains.insert(names::policy_chain(dir, &p.id), (p, dir));
         }
     }
-    for chain in &rs.chains {
+    for chain in chains {
         if let Some((ep, dir)) = endpoint_chains.get(&chain.name) {
             for r in chain.rules.iter().filter(|r| r.action == Action::Drop) {
                 out.insert(

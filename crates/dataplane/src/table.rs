@@ -93,6 +93,19 @@ impl<B: Backend> Table<B> {
         self.reconcile()
     }
 
+    /// The desired program, to be patched in place and then written with
+    /// [`Table::apply_current`].
+    pub fn desired_mut(&mut self) -> &mut B::Program {
+        &mut self.desired
+    }
+
+    /// Checks the desired program (as patched through [`Table::desired_mut`]; set elements
+    /// are taken as checked by whoever patched them) and writes the difference.
+    pub fn apply_current(&mut self) -> Result<ApplyReport, DataplaneError> {
+        B::validate(&self.desired, &self.desired)?;
+        self.reconcile()
+    }
+
     /// Forgets what we believed about the kernel, reads our objects back and repairs any drift.
     pub fn resync(&mut self) -> Result<ApplyReport, DataplaneError> {
         self.view = None;

@@ -198,5 +198,7 @@ pub fn config(kind: palisade_agent::DataplaneKind) -> AgentConfig {
     let mut c = AgentConfig::new(NODE);
     c.dataplane = kind;
     c.resync_interval = Duration::from_secs(30);
+    // Every patched program is checked against a full render (a difference fails the apply).
+    c.incremental = palisade_agent::config::IncrementalMode::Verify;
     c
 }
