@@ -61,8 +61,8 @@ pub fn read_manifests(
     })
 }
 
-/// Parses every file and returns the documents of the files that parsed together with the
-/// parse errors of the others, so that a caller can also check the documents that did parse.
+/// Parses every file and returns the documents that parsed together with the parse errors of
+/// the others, so that a caller can also check the documents that did parse.
 /// I/O problems are returned as `Err`.
 pub fn read_manifests_partial(paths: &[PathBuf]) -> Result<(Manifests, Vec<ManifestError>)> {
     let files = manifest_files(paths)?;
@@ -91,15 +91,14 @@ pub fn read_manifests_partial(paths: &[PathBuf]) -> Result<(Manifests, Vec<Manif
         } else {
             file.display().to_string()
         };
-        match manifest::parse_documents(&name, &text) {
-            Ok(m) => {
-                all.documents.extend(m.documents);
-                for (kind, n) in m.skipped {
-                    *all.skipped.entry(kind).or_default() += n;
-                }
-            }
-            Err(e) => errors.extend(e),
+        // Documents that parsed are kept even when others of the same file did not, so that
+        // `validate` lists every error at once.
+        let (m, e) = manifest::parse_documents_partial(&name, &text);
+        all.documents.extend(m.documents);
+        for (kind, n) in m.skipped {
+            *all.skipped.entry(kind).or_default() += n;
         }
+        errors.extend(e);
     }
     Ok((all, errors))
 }

@@ -48,8 +48,26 @@ enum Command {
     Counters(cmd::counters::Args),
 }
 
+/// Commands that only compute and print: when the reader of stdout goes away (`palisade
+/// matrix ... | head`), end quietly as other command-line tools do instead of panicking on
+/// the failed write. Not for commands with sockets or child processes, which rely on
+/// SIGPIPE being ignored to see EPIPE as an error.
+fn end_quietly_on_closed_stdout() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::Validate(_) | Command::Matrix(_) | Command::Explain(_) => {
+            end_quietly_on_closed_stdout()
+        }
+        Command::Render(args) if !args.check => end_quietly_on_closed_stdout(),
+        _ => {}
+    }
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Matrix(args) => cmd::matrix::run(args),

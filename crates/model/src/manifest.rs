@@ -109,6 +109,17 @@ impl fmt::Display for ManifestError {
 /// that is not an object, or a field of the wrong type is an error. Nothing is validated
 /// beyond types here: see [`crate::validate`].
 pub fn parse_documents(file: &str, text: &str) -> Result<Manifests, Vec<ManifestError>> {
+    let (out, errors) = parse_documents_partial(file, text);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`parse_documents`], but also returns the documents that did parse when others did
+/// not, so that a caller can validate them too and report every error of a file at once.
+pub fn parse_documents_partial(file: &str, text: &str) -> (Manifests, Vec<ManifestError>) {
     let mut out = Manifests::default();
     let mut errors = Vec::new();
     for (index, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -131,11 +142,7 @@ pub fn parse_documents(file: &str, text: &str) -> Result<Manifests, Vec<Manifest
             Ok(value) => read_value(source, value, true, &mut out, &mut errors),
         }
     }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
+    (out, errors)
 }
 
 /// Reads one document (or one item of a `kind: List`) into `out`, or its error into `errors`.

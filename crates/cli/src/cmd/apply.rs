@@ -67,12 +67,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 async fn run_async(args: Args) -> Result<ExitCode> {
     // 1. Everything is read and validated before the datastore is even contacted.
-    let manifests = match input::read_manifests(&args.files)? {
-        Ok(m) => m,
-        Err(errors) => return Ok(invalid(errors.iter().map(|e| e.to_string()))),
-    };
+    // Parse and validation errors of every file are listed together.
+    let (manifests, checked) = input::check(&args.files)?;
     input::warn_skipped(&manifests);
-    if let Err(errors) = convert::cluster(&manifests.documents) {
+    if let Err(errors) = checked {
         return Ok(invalid(errors.iter().map(|e| e.to_string())));
     }
     let desired = desired_objects(&manifests.documents)?;

@@ -43,7 +43,7 @@ pub struct Args {
     datastore: DatastoreArgs,
     /// Only namespaces matching this Kubernetes label selector (e.g. `env=prod`,
     /// `team in (a,b)`), with their pods and policies, are written.
-    #[arg(long, value_name = "SELECTOR")]
+    #[arg(long, value_name = "SELECTOR", value_parser = label_selector)]
     namespace_selector: Option<String>,
     /// Name of the Lease used for leader election.
     #[arg(long, default_value = "palisade-controller", value_name = "NAME")]
@@ -92,10 +92,12 @@ fn init_logging() {
 }
 
 async fn run_async(args: Args) -> Result<ExitCode> {
-    let store = args.datastore.connect().await?;
+    // The kubeconfig first: reading it needs no network, and a bad one is the likelier
+    // mistake. Its error already names its cause, so it is not chained again.
     let client = palisade_kube::connect::client(args.kubeconfig.as_deref())
         .await
-        .context("cannot set up the Kubernetes client")?;
+        .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
+    let store = args.datastore.connect().await?;
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let (addr, server) =
@@ -185,4 +187,98 @@ fn hostname() -> Result<String> {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("cannot read /proc/sys/kernel/hostname")?;
     Ok(h.trim().to_string())
+}
+
+/// Checks the syntax of a Kubernetes label selector (`a=b,c!=d,e in (x,y),f notin (z),g,!h`)
+/// so that a typo is refused at once rather than by every list call of the API server.
+fn label_selector(text: &str) -> std::result::Result<String, String> {
+    let bad = |why: &str| format!("bad label selector {text:?}: {why}");
+    let key_ok = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    };
+    let value_ok = |v: &str| {
+        v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    // Split on commas outside parentheses.
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        if !(0..=1).contains(&depth) {
+            return Err(bad("unbalanced parentheses"));
+        }
+    }
+    if depth != 0 {
+        return Err(bad("unbalanced parentheses"));
+    }
+    parts.push(&text[start..]);
+    for part in parts {
+        let part = part.trim();
+        let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+        let ok = if let [key, rest] = words[..] {
+            let rest = rest.trim();
+            let set = rest
+                .strip_prefix("in")
+                .or_else(|| rest.strip_prefix("notin"))
+                .map(str::trim)
+                .and_then(|r| r.strip_prefix('('))
+                .and_then(|r| r.strip_suffix(')'));
+            match set {
+                Some(values) => {
+                    key_ok(key)
+                        && values
+                            .split(',')
+                            .all(|v| !v.trim().is_empty() && value_ok(v.trim()))
+                }
+                None => false,
+            }
+        } else if let Some((k, v)) = part
+            .split_once("!=")
+            .or_else(|| part.split_once("=="))
+            .or_else(|| part.split_once('='))
+        {
+            key_ok(k.trim()) && value_ok(v.trim())
+        } else {
+            key_ok(part.strip_prefix('!').unwrap_or(part))
+        };
+        if !ok {
+            return Err(bad(&format!(
+                "cannot read {part:?} (expected key=value, key!=value, key in (a,b), key notin (a,b), key or !key)"
+            )));
+        }
+    }
+    Ok(text.to_string())
+}
+
+#[cfg(test)]
+mod selector_tests {
+    use super::label_selector;
+
+    #[test]
+    fn label_selectors_are_checked() {
+        for good in [
+            "env=prod",
+            "env==prod,tier!=db",
+            "team in (a,b)",
+            "team notin (a, b),app",
+            "!legacy,example.com/owner=x",
+        ] {
+            assert_eq!(label_selector(good).as_deref(), Ok(good), "{good}");
+        }
+        for bad in [
+            "a in (", "a in b", "=x", "a=b,,c", "a b", "a in ()", "a=b c",
+        ] {
+            assert!(label_selector(bad).is_err(), "{bad} accepted");
+        }
+    }
 }

@@ -113,7 +113,7 @@ async fn run_async(args: Args) -> Result<ExitCode> {
         }
     };
     let report = match &args.policy {
-        Some(p) => report.only_policy(p),
+        Some(p) => only_policy(report, p, &args.node),
         None => report,
     };
     match args.output {
@@ -123,7 +123,64 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(r: &CountersReport) -> String {
+/// The report narrowed to one policy: its rules, the endpoints it is active on, and their
+/// drops in the directions where it is active (the drops it caused, for a policy that
+/// allows nothing). Says on stderr when the policy is active on no endpoint of the node.
+pub(crate) fn only_policy(report: CountersReport, policy: &str, node: &str) -> CountersReport {
+    let mut r = report.only_policy(policy);
+    let active_in = |endpoint: &Option<String>, direction: &str| {
+        r.endpoints.iter().any(|e| {
+            Some(&e.endpoint) == endpoint.as_ref()
+                && match direction {
+                    "ingress" => e.ingress.iter().any(|p| p == policy),
+                    "egress" => e.egress.iter().any(|p| p == policy),
+                    _ => true,
+                }
+        })
+    };
+    let drops: Vec<_> = r
+        .drops
+        .iter()
+        .filter(|d| active_in(&d.endpoint, &d.direction))
+        .cloned()
+        .collect();
+    r.drops = drops;
+    if r.endpoints.is_empty() && r.rules.is_empty() {
+        let hint = if policy.contains('/') {
+            ""
+        } else {
+            " (name it as NAMESPACE/NAME)"
+        };
+        eprintln!("warning: policy {policy} is active on no endpoint of node {node}{hint}");
+    }
+    r
+}
+
+/// The policies active on `endpoint` in `direction`, as the drop table attributes them.
+fn policies_of(r: &CountersReport, endpoint: Option<&str>, direction: &str) -> String {
+    let Some(e) = r
+        .endpoints
+        .iter()
+        .find(|e| Some(e.endpoint.as_str()) == endpoint)
+    else {
+        return "-".into();
+    };
+    let (names, n) = match direction {
+        "ingress" => (&e.ingress, e.ingress_count),
+        "egress" => (&e.egress, e.egress_count),
+        _ => return "-".into(),
+    };
+    if n == 0 {
+        "-".into()
+    } else if n > names.len() {
+        format!("{} (+{} more)", names.join(","), n - names.len())
+    } else {
+        names.join(",")
+    }
+}
+
+/// The report as tables: endpoints and their policies, rule counters, drops.
+pub(crate) fn text(r: &CountersReport) -> String {
     let mut out = format!(
         "node {} ({}, revision {})\n\n",
         r.node, r.dataplane, r.revision
@@ -168,11 +225,14 @@ fn text(r: &CountersReport) -> String {
     }
     out.push('\n');
     out.push_str(&render_table(&rules));
+    // A drop happens at the end of an endpoint's policies when none of them allowed the
+    // packet: it is attributed to those policies.
     let mut drops = vec![[
         "ENDPOINT".to_string(),
         "DIRECTION".into(),
         "DROPPED-PACKETS".into(),
         "BYTES".into(),
+        "POLICIES".into(),
     ]];
     for c in &r.drops {
         drops.push([
@@ -180,6 +240,7 @@ fn text(r: &CountersReport) -> String {
             c.direction.clone(),
             c.packets.to_string(),
             c.bytes.to_string(),
+            policies_of(r, c.endpoint.as_deref(), &c.direction),
         ]);
     }
     out.push('\n');

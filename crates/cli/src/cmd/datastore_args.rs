@@ -13,8 +13,8 @@ use palisade_store::{Datastore, DatastoreUrl, EtcdConfig, KeyValue, Record, Stor
 /// Where the datastore is and how to log in.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatastoreArgs {
-    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT...] (embedded: is an in-process store that
-    /// vanishes when the command ends; for trying things out).
+    /// Datastore URL: etcd://HOST:PORT[,HOST:PORT...]; `embedded:` is an in-process store
+    /// that vanishes when the command ends (for trying things out).
     #[arg(long, env = "PALISADE_DATASTORE", value_name = "URL")]
     pub datastore: String,
     /// PEM CA bundle to verify etcd's certificate (turns TLS on).

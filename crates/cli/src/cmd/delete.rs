@@ -22,8 +22,8 @@ use crate::input;
     palisade delete namespace myns")]
 pub struct Args {
     /// KIND then one or more names: `networkpolicy NS/NAME`, `pod NS/NAME`, `namespace NAME`
-    /// (a name without `NS/` is taken in --namespace). Kinds: networkpolicy (netpol),
-    /// pod (endpoint), namespace (ns).
+    /// (a name without `NS/` is taken in --namespace). Kinds: networkpolicy (netpol, np),
+    /// pod (po, endpoint), namespace (ns).
     #[arg(value_name = "KIND NAME", num_args = 0.., conflicts_with = "files")]
     pub target: Vec<String>,
     /// Delete the objects named in these manifests instead.
@@ -102,12 +102,14 @@ fn targets_from_words(words: &[String], default_ns: &str) -> Result<Vec<Target>>
     names
         .iter()
         .map(|n| {
-            Ok(match kind.to_ascii_lowercase().as_str() {
-                "networkpolicy" | "networkpolicies" | "netpol" | "policy" | "policies" => {
+            Ok(match kind_word(kind).as_str() {
+                "networkpolicy" | "networkpolicies" | "netpol" | "netpols" | "np" | "policy"
+                | "policies" => {
                     let (namespace, name) = split(n);
                     Target::Policy { namespace, name }
                 }
-                "pod" | "pods" | "endpoint" | "endpoints" | "ep" => {
+                "pod" | "pods" | "po" | "endpoint" | "endpoints" | "ep" | "workloadendpoint"
+                | "workloadendpoints" | "wep" => {
                     let (namespace, name) = split(n);
                     Target::Pod { namespace, name }
                 }
@@ -121,6 +123,16 @@ fn targets_from_words(words: &[String], default_ns: &str) -> Result<Vec<Target>>
             })
         })
         .collect()
+}
+
+/// A kind as the user typed it, lower-cased and without a kubectl-style API group
+/// (`networkpolicies.networking.k8s.io` is `networkpolicies`).
+pub fn kind_word(word: &str) -> String {
+    let lower = word.to_ascii_lowercase();
+    match lower.split_once('.') {
+        Some((kind, _group)) => kind.to_string(),
+        None => lower,
+    }
 }
 
 fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
@@ -140,6 +152,12 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
     manifests
         .documents
         .iter()
+        // A Pod that is no workload endpoint (hostNetwork, finished, being deleted) was never
+        // stored by `apply`: there is nothing to delete for it.
+        .filter(|doc| match &doc.object {
+            Object::Pod(p) => !matches!(palisade_model::convert::pod(p), Ok(None)),
+            _ => true,
+        })
         .map(|doc| {
             let meta = match &doc.object {
                 Object::Namespace(n) => &n.metadata,
@@ -149,7 +167,11 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
             let name = meta.name.clone().with_context(|| {
                 format!("{}: {} has no metadata.name", doc.source, doc.object.kind())
             })?;
-            let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+            let namespace = meta
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into());
             Ok(match &doc.object {
                 Object::Namespace(_) => Target::Namespace(name),
                 Object::Pod(_) => Target::Pod { namespace, name },

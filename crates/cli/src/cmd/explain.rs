@@ -14,17 +14,17 @@ use crate::input;
 Exit status: 0 when the flow was judged (allowed or denied), 1 on bad input or an unknown pod.
 
 Examples:
-  palisade explain -f examples/seed --from bob/client --to alice/backend --port 6379/TCP
+  palisade explain -f examples/seed --from default/client --to myns/backend --port 6379/TCP
   palisade explain -f manifests/ --from 192.0.2.10 --to web/frontend-0 --port 443 -o json")]
 pub struct Args {
     /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
     /// `-` reads standard input.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
     pub files: Vec<PathBuf>,
-    /// Source: NAMESPACE/POD, or an IP address outside the cluster.
+    /// Source: NAMESPACE/POD, or an IP address (a pod's own address stands for the pod).
     #[arg(long, value_name = "NS/POD|IP")]
     pub from: String,
-    /// Destination: NAMESPACE/POD, or an IP address outside the cluster.
+    /// Destination: NAMESPACE/POD, or an IP address (a pod's own address stands for the pod).
     #[arg(long, value_name = "NS/POD|IP")]
     pub to: String,
     /// Destination port and protocol: PORT[/PROTO] (TCP when omitted), or `icmp`.
@@ -45,6 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let src: FlowEnd = args.from.parse().context("--from")?;
     let dst: FlowEnd = args.to.parse().context("--to")?;
     let cluster = input::load_cluster(&args.files)?;
+    let src = as_pod(&cluster, src, "--from");
+    let dst = as_pod(&cluster, dst, "--to");
     let flow = Flow::new(src, dst, args.port.protocol, args.port.port);
     let verdict = palisade_engine::verdict(&cluster, &flow).context("cannot judge the flow")?;
     match args.output {
@@ -52,4 +54,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Text => print!("{}", palisade_engine::explain_text(&cluster, &verdict)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An address that belongs to a pod of the manifests is that pod: packets from or to it are
+/// the pod's, and the pod's policies and selectors apply (as they do in the kernel, where the
+/// address is in the pod's IP sets). Says so on stderr.
+fn as_pod(cluster: &palisade_model::Cluster, end: FlowEnd, flag: &str) -> FlowEnd {
+    let FlowEnd::Ip(ip) = end else {
+        return end;
+    };
+    let mut owners = cluster.endpoints.iter().filter(|e| e.ips.contains(&ip));
+    match (owners.next(), owners.next()) {
+        (Some(pod), None) => {
+            eprintln!(
+                "note: {flag} {ip} is the address of pod {}: explaining it as that pod",
+                pod.id
+            );
+            FlowEnd::Pod(pod.id.clone())
+        }
+        _ => FlowEnd::Ip(ip),
+    }
 }

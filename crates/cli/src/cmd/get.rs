@@ -13,8 +13,8 @@ use super::datastore_args::{self as ds, DatastoreArgs, Stored};
 #[command(after_help = "Examples:\n  palisade get networkpolicies -n myns\n  \
     palisade get endpoints -o wide\n  palisade get namespaces -o yaml")]
 pub struct Args {
-    /// What to list: networkpolicies (networkpolicy, netpol), namespaces (ns),
-    /// endpoints (ep, pods), status (agent status per node).
+    /// What to list: networkpolicies (networkpolicy, netpol, np), namespaces (ns),
+    /// endpoints (ep, pods, po, workloadendpoints), status (agent status per node).
     #[arg(value_name = "KIND")]
     pub kind: String,
     /// Only objects of this namespace (default: all namespaces).
@@ -44,10 +44,12 @@ enum Kind {
 }
 
 fn parse_kind(word: &str) -> Result<Kind> {
-    Ok(match word.to_ascii_lowercase().as_str() {
-        "networkpolicies" | "networkpolicy" | "netpol" | "policies" | "policy" => Kind::Policies,
+    Ok(match super::delete::kind_word(word).as_str() {
+        "networkpolicies" | "networkpolicy" | "netpol" | "netpols" | "np" | "policies"
+        | "policy" => Kind::Policies,
         "namespaces" | "namespace" | "ns" => Kind::Namespaces,
-        "endpoints" | "endpoint" | "ep" | "pods" | "pod" => Kind::Endpoints,
+        "endpoints" | "endpoint" | "ep" | "pods" | "pod" | "po" | "workloadendpoints"
+        | "workloadendpoint" | "wep" => Kind::Endpoints,
         "status" | "statuses" => Kind::Status,
         other => anyhow::bail!(
             "unknown kind {other:?}: use networkpolicies, namespaces, endpoints or status"
@@ -142,7 +144,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
         Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
         Kind::Namespaces => vec!["NAME", "LABELS"],
         Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS"],
-        Kind::Status => vec!["NODE", "IN-SYNC", "REVISION", "UPDATED", "LAST-ERROR"],
+        Kind::Status => vec!["NODE", "IN-SYNC", "REVISION", "AGE", "LAST-ERROR"],
     };
     if wide {
         header.extend(match kind {
@@ -227,7 +229,8 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                 st.node.clone(),
                 st.in_sync.to_string(),
                 st.revision.to_string(),
-                st.updated.to_string(),
+                // How long ago the agent wrote it: a stale status is a stopped agent.
+                super::agent::age(palisade_agent::status::now_millis().saturating_sub(st.updated)),
                 st.last_error.clone().unwrap_or_else(|| "<none>".into()),
             ],
         };

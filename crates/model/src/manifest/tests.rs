@@ -249,3 +249,15 @@ fn typed_lists_fill_in_apiversion_and_kind() {
     let errs = parse_err("apiVersion: v1\nkind: NetworkPolicyList\nitems: []\n");
     assert_eq!(errs[0].field, "apiVersion");
 }
+
+#[test]
+fn partial_parse_keeps_the_documents_that_parsed() {
+    let (m, errs) = parse_documents_partial(
+        "f.yaml",
+        "apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: x, namespace: a}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n",
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].location.document, 0);
+    assert_eq!(m.documents.len(), 1);
+    assert_eq!(m.documents[0].source.document, 1);
+}

@@ -77,6 +77,46 @@ impl EtcdStore {
     pub fn config(&self) -> &EtcdConfig {
         &self.config
     }
+
+    /// Runs one KV request. With several endpoints the client's balancer may hand it to a
+    /// member that is down, and it fails before anything is sent (see [`never_sent`]): such
+    /// failures are retried, within the request timeout, so that one dead member does not
+    /// fail requests the others can serve. Anything else is returned as it is.
+    async fn kv_request<T, F, Fut>(
+        &self,
+        mut request: F,
+    ) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: FnMut(KvClient) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let started = tokio::time::Instant::now();
+        let max_attempts = 4 * self.config.endpoints.len();
+        let mut attempt = 1;
+        loop {
+            match request(self.kv.clone()).await {
+                Err(e)
+                    if never_sent(&e)
+                        && attempt < max_attempts
+                        && started.elapsed() < self.config.request_timeout =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A request that failed while connecting to the member it was given to, so it never reached
+/// etcd and may be sent again, even a transaction.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+        }
+        _ => false,
+    }
 }
 
 fn convert_kv(kv: &etcd_client::KeyValue) -> KeyValue {
@@ -106,9 +146,7 @@ fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Revision {
 impl Datastore for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let resp = self
-            .kv
-            .clone()
-            .get(key, None)
+            .kv_request(|mut kv| async move { kv.get(key, None).await })
             .await
             .map_err(|e| map_error(&self.config, e))?;
         Ok(resp.kvs().first().map(convert_kv))
@@ -121,9 +159,10 @@ impl Datastore for EtcdStore {
             GetOptions::new().with_prefix()
         };
         let resp = self
-            .kv
-            .clone()
-            .get(prefix, Some(opts))
+            .kv_request(|mut kv| {
+                let opts = opts.clone();
+                async move { kv.get(prefix, Some(opts)).await }
+            })
             .await
             .map_err(|e| map_error(&self.config, e))?;
         Ok(Listing {
@@ -153,17 +192,18 @@ impl Datastore for EtcdStore {
             .map(|(k, _)| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
             .collect();
         let txn = Txn::new().when(compares).and_then(writes).or_else(reads);
-        let resp =
-            self.kv
-                .clone()
-                .txn(txn)
-                .await
-                .map_err(|e| match map_error(&self.config, e) {
-                    StoreError::BatchTooLarge { reason, .. } => {
-                        StoreError::BatchTooLarge { ops: n, reason }
-                    }
-                    other => other,
-                })?;
+        let resp = self
+            .kv_request(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(|e| match map_error(&self.config, e) {
+                StoreError::BatchTooLarge { reason, .. } => {
+                    StoreError::BatchTooLarge { ops: n, reason }
+                }
+                other => other,
+            })?;
         if resp.succeeded() {
             return Ok(header_revision(resp.header()));
         }
@@ -225,9 +265,10 @@ impl Datastore for EtcdStore {
 
     async fn current_revision(&self) -> Result<Revision> {
         let resp = self
-            .kv
-            .clone()
-            .get("/palisade/", Some(GetOptions::new().with_count_only()))
+            .kv_request(|mut kv| async move {
+                kv.get("/palisade/", Some(GetOptions::new().with_count_only()))
+                    .await
+            })
             .await
             .map_err(|e| map_error(&self.config, e))?;
         Ok(header_revision(resp.header()))

@@ -30,7 +30,7 @@ pub struct ApplyArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  palisade lab delete networkpolicy default/web-deny-all")]
 pub struct DeleteArgs {
-    /// The kind: networkpolicy (also netpol, networkpolicies).
+    /// The kind: networkpolicy (also networkpolicies, netpol, np).
     pub kind: String,
     /// NAMESPACE/NAME (NAME alone means namespace default).
     pub target: String,
@@ -110,8 +110,8 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
 pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
     palisade_lab::lifecycle::running(names)?;
     if !matches!(
-        args.kind.to_ascii_lowercase().as_str(),
-        "networkpolicy" | "networkpolicies" | "netpol"
+        crate::cmd::delete::kind_word(&args.kind).as_str(),
+        "networkpolicy" | "networkpolicies" | "netpol" | "netpols" | "np"
     ) {
         bail!(
             "lab delete handles networkpolicy only (got {:?}); pods and namespaces live as long as the lab",

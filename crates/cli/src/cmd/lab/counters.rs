@@ -61,50 +61,11 @@ pub fn run(names: &LabNames, args: CountersArgs) -> Result<ExitCode> {
     let mut report: CountersReport =
         serde_json::from_str(&body).with_context(|| format!("bad /counters answer from {addr}"))?;
     if let Some(p) = &args.policy {
-        report = report.only_policy(p);
+        report = crate::cmd::counters::only_policy(report, p, &args.node);
     }
-    if args.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!(
-        "node {} ({}, revision {})",
-        report.node, report.dataplane, report.revision
-    );
-    for e in &report.endpoints {
-        println!(
-            "endpoint {:<24} ingress: {:<30} egress: {}",
-            e.endpoint,
-            if e.ingress.is_empty() {
-                "- (open)".to_string()
-            } else {
-                e.ingress.join(",")
-            },
-            if e.egress.is_empty() {
-                "- (open)".to_string()
-            } else {
-                e.egress.join(",")
-            }
-        );
-    }
-    for r in &report.rules {
-        println!(
-            "rule     {:<24} {:<8} #{:<3} packets {:>8} bytes {:>10}",
-            r.policy.as_deref().unwrap_or("-"),
-            r.direction,
-            r.rule.map(|i| i.to_string()).unwrap_or_default(),
-            r.packets,
-            r.bytes
-        );
-    }
-    for d in &report.drops {
-        println!(
-            "drop     {:<24} {:<8}      packets {:>8} bytes {:>10}",
-            d.endpoint.as_deref().unwrap_or("-"),
-            d.direction,
-            d.packets,
-            d.bytes
-        );
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print!("{}", crate::cmd::counters::text(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
