@@ -32,6 +32,20 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind: each series is exposed at 0 from the start, so dashboards and alerts see
+    /// "no errors yet" rather than a missing metric.
+    pub const ALL: [ErrorKind; 5] = [
+        ErrorKind::Apply,
+        ErrorKind::Resync,
+        ErrorKind::Datastore,
+        ErrorKind::InvalidObject,
+        ErrorKind::StatusWrite,
+    ];
+
+    fn labels(self) -> Labels {
+        vec![("kind".to_string(), self.label().to_string())]
+    }
+
     fn label(self) -> &'static str {
         match self {
             ErrorKind::Apply => "apply",
@@ -134,20 +148,19 @@ impl Metrics {
             "Datastore revision the dataplane was last programmed from",
             m.applied_revision.clone(),
         );
+        for kind in ErrorKind::ALL {
+            drop(m.errors.get_or_create(&kind.labels()));
+        }
         Metrics { registry, ..m }
     }
 
     pub fn error(&self, kind: ErrorKind) {
-        self.errors
-            .get_or_create(&vec![("kind".to_string(), kind.label().to_string())])
-            .inc();
+        self.errors.get_or_create(&kind.labels()).inc();
     }
 
     /// Errors of one kind so far.
     pub fn errors(&self, kind: ErrorKind) -> u64 {
-        self.errors
-            .get_or_create(&vec![("kind".to_string(), kind.label().to_string())])
-            .get()
+        self.errors.get_or_create(&kind.labels()).get()
     }
 
     /// Sizes of what is in force, after a successful apply.
@@ -185,6 +198,8 @@ mod tests {
             "palisade_agent_applies_total 1",
             "palisade_agent_apply_duration_seconds_count 1",
             "palisade_agent_errors_total{kind=\"apply\"} 2",
+            "palisade_agent_errors_total{kind=\"datastore\"} 0",
+            "palisade_agent_errors_total{kind=\"status_write\"} 0",
             "palisade_agent_applied_revision 17",
             "palisade_agent_in_sync 0",
             "palisade_agent_resyncs_total 0",

@@ -6,6 +6,7 @@
 
 mod cmd;
 mod input;
+mod signals;
 
 use std::process::ExitCode;
 

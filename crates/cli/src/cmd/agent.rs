@@ -173,7 +173,7 @@ fn run_agent(a: RunArgs) -> Result<ExitCode> {
         .context("cannot start the async runtime")?;
     let result = rt.block_on(async move {
         let store = datastore.connect().await?;
-        palisade_agent::run::run_agent(config, store, wait_for_signal())
+        palisade_agent::run::run_agent(config, store, crate::signals::wait_for_shutdown())
             .await
             .context("the agent stopped")?;
         Ok(ExitCode::SUCCESS)
@@ -181,29 +181,6 @@ fn run_agent(a: RunArgs) -> Result<ExitCode> {
     // Nothing left to finish: the loop waited for its last apply before returning.
     rt.shutdown_timeout(std::time::Duration::from_millis(500));
     result
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 /// One row of `agent status`.

@@ -107,7 +107,7 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     tracing::info!(%addr, datastore = %store.describe(), "palisade controller starting");
 
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::signals::wait_for_shutdown().await;
         tracing::info!("shutting down");
         shutdown_tx.send_replace(true);
     });
@@ -153,29 +153,6 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     }
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 fn hostname() -> Result<String> {
