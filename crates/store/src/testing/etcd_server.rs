@@ -189,6 +189,19 @@ impl EtcdServer {
     }
 
     fn start_inner(tls: bool) -> io::Result<EtcdServer> {
+        // Ports are picked free and then released, so another process can take one before
+        // etcd binds it: try again with fresh ports rather than fail the test.
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::start_once(tls) {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| io::Error::other("etcd did not start")))
+    }
+
+    fn start_once(tls: bool) -> io::Result<EtcdServer> {
         let dir = temp_root()?;
         let mut member = Member::new(dir.path(), "etcd0")?;
         if tls {

@@ -25,7 +25,21 @@ pub use etcd_server::{EtcdCluster, EtcdServer};
 pub use proxy::TcpProxy;
 
 /// A free TCP port on 127.0.0.1 (bound, then released; good enough for tests).
+///
+/// Ports come from 20000..32000, below Linux's ephemeral range (32768..60999): a port taken
+/// from the ephemeral range can be handed to some test's outgoing connection between our
+/// release and etcd's bind, while this range is only ever given out here. Falls back to a
+/// kernel-chosen port if no candidate is free.
 pub fn free_port() -> std::io::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let port = 20000 + (h.finish() % 12000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
