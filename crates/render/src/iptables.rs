@@ -201,16 +201,7 @@ fn matches_text(rule: &Rule) -> String {
                 let _ = write!(s, "-p {}", proto_name(*p));
             }
             Match::DstPorts(ranges) => {
-                let list: Vec<String> = ranges
-                    .iter()
-                    .map(|r| {
-                        if r.start == r.end {
-                            r.start.to_string()
-                        } else {
-                            format!("{}:{}", r.start, r.end)
-                        }
-                    })
-                    .collect();
+                let list: Vec<String> = ranges.iter().map(|r| r.text(":")).collect();
                 match (ranges.len(), proto) {
                     (1, Some(p)) => {
                         let _ = write!(s, "-m {} --dport {}", proto_name(p), list[0]);

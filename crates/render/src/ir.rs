@@ -78,6 +78,15 @@ pub struct PortRange {
 }
 
 impl PortRange {
+    /// `80`, or `start<sep>end` for a range (`:` in iptables, `-` in nftables).
+    pub fn text(&self, sep: &str) -> String {
+        if self.start == self.end {
+            self.start.to_string()
+        } else {
+            format!("{}{sep}{}", self.start, self.end)
+        }
+    }
+
     /// Slots the range takes in an iptables multiport match (a range counts 2).
     pub fn slots(&self) -> usize {
         if self.start == self.end {

@@ -322,16 +322,7 @@ fn match_text(m: &Match) -> String {
             p => format!("meta l4proto {}", proto_name(*p)),
         },
         Match::DstPorts(ranges) => {
-            let list: Vec<String> = ranges
-                .iter()
-                .map(|r| {
-                    if r.start == r.end {
-                        r.start.to_string()
-                    } else {
-                        format!("{}-{}", r.start, r.end)
-                    }
-                })
-                .collect();
+            let list: Vec<String> = ranges.iter().map(|r| r.text("-")).collect();
             if list.len() == 1 {
                 format!("th dport {}", list[0])
             } else {
