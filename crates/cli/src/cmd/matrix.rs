@@ -48,20 +48,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The JSON shape other tools read (`lab probe` prints it too, with more fields).
 #[derive(Serialize)]
-struct JsonMatrix {
-    pods: Vec<String>,
-    probes: Vec<JsonProbe>,
+pub struct JsonMatrix {
+    pub pods: Vec<String>,
+    pub probes: Vec<JsonProbe>,
 }
 
 #[derive(Serialize)]
-struct JsonProbe {
-    port: u16,
-    protocol: &'static str,
-    allowed: Vec<Vec<bool>>,
+pub struct JsonProbe {
+    pub port: u16,
+    pub protocol: &'static str,
+    pub allowed: Vec<Vec<bool>>,
 }
 
-fn to_json(m: &Matrix) -> JsonMatrix {
+pub fn to_json(m: &Matrix) -> JsonMatrix {
     JsonMatrix {
         pods: m.pods.iter().map(|p| p.to_string()).collect(),
         probes: m

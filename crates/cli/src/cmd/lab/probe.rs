@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use palisade_engine::{Matrix, Probe};
+use palisade_engine::Probe;
 use palisade_lab::control::{self, Request};
 use palisade_lab::probe::{probe_matrix, Target};
 use palisade_lab::LabNames;
@@ -14,6 +14,7 @@ use palisade_model::{Cluster, NamedPort};
 use serde::Serialize;
 
 use super::{require_root, Output};
+use crate::cmd::matrix::{to_json, JsonMatrix, JsonProbe};
 
 #[derive(clap::Args)]
 #[command(after_help = "\
@@ -39,19 +40,6 @@ pub struct ProbeArgs {
 }
 
 #[derive(Serialize)]
-pub struct JsonMatrix {
-    pub pods: Vec<String>,
-    pub probes: Vec<JsonProbe>,
-}
-
-#[derive(Serialize)]
-pub struct JsonProbe {
-    pub port: u16,
-    pub protocol: &'static str,
-    pub allowed: Vec<Vec<bool>>,
-}
-
-#[derive(Serialize)]
 struct ProbeReport {
     pods: Vec<String>,
     probes: Vec<JsonProbe>,
@@ -63,21 +51,6 @@ struct ProbeReport {
 pub fn lab_cluster(names: &LabNames) -> Result<Cluster> {
     let value = control::call(&names.socket(), &Request::Cluster, Duration::from_secs(10))?;
     serde_json::from_value(value).context("the daemon sent an unreadable cluster")
-}
-
-fn json_matrix(m: &Matrix) -> JsonMatrix {
-    JsonMatrix {
-        pods: m.pods.iter().map(ToString::to_string).collect(),
-        probes: m
-            .probes
-            .iter()
-            .map(|p| JsonProbe {
-                port: p.probe.port,
-                protocol: p.probe.protocol.as_str(),
-                allowed: p.to_bools(),
-            })
-            .collect(),
-    }
 }
 
 pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
@@ -143,7 +116,7 @@ pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
                 allowed: grid.clone(),
             })
             .collect(),
-        expected: json_matrix(&expected),
+        expected: to_json(&expected),
         mismatches,
     };
     match args.output {
