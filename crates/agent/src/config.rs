@@ -85,7 +85,8 @@ pub struct AgentConfig {
     pub dataplane: DataplaneKind,
     /// Program the packet filter of this network namespace instead of the agent's own.
     pub netns: Option<String>,
-    /// Interface prefixes of workloads; the first names our pods' veths.
+    /// Interface prefixes of workloads; the first names our pods' veths and their chains, and
+    /// a pod's interface under any of them is dispatched to its chains.
     pub iface_prefixes: Vec<String>,
     /// Mark bits, NFLOG group and families of the rendered rules.
     pub render: RenderConfig,
@@ -145,16 +146,10 @@ impl AgentConfig {
         Ok(())
     }
 
-    /// What the calculation needs: the node and the prefix of our veths.
+    /// What the calculation needs: the node and the interface prefixes, the first primary
+    /// (it names the endpoint chains); every prefix's interface name is dispatched.
     pub fn calc_config(&self) -> CalcConfig {
-        CalcConfig {
-            node: self.node.clone(),
-            iface_prefix: self
-                .iface_prefixes
-                .first()
-                .cloned()
-                .unwrap_or_else(|| palisade_calc::config::DEFAULT_IFACE_PREFIX.to_string()),
-        }
+        CalcConfig::with_prefixes(self.node.clone(), &self.iface_prefixes)
     }
 }
 
@@ -326,7 +321,11 @@ mod tests {
         assert!(matches!(c.validate(), Err(ConfigError::Netns(_))));
         c.netns = None;
         c.iface_prefixes = vec!["cali".into(), "pal".into()];
-        assert_eq!(c.calc_config().iface_prefix, "cali");
+        let calc = c.calc_config();
+        assert_eq!(calc.iface_prefix, "cali");
+        assert_eq!(calc.extra_iface_prefixes, vec!["pal"]);
+        c.iface_prefixes = vec!["pal".into()];
+        assert_eq!(c.calc_config(), CalcConfig::new("n1"));
         assert_eq!(
             "nft".parse::<DataplaneKind>().unwrap(),
             DataplaneKind::Nftables

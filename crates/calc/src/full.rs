@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use palisade_model::endpoint::interface_name;
 use palisade_model::{Cluster, EndpointId, Labels, Policy};
 
 use crate::compile::{compile_policy, endpoint_tiers};
@@ -56,11 +55,13 @@ pub fn compute_full(config: &CalcConfig, cluster: &Cluster) -> DesiredState {
     for e in local {
         let policies = selecting.get(&e.id).cloned().unwrap_or_default();
         let tiers = endpoint_tiers(policies, |t| cluster.tier_order(t));
+        let iface = config.iface(&e.id);
         state.endpoints.insert(
             e.id.clone(),
             LocalEndpoint {
                 id: e.id.clone(),
-                iface: interface_name(&config.iface_prefix, &e.id),
+                iface_aliases: config.iface_aliases(&e.id, &iface),
+                iface,
                 ips: e.ips.clone(),
                 tiers,
             },

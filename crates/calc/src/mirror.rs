@@ -254,6 +254,7 @@ mod tests {
             LocalEndpoint {
                 id: eid.clone(),
                 iface: "pal0".into(),
+                iface_aliases: vec![],
                 ips: vec![],
                 tiers: EndpointTiers {
                     ingress: vec![TierPolicies {

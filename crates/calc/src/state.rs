@@ -123,8 +123,14 @@ pub struct EndpointTiers {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalEndpoint {
     pub id: EndpointId,
-    /// Host-side interface (`palisade_model::endpoint::interface_name`).
+    /// Host-side interface (`palisade_model::endpoint::interface_name`) under the primary
+    /// prefix; the endpoint's chains are named from it.
     pub iface: String,
+    /// The same interface's names under the other configured prefixes
+    /// ([`crate::CalcConfig::extra_iface_prefixes`]): traffic on any of them is dispatched to
+    /// the endpoint's chains too. Empty with one prefix (and then not serialized).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iface_aliases: Vec<String>,
     pub ips: Vec<IpAddr>,
     pub tiers: EndpointTiers,
 }

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use palisade_calc::{
-    named_port_set_id, peer_set_id, Delta, IpSetMember, RulePeer, RulePort, TierPolicies, Update,
+    compute_full, named_port_set_id, peer_set_id, CalcConfig, Delta, IpSetMember, RulePeer,
+    RulePort, TierPolicies, Update,
 };
 use palisade_model::{
     Action, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, Protocol, Rule, Selector, Tier,
@@ -611,4 +612,43 @@ fn ip_blocks_stay_inline_with_host_bits_masked() {
     let web = &h.calc.state().endpoints[&eid("a/web")];
     assert_eq!(web.tiers.egress.len(), 1);
     assert!(web.iface.starts_with("pal") && web.iface.len() == 15);
+}
+
+#[test]
+fn every_interface_prefix_names_the_endpoint_in_full_and_incremental() {
+    use palisade_model::endpoint::interface_name;
+    let config = CalcConfig::with_prefixes(NODE, &["cali", "pal"]);
+    let mut h = Harness::with_config(config.clone());
+    h.apply(Update::NamespaceUpsert(namespace("a", &[])));
+    h.apply(Update::EndpointUpsert(endpoint(
+        "a/web",
+        NODE,
+        &[("app", "web")],
+        "10.0.0.1",
+    )));
+    let id = eid("a/web");
+    let web = &h.calc.state().endpoints[&id];
+    assert_eq!(web.iface, interface_name("cali", &id));
+    assert_eq!(web.iface_aliases, vec![interface_name("pal", &id)]);
+    // A relabel keeps the names; Harness::apply compared with compute_full at each step.
+    h.apply(Update::EndpointUpsert(endpoint(
+        "a/web",
+        NODE,
+        &[("app", "api")],
+        "10.0.0.1",
+    )));
+    assert_eq!(
+        h.calc.state().endpoints[&id].iface_aliases,
+        vec![interface_name("pal", &id)]
+    );
+    assert_eq!(*h.calc.state(), compute_full(&config, &h.cluster));
+    // One prefix: no aliases.
+    let mut single = Harness::new();
+    single.apply(Update::EndpointUpsert(endpoint(
+        "a/web",
+        NODE,
+        &[],
+        "10.0.0.1",
+    )));
+    assert!(single.calc.state().endpoints[&id].iface_aliases.is_empty());
 }

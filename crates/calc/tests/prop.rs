@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use common::*;
-use palisade_calc::{cluster_updates, Calculator, Update};
+use palisade_calc::{cluster_updates, CalcConfig, Calculator, Update};
 use palisade_model::labels::NAMESPACE_NAME_LABEL;
 use palisade_model::{
     Action, Endpoint, EndpointId, EndpointPeer, Labels, NamedPort, Namespace, NamespaceMatch, Peer,
@@ -23,6 +23,8 @@ const KEYS: [&str; 3] = ["app", "tier", "team"];
 const VALUES: [&str; 3] = ["x", "y", "z"];
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const TIERS: [&str; 3] = ["default", "admin", "t1"];
+/// Interface prefix lists, the first primary.
+const PREFIXES: [&[&str]; 3] = [&["pal"], &["cali", "pal"], &["pal", "cali", "tap"]];
 
 fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(items)
@@ -204,9 +206,11 @@ proptest! {
 
     #[test]
     fn incremental_matches_full_and_deltas_replay(
-        batches in vec(vec(update(), 1..5), 1..30)
+        batches in vec(vec(update(), 1..5), 1..30),
+        prefixes in pick(&PREFIXES),
     ) {
-        let mut h = Harness::new();
+        // One prefix, or several: the interface aliases must agree too.
+        let mut h = Harness::with_config(CalcConfig::with_prefixes(NODE, prefixes));
         for batch in batches {
             // Harness::apply_all checks state == compute_full and the mirror replay.
             h.apply_all(batch);

@@ -160,8 +160,57 @@ fn unusable_interface_prefix_is_an_error() {
     );
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("interface name"), "{err}");
+    assert!(err.contains("interface prefix"), "{err}");
     assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn every_interface_prefix_is_dispatched() {
+    // Comma separated and repeated: web's interface under each prefix leads to its chains.
+    let o = render(
+        &[
+            "--node",
+            "n1",
+            "--dataplane",
+            "iptables",
+            "--iface-prefix",
+            "pal,cali",
+            "--iface-prefix",
+            "tap",
+        ],
+        DUAL,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    let v4 = text
+        .split("# ---- iptables-restore --noflush (IPv4) ----\n")
+        .nth(1)
+        .and_then(|rest| rest.split("# ---- ip6tables").next())
+        .unwrap();
+    let dispatch = |flag: &str| -> Vec<(String, String)> {
+        v4.lines()
+            .filter(|l| l.starts_with("-A pal-FORWARD") && l.contains(flag))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let at = |k: &str| w[w.iter().position(|x| *x == k).unwrap() + 1].to_string();
+                (at(flag), at("-j"))
+            })
+            .collect()
+    };
+    for flag in ["-i", "-o"] {
+        let d = dispatch(flag);
+        assert_eq!(d.len(), 3, "{flag}: {d:?}");
+        assert!(
+            d.iter().all(|(_, chain)| *chain == d[0].1),
+            "one chain: {d:?}"
+        );
+        for prefix in ["pal", "cali", "tap"] {
+            let named = d
+                .iter()
+                .filter(|(i, _)| i.starts_with(prefix) && i.len() == 15);
+            assert_eq!(named.count(), 1, "{prefix}: {d:?}");
+        }
+    }
 }
 
 #[test]

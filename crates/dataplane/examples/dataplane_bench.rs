@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use palisade_calc::{CalcConfig, Calculator, DesiredState, Update};
 use palisade_dataplane::netns::{is_root, NetnsGuard};
+use palisade_dataplane::nft::libnft::LibNftables;
 use palisade_dataplane::nft::netlink::NetlinkElements;
 use palisade_dataplane::nft::NftBackend;
 use palisade_dataplane::{
@@ -100,6 +101,8 @@ struct Samples {
     render: Vec<Duration>,
     reconcile: Vec<Duration>,
     kernel: Vec<Duration>,
+    /// Per write command (`program phase`): its times.
+    phases: std::collections::BTreeMap<String, Vec<Duration>>,
     noop: usize,
 }
 
@@ -132,6 +135,14 @@ impl Samples {
                 ms(pct(v, 1.0))
             );
         }
+        for (name, v) in &self.phases {
+            println!(
+                "{backend:9} {what:16}   {name:22} n={:3} p50={:>8} ms p99={:>8} ms",
+                v.len(),
+                ms(pct(v, 0.5)),
+                ms(pct(v, 0.99)),
+            );
+        }
         if self.noop > 0 {
             println!(
                 "{backend:9} {what:16} ({} updates changed nothing in the kernel)",
@@ -155,6 +166,10 @@ fn timed_apply(
         s.render.push(total.saturating_sub(report.duration));
         s.reconcile.push(report.duration);
         s.kernel.push(report.write_time());
+        for w in report.writes() {
+            let name = format!("{} {}", w.program, w.args.join(" "));
+            s.phases.entry(name).or_default().push(w.elapsed);
+        }
     }
     Ok(report)
 }
@@ -175,6 +190,17 @@ fn run(backend: &str, a: &Args, c: &Cluster, node: &str) -> Result<(), String> {
             Arc::new(ThreadSleeper),
             RetryPolicy::none(),
         )),
+        "nft-lib" => {
+            let writer = Arc::new(NetlinkElements::new(Some(ns.name().to_string())));
+            let lib = LibNftables::open(Some(ns.name().to_string())).map_err(|e| e.to_string())?;
+            Box::new(StateDataplane::new(
+                NftBackend::with_writers(writer, Arc::new(lib)),
+                RenderConfig::default(),
+                runner,
+                Arc::new(ThreadSleeper),
+                RetryPolicy::none(),
+            ))
+        }
         _ => {
             let writer = Arc::new(NetlinkElements::new(Some(ns.name().to_string())));
             Box::new(StateDataplane::new(
@@ -328,7 +354,11 @@ fn main() {
             nft.sets.len()
         );
     }
-    for backend in ["nft-cli", "nft-nl"] {
+    let only = std::env::var("PALISADE_BENCH_BACKENDS").unwrap_or_default();
+    for backend in ["nft-cli", "nft-nl", "nft-lib"] {
+        if !only.is_empty() && !only.split(',').any(|b| b == backend) {
+            continue;
+        }
         if let Err(e) = run(backend, &a, &c, &node) {
             eprintln!("{backend}: {e}");
         }

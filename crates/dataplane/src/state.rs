@@ -300,9 +300,11 @@ pub fn nft_dataplane(
     StateDataplane::new(NftBackend::new(), config, runner, sleeper, retry)
 }
 
-/// The nftables dataplane with element-only changes sent over netlink (see
-/// [`crate::nft::netlink`]) inside `netns` (or the current namespace); everything else goes
-/// through `runner` as `nft -f`. `runner` and `netns` must name the same namespace.
+/// The nftables dataplane for a real kernel, inside `netns` (or the current namespace):
+/// element changes over netlink (see [`crate::nft::netlink`]), scripts in-process through
+/// libnftables (see [`crate::nft::libnft`]), updates in phases (see [`crate::nft::phased`]);
+/// without libnftables, everything but element-only changes goes through `runner` as
+/// `nft -f`. Reads go through `runner`. `runner` and `netns` must name the same namespace.
 pub fn nft_dataplane_netlink(
     config: RenderConfig,
     netns: Option<String>,
@@ -310,14 +312,15 @@ pub fn nft_dataplane_netlink(
     sleeper: Arc<dyn Sleeper>,
     retry: RetryPolicy,
 ) -> StateDataplane<NftBackend> {
-    let writer = Arc::new(crate::nft::netlink::NetlinkElements::new(netns));
-    StateDataplane::new(
-        NftBackend::with_element_writer(writer),
-        config,
-        runner,
-        sleeper,
-        retry,
-    )
+    let writer = Arc::new(crate::nft::netlink::NetlinkElements::new(netns.clone()));
+    let backend = match crate::nft::libnft::LibNftables::open(netns) {
+        Ok(lib) => NftBackend::with_writers(writer, Arc::new(lib)),
+        Err(e) => {
+            tracing::warn!(error = %e, "libnftables unavailable: chain changes go through `nft -f`");
+            NftBackend::with_element_writer(writer)
+        }
+    };
+    StateDataplane::new(backend, config, runner, sleeper, retry)
 }
 
 #[cfg(test)]

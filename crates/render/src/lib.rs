@@ -18,9 +18,11 @@
 //! with `palisade_engine::verdict` on every flow with a local end of random clusters);
 //! `tests/delta.rs` (proptest: plans from the real `Calculator`'s deltas turn one ruleset into
 //! the next); `tests/hostile.rs` (hostile names stay inside sanitized quotes);
-//! `tests/snapshots.rs` (insta, the `examples/`); `tests/scale.rs`; `tests/kernel_parse.rs`
-//! (root: the real tools load full rulesets and deltas in throwaway network namespaces; skipped
-//! otherwise). Timings: `cargo bench -p palisade-render`.
+//! `tests/snapshots.rs` (insta, the `examples/`); `tests/iface_prefixes.rs` (several interface
+//! prefixes: every name dispatched, on both backends and in the interpreter);
+//! `tests/scale.rs`; `tests/kernel_parse.rs` (root: the real tools load full rulesets and
+//! deltas in throwaway network namespaces; skipped otherwise). Timings:
+//! `cargo bench -p palisade-render`.
 
 pub mod build;
 pub mod config;

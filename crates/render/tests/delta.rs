@@ -16,11 +16,13 @@ use palisade_render::ir::{Action, Chain, Match, Ruleset, SetEntry};
 use palisade_render::{build, RenderConfig};
 use proptest::prelude::*;
 
-/// The kernel as the IR sees it: sets with members, chains with rules.
+/// The kernel as the IR sees it: sets with members, chains with rules, and the nftables
+/// verdict maps ((map, interface) → chain).
 #[derive(Debug, PartialEq)]
 struct Model {
     sets: BTreeMap<String, BTreeSet<SetEntry>>,
     chains: BTreeMap<String, Chain>,
+    maps: BTreeMap<(String, String), String>,
 }
 
 impl Model {
@@ -35,6 +37,20 @@ impl Model {
                 .chains
                 .iter()
                 .map(|c| (c.name.clone(), c.clone()))
+                .collect(),
+            maps: rs
+                .chains
+                .iter()
+                .flat_map(|c| &c.rules)
+                .filter_map(|r| match &r.action {
+                    Action::Dispatch { map, targets, .. } => Some((map, targets)),
+                    _ => None,
+                })
+                .flat_map(|(map, targets)| {
+                    targets
+                        .iter()
+                        .map(move |(i, c)| ((map.clone(), i.clone()), c.clone()))
+                })
                 .collect(),
         }
     }
@@ -72,8 +88,21 @@ impl Model {
     }
 
     /// Applies a plan in the order the backends write it (iptables flavour: `pal-FORWARD`
-    /// is rewritten when the dispatch changes).
+    /// is rewritten when the dispatch changes; nftables flavour: the map entries are edited).
     fn apply(&mut self, p: &Plan) -> Result<(), String> {
+        for (map, iface, _) in &p.dispatch_dels {
+            self.maps
+                .remove(&(map.clone(), iface.clone()))
+                .ok_or(format!("delete of missing {map} element {iface}"))?;
+        }
+        for (map, iface, chain) in &p.dispatch_adds {
+            if let Some(old) = self
+                .maps
+                .insert((map.clone(), iface.clone()), chain.clone())
+            {
+                return Err(format!("{map} element {iface} added over {old}"));
+            }
+        }
         for s in &p.set_creates {
             self.sets
                 .insert(s.set.name.clone(), s.members.iter().cloned().collect());
@@ -116,6 +145,9 @@ impl Model {
     }
 }
 
+/// Interface prefix lists, the first primary.
+const PREFIXES: [&[&str]; 3] = [&["pal"], &["cali", "pal"], &["pal", "cali", "tap"]];
+
 fn updates_between(old: &Cluster, new: &Cluster) -> Vec<Update> {
     let mut u = Vec::new();
     for t in &new.tiers {
@@ -157,6 +189,7 @@ fn step(
     model.apply(&plan).map_err(TestCaseError::fail)?;
     let want = Model::of(&build(&next, cfg).map_err(|e| TestCaseError::fail(e.to_string()))?);
     prop_assert_eq!(&model.sets, &want.sets, "sets differ after {:?}", deltas);
+    prop_assert_eq!(&model.maps, &want.maps, "maps differ after {:?}", deltas);
     prop_assert_eq!(
         &model.chains,
         &want.chains,
@@ -170,9 +203,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
 
     #[test]
-    fn plans_turn_one_ruleset_into_the_next(a in any::<u64>(), b in any::<u64>(), c in any::<u64>()) {
+    fn plans_turn_one_ruleset_into_the_next(
+        a in any::<u64>(),
+        b in any::<u64>(),
+        c in any::<u64>(),
+        prefixes in proptest::sample::select(&PREFIXES[..]),
+    ) {
         let cfg = RenderConfig::default();
-        let mut calc = Calculator::new(CalcConfig::new(NODE));
+        // One interface prefix, or several: aliases are dispatched and edited too.
+        let mut calc = Calculator::new(CalcConfig::with_prefixes(NODE, prefixes));
         let mut model = Model::of(&build(&DesiredState::default(), &cfg).unwrap());
         let (ca, cb, cc) = (cluster(a), cluster(b), cluster(c));
         step(&mut calc, &mut model, updates_between(&Cluster::new(), &ca), &cfg)?;

@@ -92,21 +92,25 @@ fn bad_interface_names_are_refused() {
         "",
         "a}b",
     ] {
-        let mut s = DesiredState::default();
-        let id = EndpointId::new("n", "p");
-        s.endpoints.insert(
-            id.clone(),
-            LocalEndpoint {
-                id,
-                iface: iface.into(),
-                ips: vec![],
-                tiers: EndpointTiers::default(),
-            },
-        );
-        let err = build(&s, &RenderConfig::default()).unwrap_err();
-        assert!(
-            matches!(err, RenderError::BadInterface { .. }),
-            "{iface:?}: {err}"
-        );
+        // As the primary name and as an alias under another prefix.
+        for (primary, aliases) in [(iface, vec![]), ("pal0", vec![iface.to_string()])] {
+            let mut s = DesiredState::default();
+            let id = EndpointId::new("n", "p");
+            s.endpoints.insert(
+                id.clone(),
+                LocalEndpoint {
+                    id,
+                    iface: primary.into(),
+                    iface_aliases: aliases,
+                    ips: vec![],
+                    tiers: EndpointTiers::default(),
+                },
+            );
+            let err = build(&s, &RenderConfig::default()).unwrap_err();
+            assert!(
+                matches!(err, RenderError::BadInterface { .. }),
+                "{iface:?}: {err}"
+            );
+        }
     }
 }

@@ -8,8 +8,6 @@
 
 use std::collections::BTreeSet;
 
-use palisade_model::endpoint::interface_name;
-
 use super::Calculator;
 use crate::catalog::EpEntry;
 use crate::compile::endpoint_tiers;
@@ -148,15 +146,20 @@ impl Calculator {
             .filter_map(|&pk| self.policies.get(pk))
             .map(|p| &p.policy);
         let tiers = endpoint_tiers(policies, |t| Self::tier_order(&self.tiers, t));
-        // The interface name is a hash of the id under a fixed prefix: reuse the one computed
-        // when the endpoint first appeared.
-        let iface = match self.state.endpoints.get(&entry.ep.id) {
-            Some(known) => known.iface.clone(),
-            None => interface_name(&self.config.iface_prefix, &entry.ep.id),
+        // The interface names are hashes of the id under fixed prefixes: reuse the ones
+        // computed when the endpoint first appeared.
+        let (iface, iface_aliases) = match self.state.endpoints.get(&entry.ep.id) {
+            Some(known) => (known.iface.clone(), known.iface_aliases.clone()),
+            None => {
+                let iface = self.config.iface(&entry.ep.id);
+                let aliases = self.config.iface_aliases(&entry.ep.id, &iface);
+                (iface, aliases)
+            }
         };
         LocalEndpoint {
             id: entry.ep.id.clone(),
             iface,
+            iface_aliases,
             ips: entry.ep.ips.clone(),
             tiers,
         }

@@ -137,7 +137,11 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Self {
-        let config = CalcConfig::new(NODE);
+        Self::with_config(CalcConfig::new(NODE))
+    }
+
+    /// A harness for `config` (e.g. several interface prefixes).
+    pub fn with_config(config: CalcConfig) -> Self {
         Harness {
             calc: Calculator::new(config.clone()),
             config,

@@ -69,8 +69,10 @@ struct RunArgs {
     #[arg(long, value_name = "NAME")]
     netns: Option<String>,
     /// Interface prefixes of workload (pod) interfaces, repeatable or comma separated
-    /// (e.g. `cali,pal`). The first one names this node's pod veths: `<prefix><hash of
-    /// namespace/pod>`, 15 characters.
+    /// (e.g. `cali,pal`). A pod's host-side interface is `<prefix><hash of namespace/pod>`
+    /// (15 characters); its policy applies to traffic on that name under every prefix given,
+    /// so pods wired by a CNI using any of them are enforced. The first one is primary: the
+    /// pod's chains are named from it.
     #[arg(long, value_name = "PREFIX", default_value = "pal")]
     iface_prefix: Vec<String>,
     /// Packet mark bits Palisade may use; every other bit is left alone.
@@ -354,6 +356,7 @@ mod tests {
         assert_eq!(c.dataplane, DataplaneKind::Nftables);
         assert_eq!(c.iface_prefixes, vec!["cali", "pal", "tap"]);
         assert_eq!(c.calc_config().iface_prefix, "cali");
+        assert_eq!(c.calc_config().extra_iface_prefixes, vec!["pal", "tap"]);
         assert_eq!(
             (c.render.mark_mask, c.render.accept_mark, c.render.pass_mark),
             (0xff00, 0x100, 0x200)

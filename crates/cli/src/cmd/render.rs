@@ -28,6 +28,7 @@ Exit status: 0 on success, 1 on bad input or when a tool refuses the ruleset.
 Examples:
   palisade render -f examples/seed --node node-1 --dataplane iptables
   palisade render -f manifests/ --node worker-2 --dataplane nftables --check
+  palisade render -f manifests/ --node worker-2 --dataplane iptables --iface-prefix pal,cali
   palisade render -f manifests/ --node worker-2 --dataplane nftables -o json")]
 pub struct Args {
     /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
@@ -43,9 +44,11 @@ pub struct Args {
     /// Have the real tools parse the ruleset in a scratch network namespace (needs root).
     #[arg(long)]
     pub check: bool,
-    /// Prefix of the host-side pod interface names (the rest is a hash of namespace/pod).
+    /// Prefixes of the host-side pod interface names (the rest is a hash of namespace/pod),
+    /// repeatable or comma separated (e.g. `pal,cali`): each pod is dispatched to its chains
+    /// from its interface name under every prefix; the first names the chains.
     #[arg(long, value_name = "PREFIX", default_value = palisade_calc::config::DEFAULT_IFACE_PREFIX)]
-    pub iface_prefix: String,
+    pub iface_prefix: Vec<String>,
     /// NFLOG group for drops at the end of a tier (default: drops are not logged).
     #[arg(long, value_name = "GROUP")]
     pub log_drops: Option<u16>,
@@ -96,10 +99,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.node
         );
     }
-    let calc = CalcConfig {
-        node: args.node.clone(),
-        iface_prefix: args.iface_prefix.clone(),
-    };
+    let prefixes =
+        palisade_agent::config::parse_prefixes(&args.iface_prefix).context("bad --iface-prefix")?;
+    let calc = CalcConfig::with_prefixes(args.node.clone(), &prefixes);
     let state = compute_full(&calc, &cluster);
     let cfg = RenderConfig {
         drop_log_group: args.log_drops,

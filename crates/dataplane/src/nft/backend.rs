@@ -11,21 +11,27 @@ use std::sync::Arc;
 use crate::error::DataplaneError;
 use crate::exec::Exec;
 use crate::nft::json::{parse_table, NftView, ViewChain, ViewRule};
+use crate::nft::libnft::ScriptWriter;
 use crate::nft::netlink::{parse_element, ElementOp, ElementWriter};
+use crate::nft::phased::{phases, Phases};
 use crate::nft::program::{NftChain, NftProgram, NftSet, TABLE_FAMILY, TABLE_NAME};
 use crate::report::{ApplyReport, CounterSums, RuleCounter, RuleOrigin};
 use crate::table::Backend;
 
-/// The nftables backend; with an [`ElementWriter`], element-only changes skip the `nft` tool.
+/// The nftables backend; with an [`ElementWriter`], element-only changes skip the `nft` tool;
+/// with a [`ScriptWriter`] too, every update is written in phases (see [`crate::nft::phased`])
+/// and scripts run in-process.
 #[derive(Clone, Default)]
 pub struct NftBackend {
     elements: Option<Arc<dyn ElementWriter>>,
+    scripts: Option<Arc<dyn ScriptWriter>>,
 }
 
 impl std::fmt::Debug for NftBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NftBackend")
             .field("element_writer", &self.elements.is_some())
+            .field("script_writer", &self.scripts.is_some())
             .finish()
     }
 }
@@ -33,15 +39,76 @@ impl std::fmt::Debug for NftBackend {
 impl NftBackend {
     /// Everything through `nft -f`.
     pub fn new() -> Self {
-        NftBackend { elements: None }
+        NftBackend::default()
     }
 
     /// Element-only changes go through `writer` (see [`crate::nft::netlink`]).
     pub fn with_element_writer(writer: Arc<dyn ElementWriter>) -> Self {
         NftBackend {
             elements: Some(writer),
+            scripts: None,
         }
     }
+
+    /// Element changes through `elements`, scripts through `scripts` (see
+    /// [`crate::nft::libnft`]), updates in phases (see [`crate::nft::phased`]).
+    pub fn with_writers(elements: Arc<dyn ElementWriter>, scripts: Arc<dyn ScriptWriter>) -> Self {
+        NftBackend {
+            elements: Some(elements),
+            scripts: Some(scripts),
+        }
+    }
+
+    /// Runs the phases of an update, logging each as a command.
+    fn write_phases(
+        &self,
+        exec: &mut Exec<'_>,
+        elements: &dyn ElementWriter,
+        scripts: &dyn ScriptWriter,
+        p: &Phases,
+    ) -> Result<(), DataplaneError> {
+        let script = |exec: &mut Exec<'_>, phase: &str, text: &str| {
+            if text.is_empty() {
+                return Ok(());
+            }
+            let start = std::time::Instant::now();
+            let result = scripts.run(text);
+            log(exec, "libnftables", phase, text.to_string(), &result, start);
+            result
+        };
+        let netlink = |exec: &mut Exec<'_>, phase: &str, ops: &[ElementOp]| {
+            if ops.is_empty() {
+                return Ok(());
+            }
+            let start = std::time::Instant::now();
+            let result = elements.write(ops);
+            let text = format!("{} element changes", ops.len());
+            log(exec, "netlink", phase, text, &result, start);
+            result
+        };
+        script(exec, "declare", &p.declare)?;
+        netlink(exec, "elements", &p.elements)?;
+        script(exec, "rewrite", &p.rewrite)?;
+        netlink(exec, "unmap", &p.unmap)?;
+        script(exec, "remove", &p.remove)
+    }
+}
+
+fn log(
+    exec: &mut Exec<'_>,
+    program: &str,
+    phase: &str,
+    stdin: String,
+    result: &Result<(), DataplaneError>,
+    start: std::time::Instant,
+) {
+    exec.log.push(crate::runner::CommandRecord {
+        program: program.into(),
+        args: vec![phase.into()],
+        stdin: Some(stdin),
+        status: if result.is_ok() { 0 } else { 1 },
+        elapsed: start.elapsed(),
+    });
 }
 
 /// Most element changes sent through the element writer in one batch (it must fit the
@@ -103,7 +170,7 @@ fn element_only(program: &NftProgram, view: &NftView) -> Option<Vec<ElementOp>> 
     Some(dels)
 }
 
-const T: &str = "inet palisade";
+pub(crate) const T: &str = "inet palisade";
 
 fn list(exec: &mut Exec<'_>) -> Result<NftView, DataplaneError> {
     match exec.run(
@@ -123,7 +190,7 @@ fn list(exec: &mut Exec<'_>) -> Result<NftView, DataplaneError> {
     }
 }
 
-fn set_decl(out: &mut String, name: &str, s: &NftSet) {
+pub(crate) fn set_decl(out: &mut String, name: &str, s: &NftSet) {
     let kind = if s.map_to.is_some() { "map" } else { "set" };
     let _ = write!(
         out,
@@ -140,7 +207,7 @@ fn set_decl(out: &mut String, name: &str, s: &NftSet) {
     out.push_str(" }\n");
 }
 
-fn chain_decl(out: &mut String, name: &str, c: &NftChain) {
+pub(crate) fn chain_decl(out: &mut String, name: &str, c: &NftChain) {
     match &c.base {
         Some(b) => {
             let _ = writeln!(
@@ -162,7 +229,7 @@ fn elements(out: &mut String, verb: &str, name: &str, elems: &[&String]) {
     }
 }
 
-fn rules(out: &mut String, name: &str, c: &NftChain) {
+pub(crate) fn rules(out: &mut String, name: &str, c: &NftChain) {
     for r in &c.rules {
         let _ = writeln!(
             out,
@@ -344,6 +411,21 @@ impl Backend for NftBackend {
         full: bool,
         report: &mut ApplyReport,
     ) -> Result<(), DataplaneError> {
+        if let (Some(elements), Some(scripts)) = (&self.elements, &self.scripts) {
+            let phased = if full { None } else { phases(program, view) };
+            // The report and the text of the whole difference, as one script would write it.
+            let text = script(program, view, full, report);
+            if let Some(p) = phased {
+                return self.write_phases(exec, elements.as_ref(), scripts.as_ref(), &p);
+            }
+            if text.is_empty() {
+                return Ok(());
+            }
+            let start = std::time::Instant::now();
+            let result = scripts.run(&text);
+            log(exec, "libnftables", "transaction", text, &result, start);
+            return result;
+        }
         if let (Some(writer), false) = (&self.elements, full) {
             if let Some(ops) = element_only(program, view) {
                 // Same report as the script would give; the script text documents the write.

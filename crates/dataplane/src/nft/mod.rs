@@ -2,7 +2,9 @@
 
 pub mod backend;
 pub mod json;
+pub mod libnft;
 pub mod netlink;
+pub mod phased;
 pub mod program;
 
 pub use backend::NftBackend;

@@ -10,6 +10,8 @@
 //! `nft -f`.
 
 use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 
 use crate::error::DataplaneError;
 
@@ -28,6 +30,9 @@ pub enum ElementKey {
     Range { start: IpAddr, end: IpAddr },
     /// `address . protocol . port` in a concatenation set.
     AddrProtoPort { addr: IpAddr, proto: u8, port: u16 },
+    /// `"ifname" : jump chain` in an `ifname : verdict` map (the chain is ignored when the
+    /// element is deleted).
+    IfnameJump { ifname: String, chain: String },
 }
 
 /// Writes element changes to `table inet palisade` in one transaction.
@@ -68,6 +73,24 @@ pub fn parse_element(key_type: &[String], interval: bool, e: &str) -> Option<Ele
             let port: u16 = parts.next()?.parse().ok()?;
             Some(ElementKey::AddrProtoPort { addr, proto, port })
         }
+        [t] if t == "ifname" && !interval => {
+            let (key, verdict) = e.split_once(" : ")?;
+            let ifname = key.strip_prefix('"')?.strip_suffix('"')?;
+            let chain = verdict.strip_prefix("jump ")?;
+            let plain = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+            };
+            // IFNAMSIZ is 16 with the terminating NUL.
+            if ifname.len() > 15 || !plain(ifname) || !plain(chain) || chain.len() > 255 {
+                return None;
+            }
+            Some(ElementKey::IfnameJump {
+                ifname: ifname.to_string(),
+                chain: chain.to_string(),
+            })
+        }
         _ => None,
     }
 }
@@ -90,7 +113,13 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFT_JUMP: i32 = -3;
+const IFNAMSIZ: usize = 16;
 const NFT_SET_ELEM_INTERVAL_END: u32 = 1;
 
 fn align4(n: usize) -> usize {
@@ -153,12 +182,27 @@ fn next_ip(ip: &IpAddr) -> Option<IpAddr> {
 }
 
 fn element(buf: &mut Vec<u8>, key: &[u8], flags: u32) {
+    element_with(buf, key, flags, None);
+}
+
+/// An element, with a `jump chain` verdict as its data when given (map elements).
+fn element_with(buf: &mut Vec<u8>, key: &[u8], flags: u32, jump: Option<&str>) {
     let e = nest_start(buf, NFTA_LIST_ELEM);
     let k = nest_start(buf, NFTA_SET_ELEM_KEY);
     attr(buf, NFTA_DATA_VALUE, key);
     nest_end(buf, k);
     if flags != 0 {
         attr(buf, NFTA_SET_ELEM_FLAGS, &flags.to_be_bytes());
+    }
+    if let Some(chain) = jump {
+        let d = nest_start(buf, NFTA_SET_ELEM_DATA);
+        let v = nest_start(buf, NFTA_DATA_VERDICT);
+        attr(buf, NFTA_VERDICT_CODE, &NFT_JUMP.to_be_bytes());
+        let mut name = chain.as_bytes().to_vec();
+        name.push(0);
+        attr(buf, NFTA_VERDICT_CHAIN, &name);
+        nest_end(buf, v);
+        nest_end(buf, d);
     }
     nest_end(buf, e);
 }
@@ -221,6 +265,11 @@ pub fn batch(ops: &[ElementOp], table: &str, seq0: u32) -> Result<(Vec<u8>, u32)
                     key.extend_from_slice(&[0, 0]);
                     element(&mut buf, &key, 0);
                 }
+                ElementKey::IfnameJump { ifname, chain } => {
+                    let mut key = ifname.as_bytes().to_vec();
+                    key.resize(IFNAMSIZ, 0);
+                    element_with(&mut buf, &key, 0, add.then_some(chain.as_str()));
+                }
             }
         }
         nest_end(&mut buf, list);
@@ -241,16 +290,24 @@ pub fn batch(ops: &[ElementOp], table: &str, seq0: u32) -> Result<(Vec<u8>, u32)
     Ok((buf, acks))
 }
 
-/// Sends batches over a netfilter netlink socket, inside a network namespace when given
-/// (`/run/netns/NAME`, as `ip netns add` makes it).
-#[derive(Debug, Clone, Default)]
+/// Sends batches over a netfilter netlink socket opened inside a network namespace when
+/// given (`/run/netns/NAME`, as `ip netns add` makes it). The socket stays open between
+/// writes: closing a netfilter socket right after a commit waits for the kernel to finish
+/// releasing what the commit replaced (milliseconds), which would land on the next update.
+/// It is reopened after any error, so a failed batch's late answers are never read as the
+/// next batch's.
+#[derive(Debug, Default)]
 pub struct NetlinkElements {
     netns: Option<String>,
+    conn: Mutex<Option<Conn>>,
 }
 
 impl NetlinkElements {
     pub fn new(netns: Option<String>) -> Self {
-        NetlinkElements { netns }
+        NetlinkElements {
+            netns,
+            conn: Mutex::new(None),
+        }
     }
 }
 
@@ -258,26 +315,67 @@ fn os_err(what: &str) -> DataplaneError {
     DataplaneError::Netlink(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
-impl ElementWriter for NetlinkElements {
-    fn write(&self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
-        if ops.is_empty() {
-            return Ok(());
-        }
-        let (buf, acks) = batch(ops, crate::nft::program::TABLE_NAME, 1)?;
-        let netns = self.netns.clone();
-        // setns changes only the calling thread: do it in a thread of our own.
+/// An open socket and the next sequence number.
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    seq: u32,
+}
+
+/// The send buffer we ask for: a batch must fit in one send.
+const SEND_BUFFER: libc::c_int = 16 << 20;
+
+impl Conn {
+    /// Opens the socket in `netns` (in a thread of our own: setns changes only the calling
+    /// thread, and the socket keeps the namespace it was made in).
+    fn open(netns: Option<&str>) -> Result<Conn, DataplaneError> {
         std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), DataplaneError> {
-                if let Some(ns) = &netns {
+            s.spawn(|| -> Result<Conn, DataplaneError> {
+                if let Some(ns) = netns {
                     let f = std::fs::File::open(format!("/run/netns/{ns}"))
                         .map_err(|e| DataplaneError::Netlink(format!("open netns {ns}: {e}")))?;
-                    use std::os::fd::AsRawFd;
                     // SAFETY: a valid namespace fd; affects this thread only.
                     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                         return Err(os_err("setns"));
                     }
                 }
-                send(&buf, acks)
+                // SAFETY: plain socket syscalls on a descriptor we then own.
+                unsafe {
+                    let fd = libc::socket(
+                        libc::AF_NETLINK,
+                        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                        NETLINK_NETFILTER,
+                    );
+                    if fd < 0 {
+                        return Err(os_err("netlink socket"));
+                    }
+                    let fd = OwnedFd::from_raw_fd(fd);
+                    let tv = libc::timeval {
+                        tv_sec: 2,
+                        tv_usec: 0,
+                    };
+                    libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        &tv as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::timeval>() as u32,
+                    );
+                    // Root may exceed the system's maximum; otherwise take what we get.
+                    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+                        let ok = libc::setsockopt(
+                            fd.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            opt,
+                            &SEND_BUFFER as *const _ as *const libc::c_void,
+                            std::mem::size_of::<libc::c_int>() as u32,
+                        );
+                        if ok == 0 {
+                            break;
+                        }
+                    }
+                    Ok(Conn { fd, seq: 1 })
+                }
             })
             .join()
             .unwrap_or_else(|_| Err(DataplaneError::Netlink("netlink thread panicked".into())))
@@ -285,85 +383,91 @@ impl ElementWriter for NetlinkElements {
     }
 }
 
-fn send(buf: &[u8], acks: u32) -> Result<(), DataplaneError> {
-    // SAFETY: plain socket syscalls on a descriptor we own and close; buffers outlive calls.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        );
-        if fd < 0 {
-            return Err(os_err("netlink socket"));
+impl ElementWriter for NetlinkElements {
+    fn write(&self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        if ops.is_empty() {
+            return Ok(());
         }
-        let result = (|| {
-            let tv = libc::timeval {
-                tv_sec: 2,
-                tv_usec: 0,
-            };
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                &tv as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
-            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-            addr.nl_family = libc::AF_NETLINK as u16;
-            let sent = libc::sendto(
-                fd,
-                buf.as_ptr() as *const libc::c_void,
-                buf.len(),
-                0,
-                &addr as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_nl>() as u32,
-            );
-            if sent < 0 || sent as usize != buf.len() {
-                return Err(os_err("netlink send"));
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| DataplaneError::Netlink("netlink writer poisoned".into()))?;
+        if guard.is_none() {
+            *guard = Some(Conn::open(self.netns.as_deref())?);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(DataplaneError::Netlink("no netlink socket".into()));
+        };
+        let seq0 = conn.seq;
+        let result = batch(ops, crate::nft::program::TABLE_NAME, seq0)
+            .and_then(|(buf, acks)| send(conn.fd.as_raw_fd(), &buf, acks, seq0));
+        match result {
+            Ok(next) => {
+                // Wrap well before u32::MAX; the kernel only echoes the numbers back.
+                conn.seq = if next > u32::MAX / 2 { 1 } else { next };
+                Ok(())
             }
-            let mut got = 0;
-            let mut rbuf = vec![0u8; 65536];
-            while got < acks {
-                let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
-                if n < 0 {
-                    return Err(os_err("netlink receive"));
-                }
-                let mut off = 0usize;
-                let n = n as usize;
-                while off + 16 <= n {
-                    let len = u32::from_ne_bytes([
-                        rbuf[off],
-                        rbuf[off + 1],
-                        rbuf[off + 2],
-                        rbuf[off + 3],
-                    ]) as usize;
-                    let ty = u16::from_ne_bytes([rbuf[off + 4], rbuf[off + 5]]);
-                    if len < 16 || off + len > n {
-                        break;
-                    }
-                    if ty == NLMSG_ERROR && len >= 20 {
-                        let code = i32::from_ne_bytes([
-                            rbuf[off + 16],
-                            rbuf[off + 17],
-                            rbuf[off + 18],
-                            rbuf[off + 19],
-                        ]);
-                        if code != 0 {
-                            return Err(DataplaneError::Netlink(format!(
-                                "kernel refused the element batch: {}",
-                                std::io::Error::from_raw_os_error(-code)
-                            )));
-                        }
-                        got += 1;
-                    }
-                    off += align4(len);
-                }
+            Err(e) => {
+                *guard = None;
+                Err(e)
             }
-            Ok(())
-        })();
-        libc::close(fd);
-        result
+        }
     }
+}
+
+/// Sends one batch and waits for its `acks` acknowledgements (messages numbered from
+/// `seq0`); returns the next free sequence number.
+fn send(fd: RawFd, buf: &[u8], acks: u32, seq0: u32) -> Result<u32, DataplaneError> {
+    let last = seq0 + acks + 1;
+    // SAFETY: plain socket syscalls on an open descriptor; buffers outlive the calls.
+    unsafe {
+        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+        addr.nl_family = libc::AF_NETLINK as u16;
+        let sent = libc::sendto(
+            fd,
+            buf.as_ptr() as *const libc::c_void,
+            buf.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
+        if sent < 0 || sent as usize != buf.len() {
+            return Err(os_err("netlink send"));
+        }
+        let mut got = 0;
+        let mut rbuf = vec![0u8; 65536];
+        while got < acks {
+            let n = libc::recv(fd, rbuf.as_mut_ptr() as *mut libc::c_void, rbuf.len(), 0);
+            if n < 0 {
+                return Err(os_err("netlink receive"));
+            }
+            let mut off = 0usize;
+            let n = n as usize;
+            while off + 16 <= n {
+                let word = |at: usize| {
+                    u32::from_ne_bytes([rbuf[at], rbuf[at + 1], rbuf[at + 2], rbuf[at + 3]])
+                };
+                let len = word(off) as usize;
+                let ty = u16::from_ne_bytes([rbuf[off + 4], rbuf[off + 5]]);
+                let seq = word(off + 8);
+                if len < 16 || off + len > n {
+                    break;
+                }
+                if ty == NLMSG_ERROR && len >= 20 && (seq0..=last).contains(&seq) {
+                    let code = word(off + 16) as i32;
+                    if code != 0 {
+                        return Err(DataplaneError::Netlink(format!(
+                            "kernel refused the element batch: {}",
+                            std::io::Error::from_raw_os_error(-code)
+                        )));
+                    }
+                    got += 1;
+                }
+                off += align4(len);
+            }
+        }
+    }
+    Ok(last + 1)
 }
 
 #[cfg(test)]
@@ -400,10 +504,23 @@ mod tests {
                 port: 80
             })
         );
+        let ifname = vec!["ifname".to_string()];
         assert_eq!(
-            parse_element(&["ifname".to_string()], false, "\"x\" : jump y"),
-            None
+            parse_element(&ifname, false, "\"pal0a1b\" : jump pal-tw-pal0a1b"),
+            Some(ElementKey::IfnameJump {
+                ifname: "pal0a1b".into(),
+                chain: "pal-tw-pal0a1b".into()
+            })
         );
+        // Anything but a plain jump, or a name that does not fit, is left to nft.
+        for odd in [
+            "\"x\" : accept",
+            "\"x y\" : jump c",
+            "\"0123456789abcdef\" : jump c",
+            "x : jump c",
+        ] {
+            assert_eq!(parse_element(&ifname, false, odd), None, "{odd}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub fn endpoint(
     LocalEndpoint {
         id: EndpointId::new(ns, name),
         iface: iface.into(),
+        iface_aliases: vec![],
         ips: vec![ip(addr)],
         tiers: EndpointTiers {
             ingress: if ingress.is_empty() {

@@ -6,6 +6,8 @@
 //!             by input iface  → pal-fw-<iface>  (egress of the sending endpoint; returns with
 //!                                                  the accept mark set, or drops)
 //!             by output iface → pal-tw-<iface>  (ingress of the receiving endpoint; ACCEPT or DROP)
+//!             (an endpoint's interface is dispatched under each configured prefix's name, its
+//!             aliases, all to the chains named from its primary name)
 //!             accept mark set → ACCEPT           (egress allowed, receiver not on this node)
 //!             otherwise return                   (not workload traffic: left alone)
 //!  pal-fw-/pal-tw-<iface>, per tier: clear marks; jump to each policy chain while neither
@@ -98,6 +100,12 @@ pub fn forward_hook() -> Hook {
     }
 }
 
+/// Every interface name of an endpoint: the primary one (which names its chains), then its
+/// aliases under the other prefixes.
+pub(crate) fn iface_names(ep: &LocalEndpoint) -> impl Iterator<Item = &str> {
+    std::iter::once(ep.iface.as_str()).chain(ep.iface_aliases.iter().map(String::as_str))
+}
+
 /// The interfaces of the endpoints `ids` (those of them in `state`) are valid and not shared
 /// with any other endpoint of `state`: what a batch that changed only these endpoints must
 /// check, in one pass over the others.
@@ -109,38 +117,43 @@ pub(crate) fn check_changed_endpoints<'a>(
         let Some(ep) = state.endpoints.get(id) else {
             continue;
         };
-        names::check_iface(&ep.id, &ep.iface)?;
-        if let Some(other) = state
-            .endpoints
-            .values()
-            .find(|o| o.iface == ep.iface && o.id != ep.id)
-        {
-            let (first, second) = if other.id < ep.id {
-                (other, ep)
-            } else {
-                (ep, other)
-            };
-            return Err(RenderError::DuplicateInterface {
-                first: first.id.to_string(),
-                second: second.id.to_string(),
-                iface: ep.iface.clone(),
-            });
+        for (i, name) in iface_names(ep).enumerate() {
+            names::check_iface(&ep.id, name)?;
+            if iface_names(ep).take(i).any(|n| n == name) {
+                return Err(duplicate(ep, ep, name));
+            }
+        }
+        for other in state.endpoints.values().filter(|o| o.id != ep.id) {
+            if let Some(name) = iface_names(ep).find(|n| iface_names(other).any(|o| o == *n)) {
+                return Err(duplicate(other, ep, name));
+            }
         }
     }
     Ok(())
 }
 
-/// Interfaces are valid and not shared.
+fn duplicate(a: &LocalEndpoint, b: &LocalEndpoint, iface: &str) -> RenderError {
+    let (first, second) = if a.id <= b.id { (a, b) } else { (b, a) };
+    RenderError::DuplicateInterface {
+        first: first.id.to_string(),
+        second: second.id.to_string(),
+        iface: iface.to_string(),
+    }
+}
+
+/// Interfaces (aliases included) are valid and not shared.
 pub(crate) fn check_endpoints(state: &DesiredState) -> Result<(), RenderError> {
     let mut seen: BTreeMap<&str, &EndpointId> = BTreeMap::new();
     for ep in state.endpoints.values() {
-        names::check_iface(&ep.id, &ep.iface)?;
-        if let Some(first) = seen.insert(&ep.iface, &ep.id) {
-            return Err(RenderError::DuplicateInterface {
-                first: first.to_string(),
-                second: ep.id.to_string(),
-                iface: ep.iface.clone(),
-            });
+        for name in iface_names(ep) {
+            names::check_iface(&ep.id, name)?;
+            if let Some(first) = seen.insert(name, &ep.id) {
+                return Err(RenderError::DuplicateInterface {
+                    first: first.to_string(),
+                    second: ep.id.to_string(),
+                    iface: name.to_string(),
+                });
+            }
         }
     }
     Ok(())
@@ -214,14 +227,13 @@ pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
     let mut fw = Vec::new();
     let mut tw = Vec::new();
     for ep in state.endpoints.values() {
-        fw.push((
-            ep.iface.clone(),
-            names::endpoint_chain(Direction::Egress, &ep.iface),
-        ));
-        tw.push((
-            ep.iface.clone(),
-            names::endpoint_chain(Direction::Ingress, &ep.iface),
-        ));
+        // One entry per name of the interface, all to the chains named from the primary one.
+        let fw_chain = names::endpoint_chain(Direction::Egress, &ep.iface);
+        let tw_chain = names::endpoint_chain(Direction::Ingress, &ep.iface);
+        for name in iface_names(ep) {
+            fw.push((name.to_string(), fw_chain.clone()));
+            tw.push((name.to_string(), tw_chain.clone()));
+        }
     }
     let rules = vec![
         Rule::new(

@@ -2,8 +2,9 @@
 //! commands that turn the kernel from one into the other. A set member change is one `add` or
 //! `del` line (ipset) or one `add element`/`delete element` (nftables); a policy or endpoint
 //! change rewrites only that policy's or endpoint's chains. When an endpoint comes or goes,
-//! iptables deletes or inserts its one dispatch line per direction in `pal-FORWARD` (never the
-//! whole chain) and nftables edits its verdict maps.
+//! iptables deletes or inserts its dispatch lines in `pal-FORWARD` (one per direction and
+//! interface name: the primary one and its aliases under the other prefixes; never the whole
+//! chain) and nftables edits its verdict maps.
 //!
 //! The work is proportional to what the deltas name: a changed policy's chains and ipBlock
 //! sets (the other policies are read only when one of its dedicated ipBlock sets may be shared
@@ -21,7 +22,7 @@ use serde::Serialize;
 
 use crate::build::{
     check_changed_endpoints, endpoint_chain, families, for_each_member_entry, forward_chain,
-    policy_chain, set_ref,
+    iface_names, policy_chain, set_ref,
 };
 use crate::config::RenderConfig;
 use crate::error::RenderError;
@@ -234,25 +235,36 @@ fn plan_endpoint(
         (Direction::Egress, names::FROM_WORKLOAD_MAP),
         (Direction::Ingress, names::TO_WORKLOAD_MAP),
     ];
+    // The chains are named from the primary interface: they stay while it does. The dispatch
+    // entries are one per interface name (aliases included); while the chains stay, only the
+    // names that went or came are edited.
+    let same_iface = matches!((old, new), (Some(o), Some(n)) if o.iface == n.iface);
     if let Some(old) = old {
-        if new.is_none_or(|n| n.iface != old.iface) {
-            for (dir, map) in maps {
-                let chain = names::endpoint_chain(dir, &old.iface);
-                plan.dispatch_dels
-                    .push((map.into(), old.iface.clone(), chain.clone()));
+        for (dir, map) in maps {
+            let chain = names::endpoint_chain(dir, &old.iface);
+            for name in iface_names(old) {
+                if !same_iface || new.is_none_or(|n| !iface_names(n).any(|m| m == name)) {
+                    plan.dispatch_dels
+                        .push((map.into(), name.to_string(), chain.clone()));
+                }
+            }
+            if !same_iface {
                 plan.chains_delete.push(chain);
             }
         }
     }
     if let Some(new) = new {
-        let same_iface = old.is_some_and(|o| o.iface == new.iface);
         for (dir, map) in maps {
             let chain = endpoint_chain(next, cfg, new, dir)?;
+            for name in iface_names(new) {
+                if !same_iface || old.is_none_or(|o| !iface_names(o).any(|m| m == name)) {
+                    plan.dispatch_adds
+                        .push((map.into(), name.to_string(), chain.name.clone()));
+                }
+            }
             if same_iface {
                 plan.chains_rewrite.push(chain);
             } else {
-                plan.dispatch_adds
-                    .push((map.into(), new.iface.clone(), chain.name.clone()));
                 plan.chains_new.push(chain);
             }
         }

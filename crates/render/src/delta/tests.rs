@@ -15,6 +15,7 @@ fn state(pods: &[&str]) -> DesiredState {
         let ep = LocalEndpoint {
             id: id.clone(),
             iface: format!("cali{pod}"),
+            iface_aliases: vec![],
             ips: vec![format!("10.0.0.{}", i + 1).parse().unwrap()],
             tiers: EndpointTiers::default(),
         };
@@ -197,4 +198,118 @@ fn endpoint_adds_and_removes_edit_single_dispatch_lines() {
             }
         }
     }
+}
+
+/// [`state`] with each pod's interface also named under the alias prefixes `aliases`.
+fn aliased(pods: &[&str], aliases: &[&str]) -> DesiredState {
+    let mut s = state(pods);
+    for ep in s.endpoints.values_mut() {
+        ep.iface_aliases = aliases
+            .iter()
+            .map(|a| format!("{a}{}", ep.id.name))
+            .collect();
+    }
+    s
+}
+
+/// The verdict maps as the full ruleset fills them: (map, iface) → chain.
+fn maps_of(s: &DesiredState) -> BTreeMap<(String, String), String> {
+    let fwd = forward_chain(s, &RenderConfig::default());
+    let mut out = BTreeMap::new();
+    for r in &fwd.rules {
+        if let Action::Dispatch { map, targets, .. } = &r.action {
+            for (i, c) in targets {
+                out.insert((map.clone(), i.clone()), c.clone());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn aliases_are_dispatched_and_edited_like_primary_names() {
+    let cfg = RenderConfig::default();
+    // (pods, alias prefixes) before → after: endpoints come and go with their aliases, and an
+    // endpoint gains or loses an alias while its primary name (and so its chains) stays.
+    type Step<'a> = (
+        (&'a [&'a str], &'a [&'a str]),
+        (&'a [&'a str], &'a [&'a str]),
+    );
+    let steps: [Step; 5] = [
+        ((&[], &[]), (&["a", "b"], &["pal"])),
+        ((&["a", "b"], &["pal"]), (&["a", "b", "c"], &["pal", "tap"])),
+        ((&["a", "b", "c"], &["pal", "tap"]), (&["b", "c"], &["tap"])),
+        ((&["b", "c"], &["tap"]), (&["b", "c"], &[])),
+        ((&["b", "c"], &[]), (&[], &[])),
+    ];
+    for ((from, fa), (to, ta)) in steps {
+        let (prev, next) = (aliased(from, fa), aliased(to, ta));
+        let deltas: Vec<Delta> = prev
+            .endpoints
+            .keys()
+            .chain(next.endpoints.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|id| match next.endpoints.contains_key(id) {
+                true => Delta::EndpointChanged { id: id.clone() },
+                false => Delta::EndpointRemoved { id: id.clone() },
+            })
+            .collect();
+        // nftables: the map edits turn the old maps into the new ones.
+        let p = plan(&prev, &next, &deltas, &cfg).unwrap();
+        let mut maps = maps_of(&prev);
+        for (map, iface, _) in &p.dispatch_dels {
+            assert!(
+                maps.remove(&(map.clone(), iface.clone())).is_some(),
+                "{iface}"
+            );
+        }
+        for (map, iface, chain) in &p.dispatch_adds {
+            let old = maps.insert((map.clone(), iface.clone()), chain.clone());
+            assert!(old.is_none(), "{iface} added twice");
+        }
+        assert_eq!(maps, maps_of(&next), "{from:?}/{fa:?} -> {to:?}/{ta:?}");
+        // Every name of an endpoint leads to the chains of its primary name.
+        for ep in next.endpoints.values() {
+            for a in &ep.iface_aliases {
+                assert_eq!(
+                    maps[&(names::FROM_WORKLOAD_MAP.to_string(), a.clone())],
+                    names::endpoint_chain(palisade_model::Direction::Egress, &ep.iface)
+                );
+            }
+        }
+        // iptables: the single-line edits give the full render's pal-FORWARD.
+        let d = iptables(&prev, &next, &deltas, &cfg).unwrap();
+        let text = d.v4.as_deref().unwrap();
+        let mut got = full(&prev, Family::V4);
+        restore(&mut got, text);
+        let mut want = full(&next, Family::V4);
+        let (mut a, mut b) = (
+            got.remove(names::FORWARD_CHAIN).unwrap(),
+            want.remove(names::FORWARD_CHAIN).unwrap(),
+        );
+        assert_eq!(kinds(&a), kinds(&b), "{a:#?}");
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{text}");
+        assert_eq!(got, want, "the endpoint chains");
+    }
+}
+
+#[test]
+fn an_alias_shared_with_another_endpoint_is_refused() {
+    let mut next = aliased(&["a", "b"], &[]);
+    let b = EndpointId::new("ns", "b");
+    next.endpoints.get_mut(&b).unwrap().iface_aliases = vec!["calia".into()];
+    let deltas = vec![Delta::EndpointChanged { id: b }];
+    let prev = aliased(&["a", "b"], &[]);
+    let err = plan(&prev, &next, &deltas, &RenderConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::DuplicateInterface { iface, .. } if iface == "calia"),
+        "{err}"
+    );
+    assert!(matches!(
+        build(&next, &RenderConfig::default()),
+        Err(RenderError::DuplicateInterface { .. })
+    ));
 }
