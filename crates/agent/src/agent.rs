@@ -126,22 +126,7 @@ impl Agent {
             self.config.resync_interval,
             Arc::clone(&self.shared),
         ));
-        let mut lp = Loop {
-            sync_prefix: keys::ROOT,
-            calc: Some(Box::new(Calculator::new(self.config.calc_config()))),
-            queue: Vec::new(),
-            translator: Translator::new(),
-            batcher: Batcher::new(
-                self.config.batch_interval,
-                self.config.resync_interval.min(Duration::from_secs(10)),
-            ),
-            seen_revision: 0,
-            running: None,
-            force_next: true,
-            resync_due: Instant::now() + self.config.resync_interval,
-            status_tx,
-            agent: &self,
-        };
+        let mut lp = Loop::new(&self, status_tx);
         let result = lp.run(shutdown).await;
         if let Some(task) = lp.running.take() {
             let _ = task.await;
@@ -169,7 +154,26 @@ struct Loop<'a> {
     status_tx: watch::Sender<Option<NodeStatus>>,
 }
 
-impl Loop<'_> {
+impl<'a> Loop<'a> {
+    fn new(agent: &'a Agent, status_tx: watch::Sender<Option<NodeStatus>>) -> Loop<'a> {
+        Loop {
+            sync_prefix: keys::ROOT,
+            calc: Some(Box::new(Calculator::new(agent.config.calc_config()))),
+            queue: Vec::new(),
+            translator: Translator::new(),
+            batcher: Batcher::new(
+                agent.config.batch_interval,
+                agent.config.resync_interval.min(Duration::from_secs(10)),
+            ),
+            seen_revision: 0,
+            running: None,
+            force_next: true,
+            resync_due: Instant::now() + agent.config.resync_interval,
+            status_tx,
+            agent,
+        }
+    }
+
     async fn run(&mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let (initial, max) = self.agent.sync_backoff;
         let mut sync = Syncer::new(Arc::clone(&self.agent.store), self.sync_prefix)
@@ -250,7 +254,12 @@ impl Loop<'_> {
                     self.batcher.changed();
                     self.force_next = true;
                     shared.metrics.in_sync.set(1);
-                    shared.update(|p| p.datastore_in_sync = true);
+                    // Not ready before the apply that covers this snapshot succeeds: after a
+                    // relist the rules in force may predate what it brought.
+                    shared.update(|p| {
+                        p.datastore_in_sync = true;
+                        p.sync_revision = rev;
+                    });
                 }
                 Translated::OutOfSync(reason) => {
                     tracing::warn!(%reason, "datastore unreachable; keeping the rules in force");
@@ -487,5 +496,74 @@ async fn write_status(
             shared.metrics.error(ErrorKind::StatusWrite);
             tracing::warn!(error = %e, "cannot write the agent status");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use palisade_dataplane::{nft_dataplane, NoopRunner, RecordingSleeper, RetryPolicy};
+    use palisade_model::Namespace;
+    use palisade_store::{EmbeddedStore, Record, StoredObject, SyncEvent, OWNER_APPLY};
+
+    use super::*;
+
+    fn update(name: &str, revision: Revision) -> SyncEvent {
+        let object = StoredObject::Namespace(Namespace::implicit(name));
+        SyncEvent::Update {
+            key: object.key().unwrap(),
+            value: Some(Record::new(OWNER_APPLY, object)),
+            revision,
+        }
+    }
+
+    /// Runs the apply the batcher has pending (without waiting out its interval), to its end.
+    async fn apply_now(lp: &mut Loop<'_>) {
+        let now = Instant::now();
+        assert_ne!(lp.batcher.poll(now.into_std()), Decision::Idle);
+        lp.start_apply(now);
+        let done = join(&mut lp.running).await.unwrap();
+        lp.running = None;
+        lp.finished(done);
+    }
+
+    /// Ready means the kernel holds (at least) the datastore's last consistent snapshot: not
+    /// before the first apply, and not between a relist's `InSync` and the apply of what it
+    /// brought (the rules in force then predate it).
+    #[tokio::test]
+    async fn not_ready_until_the_snapshot_of_the_last_relist_is_applied() {
+        let dp = nft_dataplane(
+            palisade_render::RenderConfig::default(),
+            Arc::new(NoopRunner),
+            Arc::new(RecordingSleeper::new()),
+            RetryPolicy::none(),
+        );
+        let config = AgentConfig::new("n1");
+        let agent = Agent::new(config, Arc::new(EmbeddedStore::new()), Box::new(dp)).unwrap();
+        let shared = agent.shared();
+        let (status_tx, _status_rx) = watch::channel(None);
+        let mut lp = Loop::new(&agent, status_tx);
+
+        lp.events(vec![update("a", 2), SyncEvent::InSync { revision: 3 }]);
+        assert!(!shared.ready(), "in sync, nothing applied yet");
+        apply_now(&mut lp).await;
+        assert!(shared.ready(), "{:?}", shared.progress().not_ready_reason());
+
+        lp.events(vec![SyncEvent::OutOfSync {
+            reason: "gone".into(),
+        }]);
+        assert!(!shared.ready());
+        // The relist after the outage brings a change and says in sync again.
+        lp.events(vec![update("b", 7), SyncEvent::InSync { revision: 8 }]);
+        let p = shared.progress();
+        assert!(p.datastore_in_sync && p.programmed && p.last_ok);
+        assert!(!p.ready(), "the relisted change is not applied yet");
+        assert!(
+            p.not_ready_reason().unwrap().contains("revision 8"),
+            "{:?}",
+            p.not_ready_reason()
+        );
+        apply_now(&mut lp).await;
+        assert!(shared.ready(), "{:?}", shared.progress().not_ready_reason());
+        assert_eq!(shared.progress().revision, 8);
     }
 }

@@ -39,6 +39,9 @@ pub struct Progress {
     pub pending: bool,
     /// Revision of the last successful apply.
     pub revision: i64,
+    /// Revision of the datastore's last consistent snapshot (the syncer's last `InSync`):
+    /// until an apply at or past it succeeds, the kernel may lack what that (re)list brought.
+    pub sync_revision: i64,
     pub last_error: Option<String>,
     /// The last apply wrote to the kernel (it was not already up to date).
     pub last_wrote: bool,
@@ -48,9 +51,10 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// In sync and the last apply succeeded (what `/readyz` and the status report).
+    /// In sync, the snapshot of the last (re)list applied, and the last apply succeeded
+    /// (what `/readyz` and the status report).
     pub fn ready(&self) -> bool {
-        self.datastore_in_sync && self.programmed && self.last_ok
+        self.not_ready_reason().is_none()
     }
 
     /// Why not ready, for `/readyz`.
@@ -63,6 +67,11 @@ impl Progress {
             Some(format!(
                 "last apply failed: {}",
                 self.last_error.as_deref().unwrap_or("unknown error")
+            ))
+        } else if self.revision < self.sync_revision {
+            Some(format!(
+                "datastore state at revision {} not applied yet (applied: {})",
+                self.sync_revision, self.revision
             ))
         } else {
             None

@@ -1,6 +1,7 @@
 //! Root tests: the agent programming the real kernel of a throwaway network namespace (node)
 //! with pod namespaces on veths, for both backends. Without root, or without a tool, each
-//! test prints why and passes.
+//! test prints why and passes. The agent's logs go to the test output (`RUST_LOG` overrides
+//! the default filter), so a failure shows its applies and resyncs.
 
 mod common;
 
@@ -11,18 +12,39 @@ use std::time::Duration;
 use common::lab::{connects, sh, skip_reason, Lab, Listener};
 use common::*;
 use palisade_agent::run::build_dataplane;
+use palisade_agent::translate::{Translated, Translator};
 use palisade_agent::{Agent, DataplaneKind};
+use palisade_calc::Calculator;
 use palisade_dataplane::netns::NetnsGuard;
-use palisade_dataplane::{CommandOutput, CommandRunner, ProcessRunner, RunnerError};
+use palisade_dataplane::{
+    nft_dataplane, CommandOutput, CommandRunner, NoopRunner, ProcessRunner, RecordingSleeper,
+    RetryPolicy, RunnerError,
+};
 use palisade_engine::{verdict, Flow, FlowEnd};
 use palisade_model::endpoint::interface_name;
-use palisade_model::{Direction, EndpointId, Protocol};
-use palisade_store::{Datastore, EmbeddedStore, StoredObject};
+use palisade_model::{Action, Direction, EndpointId, Policy, Protocol, Rule, Selector};
+use palisade_store::testing::{EtcdServer, TcpProxy};
+use palisade_store::{
+    Datastore, EmbeddedStore, EtcdConfig, EtcdStore, Record, StoredObject, SyncEvent, OWNER_APPLY,
+};
+use tokio::net::{TcpListener, TcpStream};
 
 const T: Duration = Duration::from_secs(20);
 const KINDS: [DataplaneKind; 2] = [DataplaneKind::Iptables, DataplaneKind::Nftables];
 
+/// Sends the agent's logs to the test's output (once per process).
+fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,palisade_agent=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
+
 fn skip(tools: &[&str]) -> bool {
+    logs();
     match skip_reason(tools) {
         Some(why) => {
             eprintln!("skipped: {why}");
@@ -119,6 +141,47 @@ fn our_rules(ns: &NetnsGuard, kind: DataplaneKind) -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// Lines of `a` missing from `b`, for failure messages.
+fn missing(a: &[String], b: &[String]) -> Vec<String> {
+    a.iter().filter(|l| !b.contains(l)).cloned().collect()
+}
+
+/// Asserts that the kernel of `ns` holds the whole program for `objects`: a fresh dataplane,
+/// given the state calculated from scratch from them, finds nothing to write. (`our_rules`
+/// read at one moment only says what was there, not that it was complete.)
+fn assert_full_render(ns: &NetnsGuard, kind: DataplaneKind, objects: &[StoredObject], what: &str) {
+    let mut cfg = config(kind);
+    cfg.netns = Some(ns.name().to_string());
+    let mut translator = Translator::new();
+    let updates: Vec<_> = objects
+        .iter()
+        .filter_map(|o| {
+            let ev = SyncEvent::Update {
+                key: o.key().unwrap(),
+                value: Some(Record::new(OWNER_APPLY, o.clone())),
+                revision: 1,
+            };
+            match translator.translate(ev) {
+                Translated::Update(u) => Some(u),
+                _ => None,
+            }
+        })
+        .collect();
+    let mut calc = Calculator::new(cfg.calc_config());
+    calc.apply_all(updates);
+    let runner = CountingRunner::new(ns);
+    let mut dp = build_dataplane(&cfg, runner.clone());
+    let report = dp.apply_state(calc.state()).unwrap();
+    assert!(
+        report.wrote_nothing() && runner.writes.load(Ordering::SeqCst) == 0,
+        "{kind}: {what}: the kernel differs from the full render of the datastore; \
+         chains {:?}, sets {:?}; a fresh dataplane wrote:\n{}",
+        report.chains_rewritten,
+        report.sets_updated,
+        runner.log.lock().unwrap().join("\n")
+    );
 }
 
 fn allowed_by_engine(objects: &[StoredObject], src: &str, dst: &str, port: u16) -> bool {
@@ -280,6 +343,7 @@ async fn drift_is_repaired_at_resync() {
             Duration::from_millis(300),
         ));
         run.wait_ready(T).await;
+        assert_full_render(&node, kind, &objects(), "at ready");
         let healthy = our_rules(&node, kind);
         assert!(!healthy.is_empty());
         let web_tw = palisade_render::names::endpoint_chain(
@@ -330,6 +394,7 @@ async fn restart_adopts_the_rules_without_a_gap() {
             Duration::from_secs(30),
         ));
         first.wait_ready(T).await;
+        assert_full_render(&node, kind, &objects(), "at ready");
         let healthy = our_rules(&node, kind);
         assert!(healthy.len() > 5, "{kind}: {healthy:?}");
 
@@ -390,16 +455,29 @@ async fn restart_adopts_the_rules_without_a_gap() {
     }
 }
 
+/// The agent reaches etcd through a proxy that the test cuts: etcd itself stays up, on its
+/// port. (Stopping etcd freed its port for the length of the outage; another test's etcd
+/// could take it, and the agent's client, reconnecting to the same address, then resumed
+/// its watch on that other cluster and programmed its policies while still "in sync".)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_outage_keeps_the_rules_and_the_agent_catches_up() {
     if skip(&["iptables-save", "ipset", "nft", "etcd", "nc", "ss"]) {
         return;
     }
     let kind = DataplaneKind::Nftables;
-    let mut etcd = palisade_store::testing::EtcdServer::start().unwrap();
+    let etcd = EtcdServer::start().unwrap();
     let store: Arc<dyn Datastore> = Arc::new(etcd.connect().await.unwrap());
     let objs = objects();
     put_all(store.as_ref(), &objs).await;
+    let proxy = TcpProxy::start(etcd.endpoint().parse().unwrap())
+        .await
+        .unwrap();
+    let mut through_proxy = etcd.config();
+    through_proxy.endpoints = vec![proxy.endpoint()];
+    // Notice the outage within seconds rather than the default 20 s.
+    through_proxy.watch_give_up = Duration::from_secs(3);
+    let agent_store: Arc<dyn Datastore> =
+        Arc::new(EtcdStore::connect(through_proxy).await.unwrap());
     let pods = local_pods(&objs);
     let lab = Lab::new("age", "pal", &pods.iter().collect::<Vec<_>>());
     let ns_of = |name: &str| {
@@ -420,28 +498,34 @@ async fn etcd_outage_keeps_the_rules_and_the_agent_catches_up() {
     }
     let run = Running::start(agent(
         kind,
-        store.clone(),
+        agent_store,
         &lab.node,
         Arc::new(lab.node.runner()),
         Duration::from_millis(500),
     ));
     run.wait_ready(T).await;
+    // Ready means programmed with everything the datastore holds.
+    assert_full_render(&lab.node, kind, &objs, "at ready");
     let healthy = our_rules(&lab.node, kind);
+    let kept = |what: &str| {
+        let now = our_rules(&lab.node, kind);
+        assert!(
+            now == healthy,
+            "{what}: gained {:?}, lost {:?}; agent: {:?}",
+            missing(&now, &healthy),
+            missing(&healthy, &now),
+            run.shared.progress()
+        );
+    };
 
-    etcd.stop();
-    // The syncer notices (the watch fails) and says out of sync; the rules stay.
+    proxy.cut();
+    // The syncer notices (the watch gives up) and says out of sync; the rules stay.
     let s = run.shared.clone();
-    wait_for(
-        "the agent to notice the outage",
-        Duration::from_secs(60),
-        || !s.progress().datastore_in_sync,
-    )
+    wait_for("the agent to notice the outage", T, || {
+        !s.progress().datastore_in_sync
+    })
     .await;
-    assert_eq!(
-        our_rules(&lab.node, kind),
-        healthy,
-        "rules kept while etcd is down"
-    );
+    kept("rules kept while etcd is unreachable");
     assert!(
         connects(ns_of("client"), "10.0.0.1", 80),
         "allowed flow still allowed"
@@ -450,24 +534,137 @@ async fn etcd_outage_keeps_the_rules_and_the_agent_catches_up() {
         !connects(ns_of("other"), "10.0.0.1", 80),
         "denied flow still denied"
     );
-    assert_eq!(
-        our_rules(&lab.node, kind),
-        healthy,
-        "resyncs during the outage change nothing"
-    );
-
-    etcd.restart().unwrap();
-    let writer = etcd.connect().await.unwrap();
-    let rev = put(&writer, &StoredObject::Policy(deny_to_client())).await;
-    wait_for("the agent to catch up", Duration::from_secs(60), || {
-        let p = s.progress();
-        p.datastore_in_sync && p.revision >= rev && p.last_ok
+    // A change the agent cannot see yet; resyncs meanwhile keep the rules as they are.
+    let rev = put(store.as_ref(), &StoredObject::Policy(deny_to_client())).await;
+    let resyncs = s.metrics.resyncs.get();
+    wait_for("a resync during the outage", T, || {
+        s.metrics.resyncs.get() >= resyncs + 2
     })
     .await;
+    assert!(!s.progress().datastore_in_sync && !s.ready());
+    kept("resyncs during the outage change nothing");
+
+    proxy.restore();
+    wait_for("the agent to catch up", Duration::from_secs(60), || {
+        s.ready() && s.progress().revision >= rev
+    })
+    .await;
+    let mut objs2 = objs.clone();
+    objs2.push(StoredObject::Policy(deny_to_client()));
+    assert_full_render(&lab.node, kind, &objs2, "after catching up");
     assert!(
         !connects(ns_of("web"), "10.0.0.2", 80),
-        "the policy written after the outage is enforced"
+        "the policy written during the outage is enforced"
     );
     assert!(connects(ns_of("client"), "10.0.0.1", 80));
+    run.stop().await;
+}
+
+/// A loopback forwarder whose target can be switched; switching cuts every open connection
+/// (what a client sees when its etcd dies and another process binds the same port).
+struct Switch {
+    addr: std::net::SocketAddr,
+    target: Arc<tokio::sync::watch::Sender<std::net::SocketAddr>>,
+}
+
+impl Switch {
+    async fn start(target: std::net::SocketAddr) -> Switch {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let target = Arc::new(tokio::sync::watch::Sender::new(target));
+        let t = target.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = t.subscribe();
+                let to = *rx.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Switch { addr, target }
+    }
+}
+
+/// When the agent's etcd address starts answering for another etcd cluster (its etcd died
+/// and another one took the port), the agent must not take that cluster's data as its own:
+/// it goes out of sync, keeps its rules, and comes back when its cluster answers again.
+/// Without the store's cluster id check the etcd client resumed its watch on the other
+/// cluster and the agent programmed that cluster's policies while "in sync": the only way
+/// found for the old `etcd_outage_…` (which stopped etcd, freeing its port) to gain a
+/// `pal-po-` chain in CI, though none of its policies has egress rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_taken_over_by_another_etcd_cluster_is_not_followed() {
+    if skip(&["etcd"]) {
+        return;
+    }
+    let ours = EtcdServer::start().unwrap();
+    let other = EtcdServer::start().unwrap();
+    let ours_store = ours.connect().await.unwrap();
+    let other_store = other.connect().await.unwrap();
+    put_all(&ours_store, &objects()).await;
+    // The other cluster is further along, so a watch resumed there delivers at once.
+    for i in 0..20 {
+        other_store
+            .put(&format!("/other/{i}"), b"x".to_vec())
+            .await
+            .unwrap();
+    }
+    let switch = Switch::start(ours.endpoint().parse().unwrap()).await;
+    let mut cfg = EtcdConfig::new([switch.addr.to_string()]);
+    cfg.connect_timeout = Duration::from_secs(1);
+    cfg.request_timeout = Duration::from_secs(3);
+    cfg.watch_give_up = Duration::from_secs(3);
+    let store: Arc<dyn Datastore> = Arc::new(EtcdStore::connect(cfg).await.unwrap());
+    let mut c = config(DataplaneKind::Nftables);
+    c.resync_interval = Duration::from_millis(500);
+    let dp = nft_dataplane(
+        c.render.clone(),
+        Arc::new(NoopRunner),
+        Arc::new(RecordingSleeper::new()),
+        RetryPolicy::none(),
+    );
+    let run = Running::start(
+        Agent::new(c, store, Box::new(dp))
+            .unwrap()
+            .with_sync_backoff(Duration::from_millis(50), Duration::from_millis(500)),
+    );
+    run.wait_ready(T).await;
+
+    switch
+        .target
+        .send_replace(other.endpoint().parse().unwrap());
+    let foreign = Policy {
+        id: pid("prod", "other-cluster-egress"),
+        order: palisade_model::KUBERNETES_POLICY_ORDER,
+        selector: Selector::parse("app == 'client'").unwrap(),
+        namespace_selector: Selector::All,
+        ingress: None,
+        egress: Some(vec![Rule {
+            action: Action::Allow,
+            peers: vec![],
+            ports: vec![],
+        }]),
+    };
+    put(&other_store, &StoredObject::Policy(foreign)).await;
+    let s = run.shared.clone();
+    wait_for("the agent to go out of sync", T, || {
+        let p = s.progress();
+        assert!(
+            !p.endpoints.iter().any(|e| !e.egress.is_empty()),
+            "the agent programmed the other cluster's policy: {p:?}"
+        );
+        !p.datastore_in_sync
+    })
+    .await;
+    switch.target.send_replace(ours.endpoint().parse().unwrap());
+    wait_for("back in sync with its own cluster", T, || s.ready()).await;
+    assert!(s.progress().endpoints.iter().all(|e| e.egress.is_empty()));
     run.stop().await;
 }

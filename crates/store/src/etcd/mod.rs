@@ -39,6 +39,8 @@ pub struct EtcdStore {
     kv: KvClient,
     watch: WatchClient,
     config: EtcdConfig,
+    /// The cluster id of the first answer: answers from another cluster are refused.
+    cluster: std::sync::Arc<std::sync::OnceLock<u64>>,
 }
 
 impl std::fmt::Debug for EtcdStore {
@@ -67,6 +69,7 @@ impl EtcdStore {
                 .max_encoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             config,
+            cluster: Default::default(),
         };
         tokio::time::timeout(deadline, store.current_revision())
             .await
@@ -76,6 +79,23 @@ impl EtcdStore {
 
     pub fn config(&self) -> &EtcdConfig {
         &self.config
+    }
+
+    /// Refuses an answer from another etcd cluster than the first one that answered (an
+    /// endpoint address now served by a different cluster).
+    pub(crate) fn check_cluster(&self, h: Option<&etcd_client::ResponseHeader>) -> Result<()> {
+        let Some(id) = h.map(|h| h.cluster_id()).filter(|id| *id != 0) else {
+            return Ok(());
+        };
+        let expected = *self.cluster.get_or_init(|| id);
+        if expected == id {
+            Ok(())
+        } else {
+            Err(unavailable(
+                &self.config,
+                &format!("answered by etcd cluster {id:x}, not {expected:x}"),
+            ))
+        }
     }
 
     /// Runs one KV request. With several endpoints the client's balancer may hand it to a
@@ -149,6 +169,7 @@ impl Datastore for EtcdStore {
             .kv_request(|mut kv| async move { kv.get(key, None).await })
             .await
             .map_err(|e| map_error(&self.config, e))?;
+        self.check_cluster(resp.header())?;
         Ok(resp.kvs().first().map(convert_kv))
     }
 
@@ -165,6 +186,7 @@ impl Datastore for EtcdStore {
             })
             .await
             .map_err(|e| map_error(&self.config, e))?;
+        self.check_cluster(resp.header())?;
         Ok(Listing {
             items: resp.kvs().iter().map(convert_kv).collect(),
             revision: header_revision(resp.header()),
@@ -204,6 +226,7 @@ impl Datastore for EtcdStore {
                 }
                 other => other,
             })?;
+        self.check_cluster(resp.header())?;
         if resp.succeeded() {
             return Ok(header_revision(resp.header()));
         }
@@ -271,6 +294,7 @@ impl Datastore for EtcdStore {
             })
             .await
             .map_err(|e| map_error(&self.config, e))?;
+        self.check_cluster(resp.header())?;
         Ok(header_revision(resp.header()))
     }
 

@@ -41,7 +41,10 @@ impl EtcdStore {
                 .map_err(|e| map_error(&self.config, e))?;
             // The first response confirms the watch is in place.
             match stream.message().await {
-                Ok(Some(resp)) if resp.created() && !resp.canceled() => Ok(stream),
+                Ok(Some(resp)) if resp.created() && !resp.canceled() => {
+                    self.check_cluster(resp.header())?;
+                    Ok(stream)
+                }
                 Ok(Some(resp)) if resp.compact_revision() > 0 => Err(StoreError::Compacted {
                     revision: resp.compact_revision(),
                     requested: start,
@@ -82,6 +85,9 @@ pub(super) async fn watch_loop(
                 Ok(None) => break "watch stream closed by the server".to_string(),
                 Err(e) => break map_error(&store.config, e).to_string(),
             };
+            if let Err(e) = store.check_cluster(resp.header()) {
+                break e.to_string();
+            }
             if resp.canceled() {
                 if resp.compact_revision() > 0 {
                     let _ = tx
