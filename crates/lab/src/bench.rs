@@ -1,9 +1,20 @@
 //! Measurements between two pods, from inside the client pod's namespace: new TCP
 //! connections per second, request latency (connect, HTTP GET, answer, close), and how long
-//! after a policy change a continuous prober sees traffic blocked.
+//! after a policy change a continuous prober sees traffic blocked. [`BenchServer`] is the
+//! server side; [`workload`] is the benchmark's cluster and policy sets; [`gauge`] reads a
+//! value from an agent's `/metrics`.
+//!
+//! Why a server of its own: a sequential client opens a connection as soon as the kernel
+//! completes the handshake, before the server accepts it. The lab's pod servers spawn a thread
+//! per connection; when they fall behind (a loaded machine), the accept queue overflows, a SYN
+//! is dropped and the client waits the 1 s SYN retransmission: one such stall halves a 2 s
+//! rate measurement, so what was measured was the server, not the rules. [`BenchServer`]
+//! accepts in a tight loop on a few threads and answers inline, with a long accept queue.
+
+pub mod workload;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -90,6 +101,89 @@ fn abortive_close(s: &TcpStream) {
     let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
+/// The benchmark's server: `port`/TCP in `netns` (a pod that declares no port of its own,
+/// so the lab serves nothing there), answering a `GET` with a short body and dropping
+/// connections that send nothing. Stops (and closes the port) when dropped.
+pub struct BenchServer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Accept threads of a [`BenchServer`].
+const ACCEPT_THREADS: usize = 2;
+/// The accept queue asked for (the namespace's `net.core.somaxconn` is raised to it).
+const BACKLOG: i32 = 65535;
+
+impl BenchServer {
+    pub fn start(netns: &str, port: u16) -> Result<BenchServer> {
+        let listener = netns::run_in(netns, move || {
+            // Per network namespace: this changes only the pod's namespace, never the host's.
+            let somaxconn = "/proc/sys/net/core/somaxconn";
+            std::fs::write(somaxconn, BACKLOG.to_string())
+                .map_err(|e| LabError::io(format!("cannot raise {somaxconn}"), e))?;
+            let what = format!("cannot serve {port}/TCP");
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                .map_err(|e| LabError::io(what.clone(), e))?;
+            s.set_reuse_address(true)
+                .and_then(|()| s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into()))
+                .and_then(|()| s.listen(BACKLOG))
+                // accept(2) honours SO_RCVTIMEO: the threads look at the stop flag this often.
+                .and_then(|()| s.set_read_timeout(Some(Duration::from_millis(100))))
+                .map_err(|e| LabError::io(what, e))?;
+            Ok(TcpListener::from(s))
+        })?;
+        let listener = Arc::new(listener);
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..ACCEPT_THREADS)
+            .map(|_| {
+                let (l, flag) = (listener.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !flag.load(Ordering::Relaxed) {
+                        if let Ok((conn, _)) = l.accept() {
+                            answer(conn);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok(BenchServer { stop, threads })
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads a request head (or nothing: EOF, reset, 1 s of silence) and answers a `GET`.
+fn answer(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_nodelay(true);
+    let mut buf = [0u8; 1024];
+    let mut seen = 0;
+    loop {
+        match conn.read(&mut buf[seen..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen += n,
+        }
+        if buf[..seen].windows(4).any(|w| w == b"\r\n\r\n") || seen == buf.len() {
+            break;
+        }
+    }
+    if buf.starts_with(b"GET") {
+        let body = "bench\n";
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = conn.write_all(reply.as_bytes());
+    }
+}
+
 /// A prober that connects to `dst:port` from `client_netns` over and over (each attempt
 /// with `attempt_timeout`) and reports the start time of every attempt with its outcome.
 pub struct ContinuousProber {
@@ -163,6 +257,16 @@ impl Drop for ContinuousProber {
     }
 }
 
+/// The value of the unlabelled metric `name` in a Prometheus/OpenMetrics text exposition.
+pub fn gauge(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some(name))
+            .then(|| words.next()?.parse().ok())
+            .flatten()
+    })
+}
+
 /// The `q` quantile (0..=1) of sorted durations.
 pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
     if sorted.is_empty() {
@@ -182,5 +286,71 @@ mod tests {
         assert_eq!(quantile(&d, 0.5), Duration::from_millis(51));
         assert_eq!(quantile(&d, 0.99), Duration::from_millis(99));
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+    }
+
+    /// A network namespace of this test's own, removed on drop.
+    struct Netns(String);
+
+    impl Netns {
+        fn new() -> Option<Netns> {
+            // SAFETY: geteuid has no side effects.
+            if unsafe { libc::geteuid() } != 0 {
+                eprintln!("skipped: needs root (network namespaces)");
+                return None;
+            }
+            let name = format!("pal-test-bench-{}", fastrand::u32(..));
+            crate::cmd::run("ip", &["netns", "add", &name]).unwrap();
+            let ns = Netns(name);
+            crate::cmd::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
+            Some(ns)
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = crate::cmd::run("ip", &["netns", "delete", &self.0]);
+        }
+    }
+
+    #[test]
+    fn bench_server_answers_requests_and_keeps_up_with_connections() {
+        let Some(ns) = Netns::new() else { return };
+        let server = BenchServer::start(&ns.0, 8080).unwrap();
+        let lo = Ipv4Addr::LOCALHOST;
+        let req = request_latencies(&ns.0, lo, 8080, 200).unwrap();
+        assert_eq!((req.failures, req.latencies.len()), (0, 200));
+        let body = netns::run_in(&ns.0, move || {
+            let mut s = TcpStream::connect((lo, 8080)).map_err(|e| LabError::io("connect", e))?;
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+                .map_err(|e| LabError::io("write", e))?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)
+                .map_err(|e| LabError::io("read", e))?;
+            Ok(out)
+        })
+        .unwrap();
+        assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body:?}");
+        assert!(body.ends_with("\r\n\r\nbench\n"), "{body:?}");
+        // Far more connections than the default accept queue (4096) of a namespace.
+        let rate = connection_rate(&ns.0, lo, 8080, Duration::from_millis(1500)).unwrap();
+        assert_eq!(rate.failures, 0, "{rate:?}");
+        drop(server);
+        let closed = netns::run_in(&ns.0, move || Ok(TcpStream::connect((lo, 8080)).is_err()));
+        assert!(
+            closed.unwrap(),
+            "the port is still open after the server was dropped"
+        );
+    }
+
+    #[test]
+    fn gauges_by_exact_name() {
+        let text = "# HELP palisade_agent_rules Compiled policy rules in force.\n\
+                    palisade_agent_rules 2002\n\
+                    palisade_agent_rules_total 7\n\
+                    palisade_agent_active_policies 1000\n\
+                    # EOF\n";
+        assert_eq!(gauge(text, "palisade_agent_active_policies"), Some(1000.0));
+        assert_eq!(gauge(text, "palisade_agent_rules"), Some(2002.0));
+        assert_eq!(gauge(text, "palisade_agent_ip_sets"), None);
     }
 }

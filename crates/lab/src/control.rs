@@ -7,6 +7,7 @@
 //! → {"op":"apply","namespaces":[..],"pods":[..],"policies":[..]}
 //!                                          ← {"ok":true,"data":{"revision":12}} (agents in sync)
 //! → {"op":"delete_policy","id":{..}}       ← {"ok":true,"data":{"revision":13}}
+//! → {"op":"delete_policies","ids":[..]}    ← {"ok":true,"data":{"revision":14}} (one write)
 //! → {"op":"serve","ports":[{"name":"","protocol":"TCP","port":80}]}
 //! → {"op":"status"}   {"op":"ready"}   {"op":"shutdown"}
 //! ```
@@ -44,6 +45,11 @@ pub enum Request {
     },
     DeletePolicy {
         id: PolicyId,
+    },
+    /// Deletes these policies in one datastore write and waits until every agent has
+    /// programmed the result (`lab bench` removes a thousand at once).
+    DeletePolicies {
+        ids: Vec<PolicyId>,
     },
     /// Makes every pod serve these ports too (the prober asks for the ports it probes, so
     /// that a probe measures policy, not whether something listens).

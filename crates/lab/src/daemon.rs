@@ -253,7 +253,11 @@ impl Daemon {
                 Response::ok(serde_json::json!({ "revision": rev }))
             }
             Request::DeletePolicy { id } => {
-                let rev = self.delete_policy(&id)?;
+                let rev = self.delete_policies(std::slice::from_ref(&id))?;
+                Response::ok(serde_json::json!({ "revision": rev }))
+            }
+            Request::DeletePolicies { ids } => {
+                let rev = self.delete_policies(&ids)?;
                 Response::ok(serde_json::json!({ "revision": rev }))
             }
             Request::Serve { ports } => {
@@ -319,18 +323,26 @@ impl Daemon {
         Ok(rev)
     }
 
-    fn delete_policy(&self, id: &PolicyId) -> Result<i64> {
+    /// Deletes every policy of `ids` (all must be in the lab) in one write.
+    fn delete_policies(&self, ids: &[PolicyId]) -> Result<i64> {
         let _write = lock(&self.writes);
-        let key = keys::policy(&id.tier, id.namespace.as_deref(), &id.name)?;
         let mut cluster = lock(&self.cluster).clone();
-        let before = cluster.policies.len();
-        cluster.policies.retain(|p| &p.id != id);
-        if cluster.policies.len() == before {
-            return Err(LabError::Daemon(format!(
-                "networkpolicy {id} is not in the lab"
-            )));
+        let mut ops = Vec::new();
+        for id in ids {
+            let before = cluster.policies.len();
+            cluster.policies.retain(|p| &p.id != id);
+            if cluster.policies.len() == before {
+                return Err(LabError::Daemon(format!(
+                    "networkpolicy {id} is not in the lab"
+                )));
+            }
+            ops.push(Op::delete(keys::policy(
+                &id.tier,
+                id.namespace.as_deref(),
+                &id.name,
+            )?));
         }
-        let rev = self.write(vec![Op::delete(key)])?;
+        let rev = self.write(ops)?;
         *lock(&self.cluster) = cluster;
         self.wait_sync(rev)?;
         Ok(rev)

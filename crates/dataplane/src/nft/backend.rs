@@ -1,8 +1,10 @@
-//! The nftables backend: reads `table inet palisade` back as JSON and writes the difference
-//! as one `nft -f` transaction (atomic: all of it or none). New sets and chains first, then
-//! element deletions and additions, then changed chains flushed and refilled, then removed
-//! chains and sets. A changed set type or hook, a missing table, or a full rewrite replaces
-//! the whole table in the same single transaction.
+//! The nftables backend: reads `table inet palisade` back as JSON and writes the difference.
+//! Without writers, as one `nft -f` transaction (atomic: all of it or none): new sets and
+//! chains first, then element deletions and additions, then changed chains flushed and
+//! refilled, then removed chains and sets. With an element writer and a script writer (the
+//! agent's setup), an update goes in phases (see [`crate::nft::phased`]) through libnftables
+//! and netlink. A changed set type or hook, a missing table, or a full rewrite replaces the
+//! whole table in one single transaction.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

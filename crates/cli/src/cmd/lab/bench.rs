@@ -1,33 +1,59 @@
-//! `palisade lab bench`: real packets through real rules. For each dataplane, a 2-node lab
-//! with a client pod on n1 and a server pod on n2 (port 80), and from inside the client:
+//! `palisade lab bench`: real packets through real rules. For each dataplane, a 2-node lab:
+//! a client pod on n1; a server pod (port 80) and `--idle-pods` idle pods on n2. From inside
+//! the client, new TCP connections per second (sequential connect + close) and request
+//! latency (connect, HTTP GET, answer, close; p50 and p99) to the benchmark's own
+//! [`BenchServer`] (see why in [`palisade_lab::bench`]), in four scenarios:
 //!
-//! * new TCP connections per second (sequential connect + close) and request latency
-//!   (connect, HTTP GET, answer, close; p50 and p99), with no policy, with the server selected
-//!   by 1 policy that allows the client, and with 1,000 policies selecting the server (999
-//!   allowing other, absent clients, then the one allowing ours: a new connection is judged
-//!   by all of them); ratios to the no-policy baseline;
-//! * policy apply → blocked: a prober connects continuously while a deny-all-ingress policy
-//!   for the server is applied; the time from the apply request to the first failing attempt
-//!   (p50, p99 over `--block-runs` runs; the policy is deleted and flow restored in between).
+//! 1. `no policy`: the baseline;
+//! 2. `1 policy`: the server selected by one policy that allows the client;
+//! 3. `N policies on node`: n2 carries N active policies; the server is still selected only by
+//!    the one allowing the client, the N - 1 others select the idle pods (each with its own
+//!    peers and ports, see [`palisade_lab::bench::workload`]);
+//! 4. `N policies on pod`: the N - 1 others moved onto the server (allowing absent clients):
+//!    every new connection to it is judged by N policies (the adversarial case).
+//!
+//! `--rounds` rounds each measure 1-4 in order (then every policy is deleted in one write);
+//! the baseline once more at the end; each run waits `--settle-ms` first. A scenario's ratio is the median over rounds of its run
+//! divided by the mean of the two no-policy runs around its round, so that slow drift of a
+//! shared machine's load cancels. Before each run, n2's agent (its `/metrics` and
+//! `/counters`) must report the scenario's count of policies active on the node and selecting
+//! the server, or the benchmark stops; both counts are printed.
+//!
+//! Then policy apply → blocked: a prober connects continuously while a deny-all-ingress
+//! policy for the server is applied; the time from the apply request to the first failing
+//! attempt (p50, p99 over `--block-runs` runs; the policy is deleted and flow restored in
+//! between). It is measured first, on the open server.
 
-use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use palisade_lab::bench::{connection_rate, quantile, request_latencies, ContinuousProber};
-use palisade_lab::control::{self, Request};
-use palisade_lab::{LabNames, UpOptions};
-use palisade_model::k8s::{
-    LabelSelector, NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec, ObjectMeta,
+use anyhow::{bail, Context, Result};
+use palisade_agent::CountersReport;
+use palisade_lab::bench::{
+    connection_rate, gauge, quantile, request_latencies, workload, BenchServer, ContinuousProber,
 };
-use palisade_model::{Cluster, Endpoint, EndpointId, NamedPort, Policy, PolicyId, Protocol};
+use palisade_lab::control::{self, AgentState, Request};
+use palisade_lab::{LabNames, UpOptions};
+use palisade_model::{EndpointId, Policy, PolicyId};
 use serde::Serialize;
 
 use super::{require_root, Output};
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+Scenarios (N = --policies), per dataplane; each round measures them in this order:
+  no policy           baseline (measured once more after the last round)
+  1 policy            the server selected by one policy allowing the client
+  N policies on node  n2 carries N active policies: 1 selects the server, the others
+                      select idle pods of n2 (each with its own peers and ports)
+  N policies on pod   all N select the server: each new connection is judged by all N
+RATIO: median over rounds of (run / mean of the no-policy runs before and after the round).
+ON N2 and ON SRV are what n2's agent reports (policies active on the node, selecting the
+server); a count other than the scenario's stops the benchmark.
+
+Example:
+  cargo build --release -p palisade-cli && sudo target/release/palisade lab bench")]
 pub struct BenchArgs {
     /// Dataplanes to measure.
     #[arg(long, value_delimiter = ',', default_value = "iptables,nftables")]
@@ -38,28 +64,56 @@ pub struct BenchArgs {
     /// Requests per latency measurement.
     #[arg(long, default_value_t = 1000)]
     pub requests: usize,
-    /// The number of policies of the "many policies" case.
+    /// N: the policies of the "N policies on node" and "N policies on pod" scenarios (≥ 2).
     #[arg(long, default_value_t = 1000)]
     pub policies: usize,
+    /// Idle pods on n2 that the "on node" policies select (1..=200).
+    #[arg(long, default_value_t = 20)]
+    pub idle_pods: usize,
     /// Apply → blocked measurements per dataplane.
     #[arg(long, default_value_t = 20)]
     pub block_runs: usize,
+    /// Rounds: each measures every scenario once, in order (the no-policy baseline once
+    /// more at the end).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Pause after each policy change before measuring, in milliseconds, so that what the
+    /// agent and the kernel still do after a change (status write, freeing the old rules) is
+    /// not measured.
+    #[arg(long, default_value_t = 1000)]
+    pub settle_ms: u64,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
 
+/// One scenario of one dataplane; figures are medians over its runs.
 #[derive(Serialize)]
 struct Case {
     dataplane: String,
     scenario: String,
     connections_per_sec: f64,
+    /// The median over rounds of (this run / the mean of the no-policy runs just before and
+    /// just after its round); for the no-policy case, its runs / their median.
     rate_ratio: f64,
     latency_p50_us: f64,
     latency_p99_us: f64,
+    /// As `rate_ratio`, for the request latency p50.
     p50_ratio: f64,
-    /// Connection attempts that failed (1 s timeout) in both measurements.
+    /// Connection attempts that failed (1 s timeout), in all runs.
     failures: u64,
+    /// Policies that select a pod of n2, as n2's agent reports them.
+    active_policies_on_node: u64,
+    /// Policies that select the server (its ingress), as n2's agent reports them.
+    policies_selecting_server: usize,
+    /// Compiled policy rules in force on n2, as its agent reports them.
+    rules_on_node: u64,
+    runs: usize,
+    connections_per_sec_runs: Vec<f64>,
+    rate_ratio_runs: Vec<f64>,
+    /// The median of the dataplane's no-policy runs.
+    baseline_connections_per_sec: f64,
+    baseline_latency_p50_us: f64,
 }
 
 #[derive(Serialize)]
@@ -77,66 +131,6 @@ struct Report {
     apply_to_blocked: Vec<Block>,
 }
 
-const NS: &str = "bench";
-
-fn policy(name: &str, ingress_from: Option<(&str, &str)>) -> Result<Policy> {
-    let labels = |k: &str, v: &str| LabelSelector {
-        match_labels: Some(BTreeMap::from([(k.to_string(), v.to_string())])),
-        match_expressions: None,
-    };
-    let ingress = ingress_from.map(|(k, v)| {
-        vec![NetworkPolicyIngressRule {
-            from: Some(vec![NetworkPolicyPeer {
-                pod_selector: Some(labels(k, v)),
-                ..Default::default()
-            }]),
-            ports: Some(vec![NetworkPolicyPort {
-                protocol: Some("TCP".into()),
-                port: Some(palisade_model::k8s::IntOrString::Int(80)),
-                end_port: None,
-            }]),
-        }]
-    });
-    let np = NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(NS.to_string()),
-            ..Default::default()
-        },
-        spec: NetworkPolicySpec {
-            pod_selector: labels("app", "server"),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(ingress.unwrap_or_default()),
-            egress: None,
-        },
-    };
-    palisade_model::convert::network_policy(&np)
-        .map_err(|e| anyhow::anyhow!("bench policy {name}: {e:?}"))
-}
-
-fn cluster() -> Cluster {
-    let mut c = Cluster::new();
-    let pod = |name: &str, node: &str, app: &str, ports: Vec<NamedPort>| Endpoint {
-        id: EndpointId::new(NS, name),
-        node: Some(node.to_string()),
-        labels: BTreeMap::from([("app".to_string(), app.to_string())]),
-        ips: vec![],
-        ports,
-    };
-    c.upsert_endpoint(pod("client", "n1", "client", vec![]));
-    c.upsert_endpoint(pod(
-        "server",
-        "n2",
-        "server",
-        vec![NamedPort {
-            name: "http".into(),
-            protocol: Protocol::Tcp,
-            port: 80,
-        }],
-    ));
-    c
-}
-
 fn apply(names: &LabNames, policies: Vec<Policy>) -> Result<()> {
     let timeout = palisade_lab::daemon::SYNC_TIMEOUT + Duration::from_secs(5);
     let request = Request::Apply {
@@ -151,11 +145,19 @@ fn apply(names: &LabNames, policies: Vec<Policy>) -> Result<()> {
 fn delete(names: &LabNames, name: &str) -> Result<()> {
     let id = PolicyId {
         tier: palisade_model::DEFAULT_TIER.into(),
-        namespace: Some(NS.into()),
+        namespace: Some(workload::NS.into()),
         name: name.into(),
     };
     let timeout = palisade_lab::daemon::SYNC_TIMEOUT + Duration::from_secs(5);
-    control::call(&names.socket(), &Request::DeletePolicy { id }, timeout)?;
+    control::call(&names.socket(), &Request::DeletePolicy { id }, timeout)
+        .with_context(|| format!("cannot delete policy {name}"))?;
+    Ok(())
+}
+
+fn delete_all(names: &LabNames, ids: Vec<PolicyId>) -> Result<()> {
+    let timeout = palisade_lab::daemon::SYNC_TIMEOUT + Duration::from_secs(5);
+    control::call(&names.socket(), &Request::DeletePolicies { ids }, timeout)
+        .context("cannot delete the bench policies")?;
     Ok(())
 }
 
@@ -171,6 +173,165 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// What n2's agent reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Counts {
+    active_on_node: u64,
+    selecting_server: usize,
+    rules_on_node: u64,
+}
+
+/// n2's agent, through its `/metrics` and `/counters`.
+struct NodeAgent {
+    addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl NodeAgent {
+    fn find(names: &LabNames, node: &str) -> Result<NodeAgent> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = control::call(&names.socket(), &Request::Status, Duration::from_secs(10))?;
+            let agents: Vec<AgentState> = serde_json::from_value(status["agents"].clone())
+                .context("unreadable agent status")?;
+            let addr = agents
+                .iter()
+                .find(|a| a.node == node)
+                .and_then(|a| a.metrics_addr.as_deref());
+            if let Some(addr) = addr {
+                let addr = addr
+                    .parse()
+                    .with_context(|| format!("bad metrics address {addr:?} of node {node}"))?;
+                let runtime = super::super::datastore_args::runtime()?;
+                return Ok(NodeAgent { addr, runtime });
+            }
+            if Instant::now() > deadline {
+                bail!("the agent of node {node} reported no metrics address");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn get(&self, path: &str) -> Result<String> {
+        let (code, body) = self.runtime.block_on(palisade_agent::client::get(
+            self.addr,
+            path,
+            Duration::from_secs(10),
+        ))?;
+        if code != 200 {
+            bail!("{}{path} answered {code}: {}", self.addr, body.trim());
+        }
+        Ok(body)
+    }
+
+    fn counts(&self) -> Result<Counts> {
+        let metrics = self.get("/metrics")?;
+        let metric = |name: &str| {
+            gauge(&metrics, name)
+                .map(|v| v as u64)
+                .with_context(|| format!("{}/metrics has no {name}", self.addr))
+        };
+        let counters: CountersReport = serde_json::from_str(&self.get("/counters")?)
+            .with_context(|| format!("bad /counters answer from {}", self.addr))?;
+        let server = EndpointId::new(workload::NS, "server").to_string();
+        Ok(Counts {
+            active_on_node: metric("palisade_agent_active_policies")?,
+            selecting_server: counters
+                .endpoints
+                .iter()
+                .find(|e| e.endpoint == server)
+                .map_or(0, |e| e.ingress_count),
+            rules_on_node: metric("palisade_agent_rules")?,
+        })
+    }
+
+    /// The counts, once they are `(active on node, selecting the server)`; an error naming
+    /// the scenario if they do not get there.
+    fn expect(&self, scenario: &str, active: usize, selecting: usize) -> Result<Counts> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let c = self.counts()?;
+            if c.active_on_node == active as u64 && c.selecting_server == selecting {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "scenario {scenario:?}: n2's agent reports {} active policies and {} \
+                     selecting the server, not {active} and {selecting}",
+                    c.active_on_node,
+                    c.selecting_server
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// One measurement of one scenario.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    failures: u64,
+}
+
+fn measure(client: &str, server: Ipv4Addr, args: &BenchArgs) -> Result<Run> {
+    let port = workload::SERVER_PORT;
+    let rate = connection_rate(client, server, port, Duration::from_millis(args.rate_ms))?;
+    let req = request_latencies(client, server, port, args.requests)?;
+    Ok(Run {
+        rate: rate.per_sec,
+        p50: us(quantile(&req.latencies, 0.5)),
+        p99: us(quantile(&req.latencies, 0.99)),
+        failures: rate.failures + req.failures,
+    })
+}
+
+/// The median (the mean of the middle two for an even count); 0 for none.
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    a / b.max(f64::MIN_POSITIVE)
+}
+
+fn apply_to_blocked(
+    names: &LabNames,
+    client: &str,
+    server: Ipv4Addr,
+    runs: usize,
+) -> Result<Vec<Duration>> {
+    let prober = ContinuousProber::start(
+        client,
+        server,
+        workload::SERVER_PORT,
+        Duration::from_millis(50),
+    )?;
+    let mut blocked = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        apply(names, vec![workload::deny_all()?])?;
+        let at = prober
+            .wait_for(t0, false, Duration::from_secs(10))
+            .context("traffic was never blocked after the deny policy was applied")?;
+        blocked.push(at.saturating_duration_since(t0));
+        delete(names, workload::DENY_ALL)?;
+        prober
+            .wait_for(Instant::now(), true, Duration::from_secs(10))
+            .context("traffic did not flow again after the deny policy was deleted")?;
+    }
+    blocked.sort();
+    Ok(blocked)
+}
+
 fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Result<()> {
     let names = LabNames::new(&format!("bench-{}-{}", &dataplane[..3], std::process::id()))?;
     let options = UpOptions {
@@ -179,38 +340,21 @@ fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Re
         datastore: "embedded:".into(),
         agents: true,
     };
-    let state = palisade_lab::up(&names, &options, cluster())?;
+    let state = palisade_lab::up(&names, &options, workload::cluster(args.idle_pods))?;
     let _down = Down(names.clone());
-    let client = state
-        .plan
-        .pod(&EndpointId::new(NS, "client"))
-        .context("no client pod")?
-        .netns
-        .clone();
-    let server = state
-        .plan
-        .pod(&EndpointId::new(NS, "server"))
-        .context("no server pod")?
-        .ip;
+    let pod = |name: &str| {
+        state
+            .plan
+            .pod(&EndpointId::new(workload::NS, name))
+            .with_context(|| format!("no {name} pod in the lab"))
+    };
+    let client = pod("client")?.netns.clone();
+    let server = pod("server")?.ip;
+    let _server = BenchServer::start(&pod("server")?.netns, workload::SERVER_PORT)?;
+    let n2 = NodeAgent::find(&names, "n2")?;
     eprintln!("{dataplane}: lab up; measuring");
 
-    // Apply → blocked, on the open server.
-    let prober = ContinuousProber::start(&client, server, 80, Duration::from_millis(50))?;
-    let mut blocked = Vec::new();
-    for _ in 0..args.block_runs {
-        let t0 = Instant::now();
-        apply(&names, vec![policy("bench-deny", None)?])?;
-        let at = prober
-            .wait_for(t0, false, Duration::from_secs(10))
-            .context("traffic was never blocked after the deny policy was applied")?;
-        blocked.push(at.saturating_duration_since(t0));
-        delete(&names, "bench-deny")?;
-        prober
-            .wait_for(Instant::now(), true, Duration::from_secs(10))
-            .context("traffic did not flow again after the deny policy was deleted")?;
-    }
-    drop(prober);
-    blocked.sort();
+    let blocked = apply_to_blocked(&names, &client, server, args.block_runs)?;
     report.apply_to_blocked.push(Block {
         dataplane: dataplane.into(),
         runs: blocked.len(),
@@ -219,84 +363,155 @@ fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Re
         max_ms: blocked.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     });
 
-    let mut baseline = (0.0, 0.0);
-    for scenario in ["no policy", "1 policy", "many policies"] {
-        match scenario {
-            "1 policy" => apply(
-                &names,
-                vec![policy("allow-client", Some(("app", "client")))?],
-            )?,
-            "many policies" => {
-                let mut more = Vec::new();
-                for i in 1..args.policies {
-                    let label = format!("c{i}");
-                    more.push(policy(&format!("allow-{i:05}"), Some(("client", &label)))?);
-                }
-                apply(&names, more)?;
-            }
-            _ => {}
-        }
-        let rate = connection_rate(&client, server, 80, Duration::from_millis(args.rate_ms))?;
-        let req = request_latencies(&client, server, 80, args.requests)?;
-        let lat = &req.latencies;
-        let p50 = us(quantile(lat, 0.5));
-        let rate_per_sec = rate.per_sec;
-        if scenario == "no policy" {
-            baseline = (rate_per_sec, p50);
-        }
+    let n = args.policies;
+    let scenarios = [
+        ("no policy".to_string(), 0, 0),
+        ("1 policy".to_string(), 1, 1),
+        (format!("{n} policies on node"), n, 1),
+        (format!("{n} policies on pod"), n, n),
+    ];
+    let on_node = workload::on_node(n, args.idle_pods)?;
+    let on_server = workload::on_server(n)?;
+    let mut all: Vec<PolicyId> = on_node.iter().map(|p| p.id.clone()).collect();
+    all.push(workload::allow_client()?.id);
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); scenarios.len()];
+    let mut counts: Vec<Option<Counts>> = vec![None; scenarios.len()];
+    let mut measure_scenario = |k: usize, round: usize| -> Result<()> {
+        let (name, active, selecting) = &scenarios[k];
+        let c = n2.expect(name, *active, *selecting)?;
+        std::thread::sleep(Duration::from_millis(args.settle_ms));
+        let run = measure(&client, server, args)?;
+        eprintln!(
+            "  round {round}: {name}: {:.0} conn/s, p50 {:.0} µs ({} active on n2, {} on the server)",
+            run.rate, run.p50, c.active_on_node, c.selecting_server
+        );
+        runs[k].push(run);
+        counts[k].get_or_insert(c);
+        Ok(())
+    };
+    for round in 1..=args.rounds {
+        measure_scenario(0, round)?;
+        apply(&names, vec![workload::allow_client()?])?;
+        measure_scenario(1, round)?;
+        let t = Instant::now();
+        apply(&names, on_node.clone())?;
+        eprintln!(
+            "  applied {} policies on n2's idle pods in {:.1?}",
+            n - 1,
+            t.elapsed()
+        );
+        measure_scenario(2, round)?;
+        let t = Instant::now();
+        apply(&names, on_server.clone())?;
+        eprintln!(
+            "  moved {} policies onto the server in {:.1?}",
+            n - 1,
+            t.elapsed()
+        );
+        measure_scenario(3, round)?;
+        let t = Instant::now();
+        delete_all(&names, all.clone())?;
+        eprintln!("  deleted {n} policies in {:.1?}", t.elapsed());
+    }
+    measure_scenario(0, args.rounds + 1)?;
+
+    // Each run of a scenario against the mean of the two no-policy runs around its round.
+    let base = &runs[0];
+    let bracket = |r: usize, f: fn(&Run) -> f64| (f(&base[r]) + f(&base[r + 1])) / 2.0;
+    let base_rate = median(base.iter().map(|b| b.rate));
+    let base_p50 = median(base.iter().map(|b| b.p50));
+    for (k, (name, _, _)) in scenarios.iter().enumerate() {
+        let these = &runs[k];
+        let (rate_ratios, p50_ratios): (Vec<f64>, Vec<f64>) = if k == 0 {
+            let r = these.iter().map(|b| ratio(b.rate, base_rate)).collect();
+            let p = these.iter().map(|b| ratio(b.p50, base_p50)).collect();
+            (r, p)
+        } else {
+            these
+                .iter()
+                .enumerate()
+                .map(|(r, m)| {
+                    (
+                        ratio(m.rate, bracket(r, |b| b.rate)),
+                        ratio(m.p50, bracket(r, |b| b.p50)),
+                    )
+                })
+                .unzip()
+        };
+        let c = counts[k].context("a scenario was never measured")?;
         report.cases.push(Case {
             dataplane: dataplane.into(),
-            scenario: if scenario == "many policies" {
-                format!("{} policies", args.policies)
-            } else {
-                scenario.into()
-            },
-            connections_per_sec: rate_per_sec,
-            rate_ratio: rate_per_sec / baseline.0.max(f64::MIN_POSITIVE),
-            latency_p50_us: p50,
-            latency_p99_us: us(quantile(lat, 0.99)),
-            p50_ratio: p50 / baseline.1.max(f64::MIN_POSITIVE),
-            failures: rate.failures + req.failures,
+            scenario: name.clone(),
+            connections_per_sec: median(these.iter().map(|m| m.rate)),
+            rate_ratio: median(rate_ratios.iter().copied()),
+            latency_p50_us: median(these.iter().map(|m| m.p50)),
+            latency_p99_us: median(these.iter().map(|m| m.p99)),
+            p50_ratio: median(p50_ratios.iter().copied()),
+            failures: these.iter().map(|m| m.failures).sum(),
+            active_policies_on_node: c.active_on_node,
+            policies_selecting_server: c.selecting_server,
+            rules_on_node: c.rules_on_node,
+            runs: these.len(),
+            connections_per_sec_runs: these.iter().map(|m| m.rate.round()).collect(),
+            rate_ratio_runs: rate_ratios,
+            baseline_connections_per_sec: base_rate,
+            baseline_latency_p50_us: base_p50,
         });
     }
     Ok(())
 }
 
-pub fn run(args: BenchArgs) -> Result<ExitCode> {
-    require_root()?;
-    let mut report = Report {
-        cases: vec![],
-        apply_to_blocked: vec![],
-    };
-    for dp in &args.dataplane {
-        if dp != "iptables" && dp != "nftables" {
-            anyhow::bail!("unknown dataplane {dp:?}: use iptables or nftables");
-        }
-        bench_dataplane(dp, &args, &mut report)
-            .with_context(|| format!("benchmark on {dp} failed"))?;
-    }
-    if args.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    println!("client pod on n1 -> server pod on n2, port 80/TCP (debug builds are slower: use --release)");
+fn print_table(report: &Report, rounds: usize) {
     println!(
-        "{:<9} {:<15} {:>10} {:>7} {:>10} {:>10} {:>7} {:>8}",
-        "DATAPLANE", "SCENARIO", "CONN/S", "RATIO", "P50 µs", "P99 µs", "RATIO", "FAILED"
+        "client pod on n1 -> server pod on n2, port 80/TCP (debug builds are slower: use --release)"
+    );
+    println!(
+        "figures: medians of {rounds} runs ({} of no policy); RATIO: median over rounds of the \
+         run / the mean of the no-policy runs before and after its round; RANGE: of those ratios",
+        rounds + 1
+    );
+    println!(
+        "{:<9} {:<23} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
+        "DATAPLANE",
+        "SCENARIO",
+        "ON N2",
+        "ON SRV",
+        "RULES",
+        "CONN/S",
+        "RATIO",
+        "RANGE",
+        "P50 µs",
+        "P99 µs",
+        "RATIO",
+        "FAILED"
     );
     for c in &report.cases {
+        let lo = c
+            .rate_ratio_runs
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let hi = c.rate_ratio_runs.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<9} {:<15} {:>10.0} {:>7.2} {:>10.1} {:>10.1} {:>7.2} {:>8}",
+            "{:<9} {:<23} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
             c.dataplane,
             c.scenario,
+            c.active_policies_on_node,
+            c.policies_selecting_server,
+            c.rules_on_node,
             c.connections_per_sec,
             c.rate_ratio,
+            format!("{lo:.2}-{hi:.2}"),
             c.latency_p50_us,
             c.latency_p99_us,
             c.p50_ratio,
             c.failures
         );
     }
+    println!(
+        "ON N2: policies active on n2; ON SRV: policies selecting the server; RULES: rules on n2 \
+         (all as n2's agent reports them)"
+    );
     println!(
         "\npolicy apply -> traffic blocked (continuous prober, deny-all-ingress on the server):"
     );
@@ -305,6 +520,36 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "{:<9} runs {:>3}  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
             b.dataplane, b.runs, b.p50_ms, b.p99_ms, b.max_ms
         );
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    require_root()?;
+    if args.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    if args.policies < 2 {
+        bail!("--policies must be at least 2 (one allows the client, the others are the load)");
+    }
+    if !(1..=200).contains(&args.idle_pods) {
+        bail!("--idle-pods must be between 1 and 200 (one /24 of pod addresses per node)");
+    }
+    for dp in &args.dataplane {
+        if dp != "iptables" && dp != "nftables" {
+            bail!("unknown dataplane {dp:?}: use iptables or nftables");
+        }
+    }
+    let mut report = Report {
+        cases: vec![],
+        apply_to_blocked: vec![],
+    };
+    for dp in &args.dataplane {
+        bench_dataplane(dp, &args, &mut report)
+            .with_context(|| format!("benchmark on {dp} failed"))?;
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Output::Table => print_table(&report, args.rounds),
     }
     Ok(ExitCode::SUCCESS)
 }
