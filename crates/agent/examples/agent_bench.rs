@@ -222,7 +222,7 @@ async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[
         gauge("palisade_agent_ip_set_members"),
     );
 
-    // One pod label change: a local pod alternates between two apps of its namespace.
+    // One pod label change: a local pod moves to another app and back.
     let locals: Vec<_> = objs
         .iter()
         .filter_map(|ob| match ob {
@@ -235,12 +235,15 @@ async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[
     let mut label_times = Vec::new();
     let mut label_wrote = Vec::new();
     for t in 0..o.trials {
-        let mut ep = locals[t % locals.len()].clone();
-        if t / locals.len() % 2 == 0 {
+        // Even trials move a pod to another app, odd ones move it back: every trial is a
+        // real label change and the node ends as it started (the next measurements rely
+        // on the original labels).
+        let i = (t / 2) % locals.len();
+        let mut ep = locals[i].clone();
+        if t % 2 == 0 {
             ep.labels.insert("app".into(), format!("bench-{}", t % 3));
         }
-        let n = current.len();
-        current[t % n] = ep.clone();
+        current[i] = ep.clone();
         let (dt, wrote, timing) =
             timed_put(store.as_ref(), &shared, &StoredObject::Endpoint(ep)).await;
         label_times.push(dt);
