@@ -1,7 +1,8 @@
 //! Root tests of the phased nftables write (libnftables scripts + netlink elements): after
 //! every update of a random sequence the kernel reads back exactly as desired, no script
-//! carries set elements (which would make nft fetch every element of the table), and a
-//! failed phase is repaired by the reconciler. Each test in its own throwaway namespace.
+//! carries an element line (which would make nft fetch every element of the table), and a
+//! failed write (script or netlink) is repaired by the reconciler. Each test in its own
+//! throwaway namespace.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use palisade_calc::{compute_full, CalcConfig, DesiredState};
 use palisade_dataplane::netns::{is_root, NetnsGuard};
 use palisade_dataplane::nft::libnft::{LibNftables, ScriptWriter};
-use palisade_dataplane::nft::netlink::NetlinkElements;
+use palisade_dataplane::nft::netlink::{ElementOp, ElementWriter, NetlinkElements};
 use palisade_dataplane::nft::NftBackend;
 use palisade_dataplane::{Dataplane, DataplaneError, RetryPolicy, StateDataplane, ThreadSleeper};
 use palisade_engine::synth::{generate, SynthConfig};
@@ -111,7 +112,7 @@ fn phased_updates_read_back_exactly_and_never_write_elements_in_scripts() {
     });
     let mut cluster = original.clone();
     dp.apply_state(&state_of(&cluster)).unwrap();
-    let (mut phased, mut rewrites, mut unmaps) = (0, 0, 0);
+    let (mut phased, mut structures, mut maps) = (0, 0, 0);
     for step in 0..40u64 {
         mutate(&mut cluster, &original, step);
         let r = dp.apply_state(&state_of(&cluster)).unwrap();
@@ -123,13 +124,15 @@ fn phased_updates_read_back_exactly_and_never_write_elements_in_scripts() {
             if w.program == "libnftables" {
                 let text = w.stdin.as_deref().unwrap_or_default();
                 assert!(
-                    !text.lines().any(|l| l.contains(" element ")),
+                    !text
+                        .lines()
+                        .any(|l| l.starts_with("add element") || l.starts_with("delete element")),
                     "step {step}: a script with elements: {text}"
                 );
             }
             phased += 1;
-            rewrites += usize::from(w.args == ["rewrite"]);
-            unmaps += usize::from(w.args == ["unmap"]);
+            structures += usize::from(w.args == ["structure"]);
+            maps += usize::from(w.args == ["maps"]);
         }
         let again = dp.resync().unwrap();
         assert!(
@@ -138,24 +141,41 @@ fn phased_updates_read_back_exactly_and_never_write_elements_in_scripts() {
         );
     }
     assert!(
-        phased > 40 && rewrites > 0 && unmaps > 0,
-        "the sequence exercised the phases: {phased} writes, {rewrites} rewrites, {unmaps} unmaps"
+        phased > 40 && structures > 0 && maps > 0,
+        "the sequence exercised the phases: {phased} writes, {structures} structures, {maps} maps"
     );
 }
 
-/// Fails the `n`-th script it is given, runs the others through libnftables.
-struct FailingNth {
-    inner: LibNftables,
+/// Counts the writes of both writers and fails the `n`-th.
+struct Injector {
     n: usize,
     seen: AtomicUsize,
 }
 
-impl ScriptWriter for FailingNth {
-    fn run(&self, script: &str) -> Result<(), DataplaneError> {
+impl Injector {
+    fn next(&self) -> Result<(), DataplaneError> {
         if self.seen.fetch_add(1, Ordering::SeqCst) == self.n {
             return Err(DataplaneError::Netlink("injected failure".into()));
         }
-        self.inner.run(script)
+        Ok(())
+    }
+}
+
+struct FailingScripts(Arc<Injector>, LibNftables);
+
+impl ScriptWriter for FailingScripts {
+    fn run(&self, script: &str) -> Result<(), DataplaneError> {
+        self.0.next()?;
+        self.1.run(script)
+    }
+}
+
+struct FailingElements(Arc<Injector>, NetlinkElements);
+
+impl ElementWriter for FailingElements {
+    fn write(&self, ops: &[ElementOp]) -> Result<(), DataplaneError> {
+        self.0.next()?;
+        self.1.write(ops)
     }
 }
 
@@ -171,24 +191,39 @@ fn a_failed_phase_is_read_back_and_completed() {
         nodes: 2,
         seed: 5,
     });
-    // A third of the policies more, then fewer again: the updates create chains and sets,
-    // rewrite chains and remove some; fail each script position in turn.
+    // Policies and a local pod more, then fewer again: the updates change set members,
+    // create and rewrite chains, map and unmap an interface and remove chains and sets;
+    // fail each write (script or netlink) in turn.
     let mut smaller = original.clone();
     smaller.policies.truncate(original.policies.len() * 2 / 3);
+    let local = smaller
+        .endpoints
+        .iter()
+        .position(|e| e.node.as_deref() == Some("node-0"))
+        .unwrap();
+    smaller.endpoints.remove(local);
     let mut tested = 0;
     for n in 1.. {
         let ns = NetnsGuard::new("dpf").unwrap();
-        let writer = Arc::new(FailingNth {
-            inner: LibNftables::open(Some(ns.name().to_string())).unwrap(),
+        let name = Some(ns.name().to_string());
+        let injector = Arc::new(Injector {
             n,
             seen: AtomicUsize::new(0),
         });
-        let mut dp = dataplane(&ns, writer.clone());
+        let scripts = FailingScripts(injector.clone(), LibNftables::open(name.clone()).unwrap());
+        let elements = FailingElements(injector.clone(), NetlinkElements::new(name));
+        let mut dp = StateDataplane::new(
+            NftBackend::with_writers(Arc::new(elements), Arc::new(scripts)),
+            RenderConfig::default(),
+            Arc::new(ns.runner()),
+            Arc::new(ThreadSleeper),
+            RetryPolicy::default(),
+        );
         dp.apply_state(&state_of(&smaller)).unwrap();
         let grow = dp.apply_state(&state_of(&original)).unwrap();
         let shrink = dp.apply_state(&state_of(&smaller)).unwrap();
-        // Scripts are counted up to and including the retry's.
-        if writer.seen.load(Ordering::SeqCst) <= n {
+        // Writes are counted up to and including the retry's.
+        if injector.seen.load(Ordering::SeqCst) <= n {
             assert_eq!(grow.attempts + shrink.attempts, 2);
             break;
         }
@@ -196,12 +231,12 @@ fn a_failed_phase_is_read_back_and_completed() {
         assert_eq!(
             grow.attempts + shrink.attempts,
             3,
-            "script {n}: one write failed and was retried"
+            "write {n}: one write failed and was retried"
         );
         assert!(
             dp.resync().unwrap().wrote_nothing(),
-            "failure at script {n}: the retry left the kernel different from desired"
+            "failure at write {n}: the retry left the kernel different from desired"
         );
     }
-    assert!(tested >= 3, "only {tested} script positions were failed");
+    assert!(tested >= 5, "only {tested} write positions were failed");
 }

@@ -38,3 +38,17 @@ pub fn sysctl_in(netns: &str, settings: &[&str]) -> Result<()> {
     all.extend_from_slice(settings);
     run("ip", &all).map(|_| ())
 }
+
+/// Forgets every tracked connection in a namespace (`conntrack -F`), so that the next packets
+/// of any flow are judged as new. `Ok(false)` when the `conntrack` tool is not installed.
+pub fn flush_conntrack(netns: &str) -> Result<bool> {
+    match run("ip", &["netns", "exec", netns, "conntrack", "-F"]) {
+        Ok(_) => Ok(true),
+        Err(LabError::Command { stderr, .. })
+            if stderr.contains("No such file") || stderr.contains("not found") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}

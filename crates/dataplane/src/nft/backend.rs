@@ -88,10 +88,9 @@ impl NftBackend {
             log(exec, "netlink", phase, text, &result, start);
             result
         };
-        script(exec, "declare", &p.declare)?;
         netlink(exec, "elements", &p.elements)?;
-        script(exec, "rewrite", &p.rewrite)?;
-        netlink(exec, "unmap", &p.unmap)?;
+        script(exec, "structure", &p.structure)?;
+        netlink(exec, "maps", &p.maps)?;
         script(exec, "remove", &p.remove)
     }
 }

@@ -1,22 +1,24 @@
-//! An update written in phases instead of one `nft -f` transaction, so that no phase makes
-//! the `nft` code fetch the ruleset's set elements (an `add element` line costs ~2 µs per
-//! element of the whole table, 60–100 ms on a node with ~50,000) and element changes travel
-//! over netlink:
+//! An update written in phases instead of one `nft -f` transaction, so that no script has an
+//! `add element` line: for those the `nft` code first fetches every element of the table
+//! (~2 µs each, 60–100 ms on a node with ~50,000), and element changes travel over netlink.
+//! Elements declared inline with a new set (`add set … { …; elements = { … }; }`) do not
+//! trigger the fetch.
 //!
-//! 1. `declare` (script): new sets and maps, empty, and new chains with their rules. Nothing
-//!    that packets reach changes: a new chain is reached only from a rewritten chain or a map
-//!    element, written later.
-//! 2. `elements` (netlink, one transaction): every element change of the sets and maps that
-//!    stay — deletions first, so an interval set can take a new overlapping prefix — plus the
-//!    elements of the new sets and the new map elements (jumping to chains that are now
-//!    complete). Set membership changes atomically, as in a single transaction.
-//! 3. `rewrite` (script): changed chains flushed and refilled; they may now refer to the new,
-//!    already filled sets.
-//! 4. `unmap` (netlink): map elements removed (interfaces of endpoints that are gone).
-//! 5. `remove` (script): chains, sets and maps no longer wanted, now unreferenced.
+//! 1. `elements` (netlink, one transaction): the element changes of sets that exist and
+//!    stay, deletions first (an interval set must lose an old prefix before it can take an
+//!    overlapping new one). Set membership changes atomically.
+//! 2. `structure` (script, one transaction): new sets with their elements, new maps (empty),
+//!    new chains with their rules, changed chains flushed and refilled — and, when no map
+//!    element is deleted or retargeted, the chains and sets no longer wanted. A policy add or
+//!    a change of a local pod's policies lands in this one atomic step.
+//! 3. `maps` (netlink, one transaction): verdict-map changes — new interfaces (their chains
+//!    now exist and are complete), retargeted ones, and the interfaces that are gone.
+//! 4. `remove` (script): only when step 3 removed or retargeted map elements, the chains and
+//!    sets no longer wanted, now unreferenced.
 //!
-//! Between phases the kernel holds a mix of the old and the new program, each phase complete
-//! in itself; a failed phase makes the reconciler read the kernel back and write the rest.
+//! Between steps 1 and 2 set membership may already be new while a rewritten chain is still
+//! old, for about a millisecond — the window felix has between ipset and iptables updates.
+//! A failed step makes the reconciler read the kernel back and write the rest.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -25,15 +27,14 @@ use std::sync::Arc;
 use crate::nft::backend::{chain_decl, rules, set_decl, T};
 use crate::nft::json::NftView;
 use crate::nft::netlink::{parse_element, ElementOp};
-use crate::nft::program::NftProgram;
+use crate::nft::program::{NftProgram, NftSet};
 
-/// The five phases of one update; empty ones are skipped.
+/// The phases of one update; empty ones are skipped.
 #[derive(Debug, Default, PartialEq)]
 pub struct Phases {
-    pub declare: String,
     pub elements: Vec<ElementOp>,
-    pub rewrite: String,
-    pub unmap: Vec<ElementOp>,
+    pub structure: String,
+    pub maps: Vec<ElementOp>,
     pub remove: String,
 }
 
@@ -45,6 +46,19 @@ fn op(set: &str, add: bool, key_type: &[String], interval: bool, e: &str) -> Opt
     })
 }
 
+/// `add set` with its elements inline (a set, not a map).
+fn filled_set_decl(out: &mut String, name: &str, s: &NftSet) {
+    let mut decl = String::new();
+    set_decl(&mut decl, name, s);
+    if s.elements.is_empty() {
+        out.push_str(&decl);
+        return;
+    }
+    let head = decl.trim_end().trim_end_matches('}').trim_end();
+    let list: Vec<&str> = s.elements.iter().map(String::as_str).collect();
+    let _ = writeln!(out, "{head} elements = {{ {} }}; }}", list.join(", "));
+}
+
 /// The phased write that turns `view` into `program`; `None` when it cannot be phased (no
 /// table yet, a set or chain that changes type or hook, a new base chain, an element the
 /// netlink writer cannot express): then the whole difference goes as one script.
@@ -53,52 +67,49 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
         return None;
     }
     let mut p = Phases::default();
-    let mut element_dels = Vec::new();
-    let mut element_adds = Vec::new();
+    let (mut dels, mut adds) = (Vec::new(), Vec::new());
+    let (mut map_dels, mut map_adds) = (Vec::new(), Vec::new());
     for (name, s) in &program.sets {
         let interval = s.flags.iter().any(|f| f == "interval");
+        let is_map = s.map_to.is_some();
         let have = match view.sets.get(name) {
             Some(v) if !v.same_shape(s) => return None,
             Some(v) if Arc::ptr_eq(v, s) || v.elements == s.elements => continue,
             Some(v) => &v.elements,
-            None => {
-                set_decl(&mut p.declare, name, s);
+            None if is_map => {
+                set_decl(&mut p.structure, name, s);
                 &BTreeSet::new()
             }
+            None => {
+                filled_set_decl(&mut p.structure, name, s);
+                continue;
+            }
         };
-        let removed = have.difference(&s.elements);
-        let added = s.elements.difference(have);
-        if s.map_to.is_some() {
-            // A key whose verdict changes is deleted and added in the same transaction;
-            // a key that goes away waits until no chain is left half-reached.
-            let added_keys: BTreeSet<&str> = added.clone().map(|e| map_key(e)).collect();
-            for e in removed {
-                let o = op(name, false, &s.key_type, interval, e)?;
-                if added_keys.contains(map_key(e)) {
-                    element_dels.push(o);
-                } else {
-                    p.unmap.push(o);
-                }
-            }
+        let (d, a) = if is_map {
+            (&mut map_dels, &mut map_adds)
         } else {
-            for e in removed {
-                element_dels.push(op(name, false, &s.key_type, interval, e)?);
-            }
+            (&mut dels, &mut adds)
+        };
+        for e in have.difference(&s.elements) {
+            d.push(op(name, false, &s.key_type, interval, e)?);
         }
-        for e in added {
-            element_adds.push(op(name, true, &s.key_type, interval, e)?);
+        for e in s.elements.difference(have) {
+            a.push(op(name, true, &s.key_type, interval, e)?);
         }
     }
-    p.elements = element_dels;
-    p.elements.extend(element_adds);
+    p.elements = dels;
+    p.elements.extend(adds);
     for (name, c) in &program.chains {
         match view.chains.get(name) {
             None if c.base.is_some() => return None,
-            None => {
-                chain_decl(&mut p.declare, name, c);
-                rules(&mut p.declare, name, c);
-            }
+            None => chain_decl(&mut p.structure, name, c),
             Some(v) if v.base != c.base => return None,
+            Some(_) => {}
+        }
+    }
+    for (name, c) in &program.chains {
+        match view.chains.get(name) {
+            None => rules(&mut p.structure, name, c),
             Some(v) => {
                 let same = v.rules.len() == c.rules.len()
                     && v.rules
@@ -106,19 +117,26 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
                         .zip(&c.rules)
                         .all(|(h, r)| h.hash.as_deref() == Some(r.hash.as_str()));
                 if !same {
-                    let _ = writeln!(p.rewrite, "flush chain {T} {name}");
-                    rules(&mut p.rewrite, name, c);
+                    let _ = writeln!(p.structure, "flush chain {T} {name}");
+                    rules(&mut p.structure, name, c);
                 }
             }
         }
     }
+    // Gone chains and sets go with the structure unless a map element still jumps to one
+    // of them until step 3.
+    let removal = if map_dels.is_empty() {
+        &mut p.structure
+    } else {
+        &mut p.remove
+    };
     let gone_chains: Vec<&String> = view
         .chains
         .keys()
         .filter(|n| !program.chains.contains_key(*n))
         .collect();
     for name in &gone_chains {
-        let _ = writeln!(p.remove, "flush chain {T} {name}");
+        let _ = writeln!(removal, "flush chain {T} {name}");
     }
     for (name, s) in view
         .sets
@@ -126,17 +144,14 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
         .filter(|(n, _)| !program.sets.contains_key(*n))
     {
         let kind = if s.map_to.is_some() { "map" } else { "set" };
-        let _ = writeln!(p.remove, "delete {kind} {T} {name}");
+        let _ = writeln!(removal, "delete {kind} {T} {name}");
     }
     for name in gone_chains {
-        let _ = writeln!(p.remove, "delete chain {T} {name}");
+        let _ = writeln!(removal, "delete chain {T} {name}");
     }
+    p.maps = map_dels;
+    p.maps.extend(map_adds);
     Some(p)
-}
-
-/// The key of a map element (`"ifname" : jump chain` → `"ifname"`).
-fn map_key(e: &str) -> &str {
-    e.split_once(" : ").map_or(e, |(k, _)| k)
 }
 
 #[cfg(test)]
@@ -250,36 +265,37 @@ mod tests {
     fn each_change_goes_to_the_phase_that_keeps_every_step_complete() {
         let view = NftBackend::new().project(&old());
         let p = phases(&new(), &view).unwrap();
-        // New sets empty, new chains whole; nothing reachable changes, no element line.
-        assert!(
-            p.declare.contains("add set inet palisade pal4-s2"),
-            "{}",
-            p.declare
-        );
-        assert!(p.declare.contains("add chain inet palisade pal-tw-a2"));
-        assert!(p
-            .declare
-            .contains("add rule inet palisade pal-tw-c counter accept"));
-        assert!(!p.declare.contains("element") && !p.declare.contains("pal-tw-a "));
-        // One transaction: deletions first, a map key whose target changes in the same one.
+        // Membership of the sets that stay, in one transaction, deletions first.
         assert_eq!(
             describe(&p.elements),
+            ["del pal4-s1 10.0.0.1", "add pal4-s1 10.0.0.2"]
+        );
+        // New sets filled inline, new chains whole, changed chains refilled: one transaction
+        // with no element line; chains still mapped stay until the maps are changed.
+        let structure: Vec<&str> = p.structure.lines().collect();
+        assert_eq!(
+            structure,
             [
-                "del pal-tw-map a->pal-tw-a",
-                "del pal4-s1 10.0.0.1",
-                "add pal-tw-map a->pal-tw-a2",
-                "add pal-tw-map c->pal-tw-c",
-                "add pal4-s1 10.0.0.2",
-                "add pal4-s2 10.0.0.3",
+                "add set inet palisade pal4-s2 { type ipv4_addr; flags interval; elements = { 10.0.0.3 }; }",
+                "add chain inet palisade pal-tw-a2",
+                "add chain inet palisade pal-tw-c",
+                "flush chain inet palisade pal-tw-a",
+                "add rule inet palisade pal-tw-a counter accept comment \"pal:a2\"",
+                "add rule inet palisade pal-tw-a2 counter accept comment \"pal:x1\"",
+                "add rule inet palisade pal-tw-c counter accept comment \"pal:c1\"",
             ]
         );
+        // Maps once their chains exist: a retargeted key in the same transaction; the
+        // interface that goes away is unmapped before its chain is deleted.
         assert_eq!(
-            p.rewrite,
-            "flush chain inet palisade pal-tw-a\n\
-             add rule inet palisade pal-tw-a counter accept comment \"pal:a2\"\n"
+            describe(&p.maps),
+            [
+                "del pal-tw-map a->pal-tw-a",
+                "del pal-tw-map b->pal-tw-b",
+                "add pal-tw-map a->pal-tw-a2",
+                "add pal-tw-map c->pal-tw-c",
+            ]
         );
-        // The interface that goes away is unmapped before its chain is deleted.
-        assert_eq!(describe(&p.unmap), ["del pal-tw-map b->pal-tw-b"]);
         let remove: Vec<&str> = p.remove.lines().collect();
         assert_eq!(
             remove,
@@ -293,13 +309,19 @@ mod tests {
     }
 
     #[test]
-    fn removed_sets_go_in_the_last_phase_and_nothing_is_written_twice() {
+    fn without_map_changes_removals_go_with_the_structure() {
         let view = NftBackend::new().project(&new());
         let mut next = new();
         next.sets.remove("pal4-s2");
+        next.chains.insert("pal-tw-a".into(), chain(&["a3"]));
         let p = phases(&next, &view).unwrap();
-        assert_eq!(p.remove, "delete set inet palisade pal4-s2\n");
-        assert!(p.declare.is_empty() && p.elements.is_empty() && p.rewrite.is_empty());
+        assert!(p.elements.is_empty() && p.maps.is_empty() && p.remove.is_empty());
+        assert_eq!(
+            p.structure,
+            "flush chain inet palisade pal-tw-a\n\
+             add rule inet palisade pal-tw-a counter accept comment \"pal:a3\"\n\
+             delete set inet palisade pal4-s2\n"
+        );
         assert_eq!(
             phases(&next, &NftBackend::new().project(&next)),
             Some(Phases::default())

@@ -23,7 +23,8 @@ packets did, plus \"expected\" (the engine's matrix, same shape) and \"mismatche
 ([from, to, port, protocol] for every pair where they differ). A pod probing itself is
 always reached: that traffic never leaves the pod's namespace. Every pod serves every probed
 port (besides its declared container ports), so a probe measures policy, not whether a server
-listens.
+listens. Each probe is a new flow: connection tracking in the lab's node namespaces is cleared
+first, since an established flow outlives a policy change (as in every Kubernetes dataplane).
 
 Example:
   palisade lab probe --probe 80/TCP --probe 53/UDP --probe icmp -o json")]
@@ -85,6 +86,20 @@ pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
         Duration::from_secs(10),
     )
     .context("cannot start servers for the probed ports")?;
+    // Every probe must be a new flow: an established one outlives a policy change (as in
+    // every Kubernetes dataplane), and a UDP or ICMP probe that happens to reuse the source
+    // port or id of an earlier one would be let through by connection tracking.
+    for node in &state.plan.nodes {
+        let flushed = palisade_lab::cmd::flush_conntrack(&node.netns)
+            .with_context(|| format!("cannot clear connection tracking on node {}", node.name))?;
+        if !flushed {
+            eprintln!(
+                "warning: the conntrack tool is missing (scripts/setup installs it): flows \
+                 established before the last policy change may still be reached"
+            );
+            break;
+        }
+    }
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
     let seen = probe_matrix(&targets, &args.probes, timeout);
 
