@@ -20,42 +20,12 @@ use palisade_store::{Datastore, EmbeddedStore, StoredObject};
 const T: Duration = Duration::from_secs(20);
 const PREFIXES: [&str; 2] = ["pal", "cali"];
 
-/// A pod namespace joined to `node` by a veth whose node side is `interface_name(prefix,
-/// id)`, Calico style (/32 route, proxy ARP without delay); removed with its guard.
+/// A pod on a veth named under `prefix`, with that interface name.
 fn veth_pod(node: &NetnsGuard, prefix: &str, ep: &Endpoint) -> (NetnsGuard, String) {
-    let iface = interface_name(prefix, &ep.id);
-    let addr = ep.ips[0].to_string();
-    let pod = NetnsGuard::new("pfx").unwrap();
-    let add = std::process::Command::new("ip")
-        .args(["link", "add", &iface, "netns", node.name(), "type", "veth"])
-        .args(["peer", "name", "eth0", "netns", pod.name()])
-        .output()
-        .unwrap();
-    assert!(
-        add.status.success(),
-        "{}",
-        String::from_utf8_lossy(&add.stderr)
-    );
-    sh(node, "ip", &["link", "set", &iface, "up"]);
-    for knob in [
-        format!("net.ipv4.conf.{iface}.proxy_arp=1"),
-        format!("net.ipv4.neigh.{iface}.proxy_delay=0"),
-    ] {
-        sh(node, "sysctl", &["-qw", &knob]);
-    }
-    sh(
-        node,
-        "ip",
-        &["route", "add", &format!("{addr}/32"), "dev", &iface],
-    );
-    sh(
-        &pod,
-        "ip",
-        &["addr", "add", &format!("{addr}/32"), "dev", "eth0"],
-    );
-    sh(&pod, "ip", &["link", "set", "eth0", "up"]);
-    sh(&pod, "ip", &["route", "add", "default", "dev", "eth0"]);
-    (pod, iface)
+    (
+        common::lab::veth_pod(node, prefix, ep),
+        interface_name(prefix, &ep.id),
+    )
 }
 
 /// `other` may send nothing (egress isolation).

@@ -1,4 +1,5 @@
-//! Throwaway network namespaces for root tests, examples and benchmarks: created with a
+//! Network namespaces: entering a named one from the calling thread (for sockets that must
+//! live in it), and throwaway ones for root tests, examples and benchmarks, created with a
 //! unique name and removed on drop, also when a test fails.
 
 use std::process::Command;
@@ -70,4 +71,21 @@ pub fn is_root() -> bool {
                 .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Moves the calling thread (only it) into the network namespace `/run/netns/NAME`, as
+/// `ip netns add` makes it. Sockets opened afterwards belong to that namespace for life.
+pub fn enter(name: &str) -> Result<(), crate::DataplaneError> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{name}")).map_err(|e| {
+        crate::DataplaneError::Netlink(format!("cannot open network namespace {name}: {e}"))
+    })?;
+    // SAFETY: a valid namespace descriptor; setns affects the calling thread only.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(crate::DataplaneError::Netlink(format!(
+            "cannot enter network namespace {name}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }

@@ -46,61 +46,54 @@ impl Lab {
     pub fn new(tag: &str, prefix: &str, endpoints: &[&Endpoint]) -> Lab {
         let node = NetnsGuard::new(tag).unwrap();
         sh(&node, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
-        let mut pods = Vec::new();
-        for ep in endpoints {
-            let iface = interface_name(prefix, &ep.id);
-            let addr = ep.ips[0].to_string();
-            let pod = NetnsGuard::new("pod").unwrap();
-            let add = std::process::Command::new("ip")
-                .args([
-                    "link",
-                    "add",
-                    &iface,
-                    "netns",
-                    node.name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    pod.name(),
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                add.status.success(),
-                "{}",
-                String::from_utf8_lossy(&add.stderr)
-            );
-            sh(&node, "ip", &["link", "set", &iface, "up"]);
-            sh(
-                &node,
-                "sysctl",
-                &["-qw", &format!("net.ipv4.conf.{iface}.proxy_arp=1")],
-            );
-            // Answer ARP at once (the default delays proxy answers randomly).
-            sh(
-                &node,
-                "sysctl",
-                &["-qw", &format!("net.ipv4.neigh.{iface}.proxy_delay=0")],
-            );
-            sh(
-                &node,
-                "ip",
-                &["route", "add", &format!("{addr}/32"), "dev", &iface],
-            );
-            sh(
-                &pod,
-                "ip",
-                &["addr", "add", &format!("{addr}/32"), "dev", "eth0"],
-            );
-            sh(&pod, "ip", &["link", "set", "eth0", "up"]);
-            sh(&pod, "ip", &["route", "add", "default", "dev", "eth0"]);
-            pods.push((pod, addr));
-        }
+        let pods = endpoints
+            .iter()
+            .map(|ep| {
+                let pod = veth_pod(&node, prefix, ep);
+                (pod, ep.ips[0].to_string())
+            })
+            .collect();
         Lab { node, pods }
     }
+}
+
+/// A pod namespace for `ep` (its first IPv4 address) joined to `node` by a veth whose node
+/// side is `interface_name(prefix, id)`, Calico style: a /32 route and proxy ARP answering at
+/// once (the default delays proxy answers randomly). Removed with its guard.
+pub fn veth_pod(node: &NetnsGuard, prefix: &str, ep: &Endpoint) -> NetnsGuard {
+    let iface = interface_name(prefix, &ep.id);
+    let addr = ep.ips[0].to_string();
+    let pod = NetnsGuard::new("pod").unwrap();
+    let add = std::process::Command::new("ip")
+        .args(["link", "add", &iface, "netns", node.name(), "type", "veth"])
+        .args(["peer", "name", "eth0", "netns", pod.name()])
+        .output()
+        .unwrap();
+    assert!(
+        add.status.success(),
+        "{}",
+        String::from_utf8_lossy(&add.stderr)
+    );
+    sh(node, "ip", &["link", "set", &iface, "up"]);
+    for knob in [
+        format!("net.ipv4.conf.{iface}.proxy_arp=1"),
+        format!("net.ipv4.neigh.{iface}.proxy_delay=0"),
+    ] {
+        sh(node, "sysctl", &["-qw", &knob]);
+    }
+    sh(
+        node,
+        "ip",
+        &["route", "add", &format!("{addr}/32"), "dev", &iface],
+    );
+    sh(
+        &pod,
+        "ip",
+        &["addr", "add", &format!("{addr}/32"), "dev", "eth0"],
+    );
+    sh(&pod, "ip", &["link", "set", "eth0", "up"]);
+    sh(&pod, "ip", &["route", "add", "default", "dev", "eth0"]);
+    pod
 }
 
 /// Serves TCP on `port` inside `pod` until dropped.

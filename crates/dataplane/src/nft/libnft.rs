@@ -152,20 +152,6 @@ impl Drop for Ctx<'_> {
     }
 }
 
-fn enter_netns(ns: &str) -> Result<(), DataplaneError> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-        .map_err(|e| DataplaneError::Netlink(format!("open netns {ns}: {e}")))?;
-    // SAFETY: a valid namespace descriptor; affects the calling thread only.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(DataplaneError::Netlink(format!(
-            "setns {ns}: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
 impl LibNftables {
     /// Loads the library and opens a context inside `netns` (`/run/netns/NAME`) or the
     /// current namespace. Fails when the library cannot be loaded: use `nft -f` then.
@@ -177,7 +163,7 @@ impl LibNftables {
             .spawn(move || {
                 let setup = (|| {
                     if let Some(ns) = &netns {
-                        enter_netns(ns)?;
+                        crate::netns::enter(ns)?;
                     }
                     Api::load()
                 })();

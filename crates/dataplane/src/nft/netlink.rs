@@ -332,12 +332,7 @@ impl Conn {
         std::thread::scope(|s| {
             s.spawn(|| -> Result<Conn, DataplaneError> {
                 if let Some(ns) = netns {
-                    let f = std::fs::File::open(format!("/run/netns/{ns}"))
-                        .map_err(|e| DataplaneError::Netlink(format!("open netns {ns}: {e}")))?;
-                    // SAFETY: a valid namespace fd; affects this thread only.
-                    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(os_err("setns"));
-                    }
+                    crate::netns::enter(ns)?;
                 }
                 // SAFETY: plain socket syscalls on a descriptor we then own.
                 unsafe {
