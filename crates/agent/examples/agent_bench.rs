@@ -12,10 +12,10 @@
 //! cargo run --release -p palisade-agent --example agent_bench [-- --trials 60 --local 110 --remote 10000 --policies 2000 --backend both --incremental both]
 //! ```
 //!
-//! `--backend iptables|nftables|both`; `--incremental on|off|both`: nftables runs once per
-//! mode, `[nftables/full]` rendering the whole node for every apply (the agent before
-//! incremental applies), `[nftables/incremental]` patching only what changed (the default
-//! agent). iptables always renders everything.
+//! `--backend iptables|nftables|both`; `--incremental on|off|both`: each backend runs once per
+//! mode, `[<backend>/full]` rendering the whole node for every apply (the agent before
+//! incremental applies), `[<backend>/incremental]` patching only what changed (the default
+//! agent).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -179,10 +179,9 @@ async fn timed_put(
 }
 
 async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[StoredObject]) {
-    let kind = match (backend, mode) {
-        (DataplaneKind::Nftables, IncrementalMode::Off) => "nftables/full".to_string(),
-        (DataplaneKind::Nftables, _) => "nftables/incremental".to_string(),
-        (b, _) => b.to_string(),
+    let kind = match mode {
+        IncrementalMode::Off => format!("{backend}/full"),
+        _ => format!("{backend}/incremental"),
     };
     let node = NetnsGuard::new("bench").expect("cannot create a network namespace");
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
@@ -434,10 +433,6 @@ fn main() {
     render_costs(&objs);
     rt.block_on(async {
         for &backend in &o.backends {
-            if backend == DataplaneKind::Iptables {
-                bench(backend, IncrementalMode::On, &o, &objs).await;
-                continue;
-            }
             for &mode in &o.modes {
                 bench(backend, mode, &o, &objs).await;
             }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use palisade_render::ir::{Action, Chain, Family as IrFamily, Ruleset, SetDef, SetKind};
+use palisade_render::ir::{Action, Chain, Family as IrFamily, Ruleset, SetDef, SetEntry, SetKind};
 use palisade_render::{iptables, names, nft};
 
 use crate::error::DataplaneError;
@@ -77,36 +77,9 @@ pub fn iptables_program(
     for &f in &rs.families {
         let chains = p.chains_mut(family(f));
         for c in &rs.chains {
-            let mut rules = Vec::new();
-            for r in c.rules.iter().filter(|r| r.applies_to(f)) {
-                let origin = origins
-                    .get(&(
-                        c.name.clone(),
-                        r.comment.trim_start_matches("pal:").to_string(),
-                    ))
-                    .cloned();
-                for line in iptables::rule_lines(&c.name, r) {
-                    let prefix = format!("-A {} ", c.name);
-                    let spec = line.strip_prefix(&prefix).ok_or_else(|| {
-                        DataplaneError::invalid(
-                            format!("chain {}", c.name),
-                            format!("rendered line {line:?} is not -A {}", c.name),
-                        )
-                    })?;
-                    let hash = pal_comment(spec).ok_or_else(|| {
-                        DataplaneError::invalid(
-                            format!("chain {}", c.name),
-                            format!("rendered line {line:?} has no pal: comment"),
-                        )
-                    })?;
-                    rules.push(IptRule {
-                        hash: hash.to_string(),
-                        spec: spec.to_string(),
-                        origin: origin.clone(),
-                    });
-                }
-            }
-            chains.chains.insert(c.name.clone(), rules);
+            chains
+                .chains
+                .insert(c.name.clone(), ipt_chain(c, f, origins)?);
         }
         for h in &rs.hooks {
             chains
@@ -117,19 +90,60 @@ pub fn iptables_program(
     Ok(p)
 }
 
-fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
+/// The rules of one rendered chain for one family (`origins`: at least this chain's).
+pub fn ipt_chain(
+    c: &Chain,
+    f: IrFamily,
+    origins: &Origins,
+) -> Result<Vec<IptRule>, DataplaneError> {
+    let mut rules = Vec::new();
+    let prefix = format!("-A {} ", c.name);
+    for r in c.rules.iter().filter(|r| r.applies_to(f)) {
+        let origin = origins
+            .get(&(
+                c.name.clone(),
+                r.comment.trim_start_matches("pal:").to_string(),
+            ))
+            .cloned();
+        for line in iptables::rule_lines(&c.name, r) {
+            let spec = line.strip_prefix(&prefix).ok_or_else(|| {
+                DataplaneError::invalid(
+                    format!("chain {}", c.name),
+                    format!("rendered line {line:?} is not -A {}", c.name),
+                )
+            })?;
+            let hash = pal_comment(spec).ok_or_else(|| {
+                DataplaneError::invalid(
+                    format!("chain {}", c.name),
+                    format!("rendered line {line:?} has no pal: comment"),
+                )
+            })?;
+            rules.push(IptRule {
+                hash: hash.to_string(),
+                spec: spec.to_string(),
+                origin: origin.clone(),
+            });
+        }
+    }
+    Ok(rules)
+}
+
+/// The ipset of one rendered set.
+pub fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
     let kind = match s.set.kind {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
     };
-    let prefix = format!("add {} ", s.set.name);
-    let members = s.members.iter().map(|m| {
-        let line = iptables::member_line("add", &s.set.name, m);
-        let t = line.trim_end();
-        let t = t.strip_prefix(&prefix).unwrap_or(t);
-        t.strip_suffix(" -exist").unwrap_or(t).to_string()
-    });
+    let members = s.members.iter().map(|m| ipset_member(&s.set.name, m));
     IpsetSpec::new(kind, family(s.set.family), members)
+}
+
+/// One member as `ipset save` prints it after the set name (`10.1.2.0/24 nomatch`).
+pub fn ipset_member(set: &str, m: &SetEntry) -> String {
+    let line = iptables::member_line("add", set, m);
+    let t = line.trim_end();
+    let t = t.strip_prefix(&format!("add {set} ")).unwrap_or(t);
+    t.strip_suffix(" -exist").unwrap_or(t).to_string()
 }
 
 /// The nftables set of one rendered set.

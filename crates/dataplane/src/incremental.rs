@@ -14,12 +14,16 @@ use std::sync::Arc;
 
 use palisade_calc::{Delta, DesiredState, IpSet};
 use palisade_model::{EndpointId, PolicyId};
+use palisade_render::build::families;
 use palisade_render::delta::Plan;
-use palisade_render::ir::{SetDef, SetEntry, SetRef};
+use palisade_render::ir::{Family, SetDef, SetEntry, SetRef};
 use palisade_render::{nft, RenderConfig, Ruleset};
 
 use crate::error::DataplaneError;
-use crate::from_ir::{dispatch_elements, nft_chain, nft_set, verdict_map};
+use crate::from_ir::{
+    dispatch_elements, ipset_member, ipset_spec, ipt_chain, nft_chain, nft_set, verdict_map,
+};
+use crate::ipt::program::{canonical_member, Family as IptFamily, IptablesProgram};
 use crate::nft::program::{canonical_element, NftProgram};
 use crate::origins::chain_origins;
 
@@ -252,6 +256,76 @@ impl Incremental {
         for s in &plan.set_destroys {
             program.sets.remove(&s.name);
             self.sets.remove(&s.name);
+        }
+        Ok(())
+    }
+}
+
+impl Incremental {
+    /// Applies `plan` to `program` (the iptables + ipset program of the last applied state),
+    /// giving the program of `next`: ipset members one for one, the new and rewritten chains
+    /// (and `pal-FORWARD` when its dispatch changed) converted for every family, removed
+    /// chains and sets dropped. `endpoints` and `policies`: the ids the batch names.
+    pub fn patch_ipt(
+        &mut self,
+        program: &mut IptablesProgram,
+        plan: &Plan,
+        next: &DesiredState,
+        cfg: &RenderConfig,
+        endpoints: &[&EndpointId],
+        policies: &[&PolicyId],
+    ) -> Result<(), DataplaneError> {
+        for s in &plan.set_creates {
+            program
+                .sets
+                .insert(s.set.name.clone(), Arc::new(ipset_spec(s)?));
+        }
+        for (add, list) in [(true, &plan.member_adds), (false, &plan.member_dels)] {
+            for (r, e) in list {
+                let member = ipset_member(&r.name, e);
+                let member = canonical_member(&member).ok_or_else(|| {
+                    DataplaneError::invalid(
+                        format!("ipset {}", r.name),
+                        format!("member {member:?}"),
+                    )
+                })?;
+                let set = program.sets.get_mut(&r.name).ok_or_else(|| {
+                    DataplaneError::invalid(
+                        format!("ipset {}", r.name),
+                        "member change to an unknown set",
+                    )
+                })?;
+                let set = Arc::make_mut(set);
+                if add {
+                    set.members.insert(member);
+                } else {
+                    set.members.remove(&member);
+                }
+            }
+        }
+        let changed: Vec<_> = plan
+            .chains_new
+            .iter()
+            .chain(&plan.chains_rewrite)
+            .chain(&plan.forward)
+            .collect();
+        let origins = chain_origins(next, changed.iter().copied(), cfg, endpoints, policies);
+        for f in families(cfg) {
+            let chains = program.chains_mut(match f {
+                Family::V4 => IptFamily::V4,
+                Family::V6 => IptFamily::V6,
+            });
+            for c in &changed {
+                chains
+                    .chains
+                    .insert(c.name.clone(), ipt_chain(c, f, &origins)?);
+            }
+            for c in &plan.chains_delete {
+                chains.chains.remove(c);
+            }
+        }
+        for s in &plan.set_destroys {
+            program.sets.remove(&s.name);
         }
         Ok(())
     }

@@ -79,6 +79,18 @@ pub trait FromRuleset: Backend {
 
 impl FromRuleset for IptablesBackend {
     type Set = IpsetSpec;
+    const INCREMENTAL: bool = true;
+    fn patch(
+        incr: &mut Incremental,
+        program: &mut IptablesProgram,
+        plan: &Plan,
+        next: &DesiredState,
+        cfg: &RenderConfig,
+        (endpoints, policies): (&[&EndpointId], &[&PolicyId]),
+    ) -> Result<bool, DataplaneError> {
+        incr.patch_ipt(program, plan, next, cfg, endpoints, policies)?;
+        Ok(true)
+    }
     fn program(
         rs: &palisade_render::Ruleset,
         o: &crate::origins::Origins,

@@ -1,6 +1,7 @@
 //! Incremental applies: after random sequences of cluster changes driven through the real
-//! `Calculator`, the nftables program patched from the deltas equals a full render of the
-//! same state, step by step (and the dataplane's own check, `IncrementalMode::Verify`, agrees).
+//! `Calculator`, the nftables and the iptables programs patched from the deltas equal a full
+//! render of the same state, step by step (and the dataplane's own check,
+//! `IncrementalMode::Verify`, agrees).
 
 use std::sync::Arc;
 
@@ -109,67 +110,65 @@ fn change(
     }
 }
 
-#[test]
-fn patched_programs_equal_full_renders() {
-    for seed in [1u64, 2, 3, 4] {
-        let c = cluster(seed);
-        let runner = Arc::new(NoopRunner);
-        let sleeper = Arc::new(RecordingSleeper::new());
-        let cfg = RenderConfig::default();
-        let mut dp = nft_dataplane(
-            cfg.clone(),
-            runner.clone(),
-            sleeper.clone(),
-            RetryPolicy::none(),
-        );
-        dp.set_incremental(IncrementalMode::Verify);
-        let mut full = nft_dataplane(cfg, runner, sleeper, RetryPolicy::none());
-        let mut calc = Calculator::new(CalcConfig::new(NODE));
-        calc.apply_all(cluster_updates(&c));
-        dp.apply_state(calc.state()).expect("first apply");
-        let mut rng = Rng(seed * 7919 + 1);
-        let (mut gone_eps, mut gone_pols) = (Vec::new(), Vec::new());
-        let mut patched_steps = 0;
-        for step in 0..150 {
-            let n = 1 + rng.below(4);
-            let updates: Vec<Update> = (0..n)
-                .map(|_| change(&mut rng, &c, &mut gone_eps, &mut gone_pols))
-                .collect();
-            let deltas = calc.apply_all(updates.clone());
-            if deltas.is_empty() {
-                continue;
+/// Random batches of changes on four clusters: after each, the program patched from the
+/// deltas equals a full render of the same state (and the dataplane's own Verify check
+/// agrees); every batch was patched, none fell back to a full render.
+macro_rules! patched_programs_equal_full_renders {
+    ($make:path) => {
+        for seed in [1u64, 2, 3, 4] {
+            let c = cluster(seed);
+            let runner = Arc::new(NoopRunner);
+            let sleeper = Arc::new(RecordingSleeper::new());
+            let cfg = RenderConfig::default();
+            let mut dp = $make(
+                cfg.clone(),
+                runner.clone(),
+                sleeper.clone(),
+                RetryPolicy::none(),
+            );
+            dp.set_incremental(IncrementalMode::Verify);
+            let mut full = $make(cfg, runner, sleeper, RetryPolicy::none());
+            let mut calc = Calculator::new(CalcConfig::new(NODE));
+            calc.apply_all(cluster_updates(&c));
+            dp.apply_state(calc.state()).expect("first apply");
+            let mut rng = Rng(seed * 7919 + 1);
+            let (mut gone_eps, mut gone_pols) = (Vec::new(), Vec::new());
+            let mut patched_steps = 0;
+            for step in 0..150 {
+                let n = 1 + rng.below(4);
+                let updates: Vec<Update> = (0..n)
+                    .map(|_| change(&mut rng, &c, &mut gone_eps, &mut gone_pols))
+                    .collect();
+                let deltas = calc.apply_all(updates.clone());
+                if deltas.is_empty() {
+                    continue;
+                }
+                patched_steps += 1;
+                dp.apply_deltas(calc.state(), &deltas).unwrap_or_else(|e| {
+                    panic!("seed {seed} step {step}: {e}\nupdates {updates:?}")
+                });
+                let want = full.render(calc.state()).expect("full render");
+                assert!(
+                    want == *dp.table.desired(),
+                    "seed {seed} step {step}: patched program differs from the full render after {updates:?}"
+                );
             }
-            patched_steps += 1;
-            dp.apply_deltas(calc.state(), &deltas)
-                .unwrap_or_else(|e| panic!("seed {seed} step {step}: {e}\nupdates {updates:?}"));
-            let want = full.render(calc.state()).expect("full render");
+            assert_eq!(dp.patch_fallbacks, 0, "seed {seed}");
+            assert_eq!(dp.patched, patched_steps, "seed {seed}");
             assert!(
-                want == *dp.table.desired(),
-                "seed {seed} step {step}: patched program differs from the full render after {updates:?}"
+                patched_steps > 100,
+                "seed {seed}: only {patched_steps} steps changed anything"
             );
         }
-        assert_eq!(dp.patch_fallbacks, 0, "seed {seed}");
-        assert_eq!(dp.patched, patched_steps, "seed {seed}");
-        assert!(
-            patched_steps > 100,
-            "seed {seed}: only {patched_steps} steps changed anything"
-        );
-    }
+    };
 }
 
 #[test]
-fn iptables_applies_deltas_by_rendering_everything() {
-    let c = cluster(5);
-    let mut dp = iptables_dataplane(
-        RenderConfig::default(),
-        Arc::new(NoopRunner),
-        Arc::new(RecordingSleeper::new()),
-        RetryPolicy::none(),
-    );
-    dp.set_incremental(IncrementalMode::Verify);
-    let mut calc = Calculator::new(CalcConfig::new(NODE));
-    let deltas = calc.apply_all(cluster_updates(&c));
-    dp.apply_deltas(calc.state(), &deltas).expect("apply");
-    let want = dp.render(calc.state()).expect("render");
-    assert!(want == *dp.table.desired());
+fn patched_nftables_programs_equal_full_renders() {
+    patched_programs_equal_full_renders!(nft_dataplane);
+}
+
+#[test]
+fn patched_iptables_programs_equal_full_renders() {
+    patched_programs_equal_full_renders!(iptables_dataplane);
 }
