@@ -1,7 +1,7 @@
 //! Incremental programs: instead of rendering the whole node for every batch, the renderer's
 //! [`palisade_render::delta::plan`] says which sets, members and chains a batch of calc
-//! [`Delta`]s changes, and only those are converted and patched into the nftables program the
-//! [`crate::Table`] holds. The plan needs the state before the batch; [`Incremental`] keeps
+//! [`Delta`]s changes, and only those are converted and patched into the nftables or the
+//! iptables + ipset program the [`crate::Table`] holds. The plan needs the state before the batch; [`Incremental`] keeps
 //! the part of it the plan reads (policies, endpoints, set kinds: no members) and the members
 //! of every rendered set (an nftables interval set's elements depend on all its members).
 //!
