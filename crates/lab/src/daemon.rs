@@ -53,7 +53,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs the daemon of lab `names` until a `shutdown` request. `launcher` starts in-process
 /// agents (embedded datastore); `None` runs no agents in process.
 pub fn run(names: LabNames, launcher: Option<Box<dyn AgentLauncher>>) -> Result<()> {
-    let mut state = LabState::load(&names)?.ok_or_else(|| LabError::State {
+    let state = LabState::load(&names)?.ok_or_else(|| LabError::State {
         path: names.state_file(),
         reason: "no state file: run `palisade lab up`".into(),
     })?;
@@ -91,9 +91,10 @@ pub fn run(names: LabNames, launcher: Option<Box<dyn AgentLauncher>>) -> Result<
     daemon.load_cluster(matches!(url, DatastoreUrl::Etcd { .. }))?;
     if state.agents {
         let started = daemon.start_agents(&url, launcher.as_deref())?;
-        state.agent_pids = started;
-        state.daemon_pid = Some(std::process::id());
-        state.save(&names)?;
+        state.update(&names, |s| {
+            s.agent_pids = started;
+            s.daemon_pid = Some(std::process::id());
+        })?;
     }
 
     let socket = names.socket();

@@ -131,7 +131,8 @@ fn start(names: &LabNames, state: &mut LabState) -> Result<()> {
         })?;
     let pid = child.id();
     state.daemon_pid = Some(pid);
-    state.save(names)?;
+    // The daemon may already be writing its agents' pids: merge, do not overwrite.
+    *state = state.update(names, |s| s.daemon_pid = Some(pid))?;
     // The daemon outlives this process; its exit is reaped by init.
     drop(child);
 

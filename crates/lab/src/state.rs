@@ -52,13 +52,28 @@ impl LabState {
         }
     }
 
-    /// Writes the file atomically (temporary file, then rename).
+    /// Writes the file atomically (a temporary file of this process, then rename), under the
+    /// state lock.
     pub fn save(&self, names: &LabNames) -> Result<()> {
+        let _lock = StateLock::take(names)?;
+        self.write_unlocked(names)
+    }
+
+    /// Reads the file, lets `change` edit it and writes it back, all under the state lock:
+    /// `lab up` and the daemon both write it while the lab starts, and neither may lose the
+    /// other's fields. A missing file starts from `self`.
+    pub fn update(&self, names: &LabNames, change: impl FnOnce(&mut LabState)) -> Result<LabState> {
+        let _lock = StateLock::take(names)?;
+        let mut current = LabState::load(names)?.unwrap_or_else(|| self.clone());
+        change(&mut current);
+        current.write_unlocked(names)?;
+        Ok(current)
+    }
+
+    fn write_unlocked(&self, names: &LabNames) -> Result<()> {
         let dir = names.state_dir();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LabError::io(format!("cannot create {}", dir.display()), e))?;
         let path = names.state_file();
-        let tmp = dir.join("state.json.tmp");
+        let tmp = dir.join(format!("state.json.{}.tmp", std::process::id()));
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| LabError::State {
             path: path.clone(),
             reason: e.to_string(),
@@ -66,6 +81,35 @@ impl LabState {
         write(&tmp, &bytes)?;
         std::fs::rename(&tmp, &path)
             .map_err(|e| LabError::io(format!("cannot write {}", path.display()), e))
+    }
+}
+
+/// An exclusive `flock` on the state directory's lock file, held until dropped.
+struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    fn take(names: &LabNames) -> Result<StateLock> {
+        use std::os::fd::AsRawFd;
+        let dir = names.state_dir();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LabError::io(format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join("state.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LabError::io(format!("cannot open {}", path.display()), e))?;
+        // SAFETY: flock on a descriptor we own; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(LabError::io(
+                format!("cannot lock {}", path.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(StateLock { _file: f })
     }
 }
 
@@ -90,4 +134,47 @@ pub fn is_agent(pid: u32) -> bool {
         return false;
     };
     cmdline.split(|b| *b == 0).any(|a| a == b"agent")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two writers (as `lab up` and the daemon) updating different fields at once: neither
+    /// update is lost, and no write fails on the other's temporary file.
+    #[test]
+    fn concurrent_updates_keep_both_writers_fields() {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!(
+                "skipped: needs root to write under {}",
+                crate::names::STATE_ROOT
+            );
+            return;
+        }
+        let names = LabNames::new(&format!("t-state-{}", std::process::id())).unwrap();
+        let base = LabState {
+            name: names.name.clone(),
+            ..Default::default()
+        };
+        base.save(&names).unwrap();
+        let (a, b) = (names.clone(), names.clone());
+        let (sa, sb) = (base.clone(), base.clone());
+        let t1 = std::thread::spawn(move || {
+            for i in 0..200u32 {
+                sa.update(&a, |s| s.daemon_pid = Some(i)).unwrap();
+            }
+        });
+        let t2 = std::thread::spawn(move || {
+            for i in 0..200u32 {
+                sb.update(&b, |s| s.agent_pids.push(i)).unwrap();
+            }
+        });
+        t1.join().unwrap();
+        t2.join().unwrap();
+        let end = LabState::load(&names).unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(names.state_dir());
+        assert_eq!(end.daemon_pid, Some(199));
+        assert_eq!(end.agent_pids, (0..200).collect::<Vec<_>>());
+    }
 }
