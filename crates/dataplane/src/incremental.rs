@@ -16,7 +16,7 @@ use palisade_calc::{Delta, DesiredState, IpSet};
 use palisade_model::{EndpointId, PolicyId};
 use palisade_render::build::families;
 use palisade_render::delta::Plan;
-use palisade_render::ir::{Family, SetDef, SetEntry, SetRef};
+use palisade_render::ir::{Chain, Family, SetDef, SetEntry, SetRef};
 use palisade_render::{nft, RenderConfig, Ruleset};
 
 use crate::error::DataplaneError;
@@ -25,7 +25,7 @@ use crate::from_ir::{
 };
 use crate::ipt::program::{canonical_member, Family as IptFamily, IptablesProgram};
 use crate::nft::program::{canonical_element, NftProgram};
-use crate::origins::chain_origins;
+use crate::origins::{chain_origins, Origins};
 
 /// One rendered set's members.
 #[derive(Debug, Clone)]
@@ -59,7 +59,8 @@ impl IrSet {
 pub struct Incremental {
     /// The last applied state, set members left out (the plan reads only set kinds).
     prev: DesiredState,
-    /// Every rendered set (by kernel name) with its members.
+    /// Every rendered set (by kernel name) with its members (nftables: an interval set is
+    /// converted from all its members; ipset members change one for one).
     sets: HashMap<String, IrSet>,
 }
 
@@ -230,13 +231,7 @@ impl Incremental {
             program.sets.insert(name.clone(), Arc::new(converted));
         }
         // Chains: the new and rewritten ones converted, with their rules' origins.
-        let changed: Vec<_> = plan
-            .chains_new
-            .iter()
-            .chain(&plan.chains_rewrite)
-            .chain(&plan.forward)
-            .collect();
-        let origins = chain_origins(next, changed.iter().copied(), cfg, endpoints, policies);
+        let (changed, origins) = changed_chains(plan, next, cfg, endpoints, policies);
         for c in &changed {
             program
                 .chains
@@ -303,13 +298,7 @@ impl Incremental {
                 }
             }
         }
-        let changed: Vec<_> = plan
-            .chains_new
-            .iter()
-            .chain(&plan.chains_rewrite)
-            .chain(&plan.forward)
-            .collect();
-        let origins = chain_origins(next, changed.iter().copied(), cfg, endpoints, policies);
+        let (changed, origins) = changed_chains(plan, next, cfg, endpoints, policies);
         for f in families(cfg) {
             let chains = program.chains_mut(match f {
                 Family::V4 => IptFamily::V4,
@@ -329,6 +318,25 @@ impl Incremental {
         }
         Ok(())
     }
+}
+
+/// The chains a plan converts (new, rewritten, and `pal-FORWARD` when its dispatch changed)
+/// with their rules' origins.
+fn changed_chains<'p>(
+    plan: &'p Plan,
+    next: &DesiredState,
+    cfg: &RenderConfig,
+    endpoints: &[&EndpointId],
+    policies: &[&PolicyId],
+) -> (Vec<&'p Chain>, Origins) {
+    let changed: Vec<&Chain> = plan
+        .chains_new
+        .iter()
+        .chain(&plan.chains_rewrite)
+        .chain(&plan.forward)
+        .collect();
+    let origins = chain_origins(next, changed.iter().copied(), cfg, endpoints, policies);
+    (changed, origins)
 }
 
 /// The element check of [`NftProgram::validate`], for elements patched in (the program is
