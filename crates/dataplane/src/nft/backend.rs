@@ -127,13 +127,7 @@ fn element_only(program: &NftProgram, view: &NftView) -> Option<Vec<ElementOp>> 
     }
     for (name, c) in &program.chains {
         let v = view.chains.get(name)?;
-        if v.base != c.base
-            || v.rules.len() != c.rules.len()
-            || v.rules
-                .iter()
-                .zip(&c.rules)
-                .any(|(h, r)| h.hash.as_deref() != Some(r.hash.as_str()))
-        {
+        if v.base != c.base || !same_rules(v, c) {
             return None;
         }
     }
@@ -284,6 +278,49 @@ fn full_script(program: &NftProgram, view: &NftView, report: &mut ApplyReport) -
     out
 }
 
+/// Whether the kernel's chain holds exactly the desired rules (by `pal:` hash, in order).
+pub(crate) fn same_rules(v: &ViewChain, c: &NftChain) -> bool {
+    v.rules.len() == c.rules.len()
+        && v.rules
+            .iter()
+            .zip(&c.rules)
+            .all(|(h, r)| h.hash.as_deref() == Some(r.hash.as_str()))
+}
+
+/// Writes the removal of what `view` holds and `program` no longer wants, in an order one
+/// transaction accepts: the chains flushed, then the sets and maps (a removed map's elements
+/// may jump to removed chains), then the chains deleted. Returns the sets and the chains
+/// removed.
+pub(crate) fn removals(
+    out: &mut String,
+    program: &NftProgram,
+    view: &NftView,
+) -> (Vec<String>, Vec<String>) {
+    let chains: Vec<String> = view
+        .chains
+        .keys()
+        .filter(|n| !program.chains.contains_key(*n))
+        .cloned()
+        .collect();
+    for name in &chains {
+        let _ = writeln!(out, "flush chain {T} {name}");
+    }
+    let mut sets = Vec::new();
+    for (name, s) in view
+        .sets
+        .iter()
+        .filter(|(n, _)| !program.sets.contains_key(*n))
+    {
+        let kind = if s.map_to.is_some() { "map" } else { "set" };
+        let _ = writeln!(out, "delete {kind} {T} {name}");
+        sets.push(name.clone());
+    }
+    for name in &chains {
+        let _ = writeln!(out, "delete chain {T} {name}");
+    }
+    (sets, chains)
+}
+
 /// The transaction that turns `view` into `program`; empty when nothing differs.
 pub(crate) fn script(
     program: &NftProgram,
@@ -345,13 +382,7 @@ pub(crate) fn script(
         elements(&mut out, "add", name, &added);
     }
     for (name, c) in &program.chains {
-        let changed = view.chains.get(name).is_none_or(|v| {
-            v.rules.len() != c.rules.len()
-                || v.rules
-                    .iter()
-                    .zip(&c.rules)
-                    .any(|(h, r)| h.hash.as_deref() != Some(r.hash.as_str()))
-        });
+        let changed = view.chains.get(name).is_none_or(|v| !same_rules(v, c));
         if changed {
             if view.chains.contains_key(name) {
                 let _ = writeln!(out, "flush chain {T} {name}");
@@ -360,31 +391,9 @@ pub(crate) fn script(
             report.chains_rewritten.push(name.clone());
         }
     }
-    for name in view
-        .chains
-        .keys()
-        .filter(|n| !program.chains.contains_key(*n))
-    {
-        let _ = writeln!(out, "flush chain {T} {name}");
-    }
-    // Sets and maps before chains: a removed map's elements may jump to removed chains.
-    for (name, s) in view
-        .sets
-        .iter()
-        .filter(|(n, _)| !program.sets.contains_key(*n))
-    {
-        let kind = if s.map_to.is_some() { "map" } else { "set" };
-        let _ = writeln!(out, "delete {kind} {T} {name}");
-        report.sets_deleted.push(name.clone());
-    }
-    for name in view
-        .chains
-        .keys()
-        .filter(|n| !program.chains.contains_key(*n))
-    {
-        let _ = writeln!(out, "delete chain {T} {name}");
-        report.chains_deleted.push(name.clone());
-    }
+    let (sets, chains) = removals(&mut out, program, view);
+    report.sets_deleted.extend(sets);
+    report.chains_deleted.extend(chains);
     out
 }
 

@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::nft::backend::{chain_decl, rules, set_decl, T};
+use crate::nft::backend::{chain_decl, removals, rules, same_rules, set_decl, T};
 use crate::nft::json::NftView;
 use crate::nft::netlink::{parse_element, ElementOp};
 use crate::nft::program::{NftProgram, NftSet};
@@ -111,12 +111,7 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
         match view.chains.get(name) {
             None => rules(&mut p.structure, name, c),
             Some(v) => {
-                let same = v.rules.len() == c.rules.len()
-                    && v.rules
-                        .iter()
-                        .zip(&c.rules)
-                        .all(|(h, r)| h.hash.as_deref() == Some(r.hash.as_str()));
-                if !same {
+                if !same_rules(v, c) {
                     let _ = writeln!(p.structure, "flush chain {T} {name}");
                     rules(&mut p.structure, name, c);
                 }
@@ -130,25 +125,7 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
     } else {
         &mut p.remove
     };
-    let gone_chains: Vec<&String> = view
-        .chains
-        .keys()
-        .filter(|n| !program.chains.contains_key(*n))
-        .collect();
-    for name in &gone_chains {
-        let _ = writeln!(removal, "flush chain {T} {name}");
-    }
-    for (name, s) in view
-        .sets
-        .iter()
-        .filter(|(n, _)| !program.sets.contains_key(*n))
-    {
-        let kind = if s.map_to.is_some() { "map" } else { "set" };
-        let _ = writeln!(removal, "delete {kind} {T} {name}");
-    }
-    for name in gone_chains {
-        let _ = writeln!(removal, "delete chain {T} {name}");
-    }
+    removals(removal, program, view);
     p.maps = map_dels;
     p.maps.extend(map_adds);
     Some(p)
