@@ -55,7 +55,8 @@ impl<T> SetCache<T> {
     }
 }
 
-fn family(f: IrFamily) -> Family {
+/// The iptables family of an IR family.
+pub(crate) fn family(f: IrFamily) -> Family {
     match f {
         IrFamily::V4 => Family::V4,
         IrFamily::V6 => Family::V6,

@@ -1,9 +1,10 @@
 //! Incremental programs: instead of rendering the whole node for every batch, the renderer's
 //! [`palisade_render::delta::plan`] says which sets, members and chains a batch of calc
 //! [`Delta`]s changes, and only those are converted and patched into the nftables or the
-//! iptables + ipset program the [`crate::Table`] holds. The plan needs the state before the batch; [`Incremental`] keeps
-//! the part of it the plan reads (policies, endpoints, set kinds: no members) and the members
-//! of every rendered set (an nftables interval set's elements depend on all its members).
+//! iptables + ipset program the [`crate::Table`] holds. The plan needs the state before the
+//! batch; [`Incremental`] keeps the part of it the plan reads (policies, endpoints, set kinds:
+//! no members) and the members of every rendered set (an nftables interval set's elements
+//! depend on all its members).
 //!
 //! The patched program equals a full render of the new state (checked by the tests and, when
 //! asked, after every patch); the agent still renders everything at start, after a failure
@@ -16,14 +17,14 @@ use palisade_calc::{Delta, DesiredState, IpSet};
 use palisade_model::{EndpointId, PolicyId};
 use palisade_render::build::families;
 use palisade_render::delta::Plan;
-use palisade_render::ir::{Chain, Family, SetDef, SetEntry, SetRef};
+use palisade_render::ir::{Chain, SetDef, SetEntry, SetRef};
 use palisade_render::{nft, RenderConfig, Ruleset};
 
 use crate::error::DataplaneError;
 use crate::from_ir::{
-    dispatch_elements, ipset_member, ipset_spec, ipt_chain, nft_chain, nft_set, verdict_map,
+    dispatch_elements, family, ipset_member, ipset_spec, ipt_chain, nft_chain, nft_set, verdict_map,
 };
-use crate::ipt::program::{canonical_member, Family as IptFamily, IptablesProgram};
+use crate::ipt::program::{canonical_member, IptablesProgram};
 use crate::nft::program::{canonical_element, NftProgram};
 use crate::origins::{chain_origins, Origins};
 
@@ -300,10 +301,7 @@ impl Incremental {
         }
         let (changed, origins) = changed_chains(plan, next, cfg, endpoints, policies);
         for f in families(cfg) {
-            let chains = program.chains_mut(match f {
-                Family::V4 => IptFamily::V4,
-                Family::V6 => IptFamily::V6,
-            });
+            let chains = program.chains_mut(family(f));
             for c in &changed {
                 chains
                     .chains
