@@ -288,38 +288,19 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 
-    /// A network namespace of this test's own, removed on drop.
-    struct Netns(String);
-
-    impl Netns {
-        fn new() -> Option<Netns> {
-            // SAFETY: geteuid has no side effects.
-            if unsafe { libc::geteuid() } != 0 {
-                eprintln!("skipped: needs root (network namespaces)");
-                return None;
-            }
-            let name = format!("pal-test-bench-{}", fastrand::u32(..));
-            crate::cmd::run("ip", &["netns", "add", &name]).unwrap();
-            let ns = Netns(name);
-            crate::cmd::ip_in(&ns.0, &["link", "set", "lo", "up"]).unwrap();
-            Some(ns)
-        }
-    }
-
-    impl Drop for Netns {
-        fn drop(&mut self) {
-            let _ = crate::cmd::run("ip", &["netns", "delete", &self.0]);
-        }
-    }
-
     #[test]
     fn bench_server_answers_requests_and_keeps_up_with_connections() {
-        let Some(ns) = Netns::new() else { return };
-        let server = BenchServer::start(&ns.0, 8080).unwrap();
+        if !palisade_dataplane::netns::is_root() {
+            eprintln!("skipped: needs root (network namespaces)");
+            return;
+        }
+        let guard = palisade_dataplane::netns::NetnsGuard::new("bench").unwrap();
+        let ns = guard.name().to_string();
+        let server = BenchServer::start(&ns, 8080).unwrap();
         let lo = Ipv4Addr::LOCALHOST;
-        let req = request_latencies(&ns.0, lo, 8080, 200).unwrap();
+        let req = request_latencies(&ns, lo, 8080, 200).unwrap();
         assert_eq!((req.failures, req.latencies.len()), (0, 200));
-        let body = netns::run_in(&ns.0, move || {
+        let body = netns::run_in(&ns, move || {
             let mut s = TcpStream::connect((lo, 8080)).map_err(|e| LabError::io("connect", e))?;
             s.write_all(b"GET / HTTP/1.0\r\n\r\n")
                 .map_err(|e| LabError::io("write", e))?;
@@ -332,10 +313,10 @@ mod tests {
         assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body:?}");
         assert!(body.ends_with("\r\n\r\nbench\n"), "{body:?}");
         // Far more connections than the default accept queue (4096) of a namespace.
-        let rate = connection_rate(&ns.0, lo, 8080, Duration::from_millis(1500)).unwrap();
+        let rate = connection_rate(&ns, lo, 8080, Duration::from_millis(1500)).unwrap();
         assert_eq!(rate.failures, 0, "{rate:?}");
         drop(server);
-        let closed = netns::run_in(&ns.0, move || Ok(TcpStream::connect((lo, 8080)).is_err()));
+        let closed = netns::run_in(&ns, move || Ok(TcpStream::connect((lo, 8080)).is_err()));
         assert!(
             closed.unwrap(),
             "the port is still open after the server was dropped"
