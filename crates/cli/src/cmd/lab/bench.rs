@@ -13,11 +13,11 @@
 //!    every new connection to it is judged by N policies (the adversarial case).
 //!
 //! `--rounds` rounds each measure 1-4 in order (then every policy is deleted in one write);
-//! the baseline once more at the end; each run waits `--settle-ms` first. A scenario's ratio is the median over rounds of its run
-//! divided by the mean of the two no-policy runs around its round, so that slow drift of a
-//! shared machine's load cancels. Before each run, n2's agent (its `/metrics` and
-//! `/counters`) must report the scenario's count of policies active on the node and selecting
-//! the server, or the benchmark stops; both counts are printed.
+//! the baseline once more at the end; each run waits `--settle-ms` first. A scenario's ratio
+//! is the median over rounds of its run divided by the mean of the two no-policy runs around
+//! its round, so that slow drift of a shared machine's load cancels. Before each run, n2's
+//! agent (its `/metrics` and `/counters`) must report the scenario's count of policies active
+//! on the node and selecting the server, or the benchmark stops; both counts are printed.
 //!
 //! Then policy apply → blocked: a prober connects continuously while a deny-all-ingress
 //! policy for the server is applied; the time from the apply request to the first failing
