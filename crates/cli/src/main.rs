@@ -85,6 +85,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if err.is::<cmd::datastore_args::NoDatastore>() => {
+            eprintln!("error: {err:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(2)
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE

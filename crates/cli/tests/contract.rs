@@ -430,6 +430,40 @@ fn unreachable_etcd_fails_clearly_within_seconds() {
     assert!(stderr(&out).contains("etcd://"), "{}", stderr(&out));
 }
 
+#[test]
+fn no_datastore_is_a_usage_error_and_counters_ask_the_lab_instead() {
+    for args in [
+        vec!["get", "networkpolicies"],
+        vec!["apply", "-f", "../../examples/seed"],
+        vec!["delete", "networkpolicy", "a/b"],
+        vec!["agent", "--node", "n1", "--dataplane", "nftables"],
+    ] {
+        let out = palisade(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--datastore") && stderr(&out).contains("PALISADE_DATASTORE"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // No lab of this name is up: the error says that the lab was asked and why it could not
+    // answer.
+    for args in [
+        vec!["counters", "--node", "n1", "--lab", "nolab-contract"],
+        vec!["agent", "status", "--lab", "nolab-contract"],
+    ] {
+        let out = palisade(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("no --datastore")
+                && err.contains("nolab-contract")
+                && err.contains("not up"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 const STORED: &str = r#"
 apiVersion: v1
 kind: Namespace

@@ -530,4 +530,43 @@ fn drops_are_counted_and_attributed() {
         && e["ingress"]
             .as_array()
             .is_some_and(|i| i.iter().any(|p| p == "default/web-deny-all"))));
+
+    // Without a datastore, `palisade counters` and `palisade agent status` ask the lab.
+    let without_datastore = |args: &[&str]| -> Value {
+        let out = palisade()
+            .env_remove("PALISADE_DATASTORE")
+            .args(args)
+            .output()
+            .expect("run palisade");
+        assert!(
+            out.status.success(),
+            "palisade {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    };
+    let top_level = without_datastore(&[
+        "counters",
+        "--lab",
+        &name,
+        "--node",
+        node,
+        "--policy",
+        "default/web-deny-all",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        dropped(&top_level) >= dropped(&after),
+        "palisade counters without a datastore: {top_level}"
+    );
+    let agents = without_datastore(&["agent", "status", "--lab", &name, "-o", "json"]);
+    let agents = agents.as_array().expect("rows");
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    assert!(
+        agents
+            .iter()
+            .all(|a| a["inSync"] == true && a["dataplane"] == "nftables"),
+        "{agents:?}"
+    );
 }

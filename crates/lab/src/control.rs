@@ -33,6 +33,9 @@ pub enum Request {
     Cluster,
     /// Agents' status and the datastore revision.
     Status,
+    /// The agents' status records as stored (`key`, `value`: the JSON text), for `palisade
+    /// agent status` on a lab whose datastore lives in the daemon.
+    AgentStatuses,
     /// Creates or replaces policies and namespaces; replaces pods' labels and ports; waits
     /// until every agent has programmed the result.
     Apply {

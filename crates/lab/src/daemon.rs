@@ -245,6 +245,20 @@ impl Daemon {
                 "datastore": self.store.describe(),
                 "agents": self.agent_states()?,
             })),
+            Request::AgentStatuses => {
+                let listing = self.block(self.store.list(keys::STATUS))?;
+                let records: Vec<_> = listing
+                    .items
+                    .iter()
+                    .map(|kv| {
+                        serde_json::json!({
+                            "key": kv.key,
+                            "value": String::from_utf8_lossy(&kv.value),
+                        })
+                    })
+                    .collect();
+                Response::ok(serde_json::json!({ "statuses": records }))
+            }
             Request::Apply {
                 namespaces,
                 pods,

@@ -60,7 +60,7 @@ struct RunArgs {
     #[arg(long, value_name = "NAME", required = true)]
     node: Option<String>,
     #[command(flatten)]
-    datastore: Option<DatastoreArgs>,
+    datastore: DatastoreArgs,
     /// Which packet filter to program: iptables (with ipset) or nftables.
     #[arg(long, value_enum, value_name = "KIND", required = true)]
     dataplane: Option<Kind>,
@@ -105,13 +105,18 @@ enum Kind {
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  palisade agent status --datastore etcd://127.0.0.1:2379\n  \
-    palisade agent status -o json"
+    after_help = "Without --datastore (and PALISADE_DATASTORE) the agents of the running lab are \
+    shown (`palisade lab up`; --lab names it).\n\nExamples:\n  \
+    palisade agent status --datastore etcd://127.0.0.1:2379\n  \
+    palisade agent status -o json                  (the agents of the lab)"
 )]
 struct StatusArgs {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Without a datastore: the lab whose agents to show.
+    #[arg(long, value_name = "NAME", default_value = "lab")]
+    lab: String,
     #[command(flatten)]
     datastore: DatastoreArgs,
 }
@@ -166,7 +171,8 @@ fn init_logging() {
 
 fn run_agent(a: RunArgs) -> Result<ExitCode> {
     let config = config(&a)?;
-    let datastore = a.datastore.context("--datastore is required")?;
+    let datastore = a.datastore;
+    datastore.url()?;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -201,35 +207,53 @@ struct Row {
 }
 
 fn status(a: StatusArgs) -> Result<ExitCode> {
+    let records = match &a.datastore.datastore {
+        Some(_) => stored_statuses(&a.datastore)?,
+        None => super::lab::agent_statuses(&a.lab)?,
+    };
+    let rows = rows(&records, palisade_agent::status::now_millis());
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Table => print!("{}", table(&rows)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Every node's status record (key, value) in the datastore.
+fn stored_statuses(datastore: &DatastoreArgs) -> Result<Vec<(String, Vec<u8>)>> {
     ds::runtime()?.block_on(async move {
-        let store = a.datastore.connect().await?;
+        let store = datastore.connect().await?;
         let listing = store
             .list(keys::STATUS)
             .await
             .with_context(|| format!("cannot list agent status in {}", store.describe()))?;
-        let now = palisade_agent::status::now_millis();
-        let mut rows = Vec::new();
-        for kv in listing.items {
-            match NodeStatus::decode(&kv.key, &kv.value) {
-                Ok(s) => rows.push(Row {
-                    age_ms: now.saturating_sub(s.updated),
-                    node: s.node,
-                    in_sync: s.in_sync,
-                    revision: s.revision,
-                    last_error: s.last_error,
-                    dataplane: s.dataplane,
-                    metrics_addr: s.metrics_addr,
-                    endpoints: s.endpoints.len(),
-                }),
-                Err(e) => eprintln!("warning: skipping {}: {e}", kv.key),
-            }
-        }
-        match a.output {
-            Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-            Output::Table => print!("{}", table(&rows)),
-        }
-        Ok(ExitCode::SUCCESS)
+        Ok(listing
+            .items
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect())
     })
+}
+
+/// The rows of the decodable records; the others are reported on stderr.
+fn rows(records: &[(String, Vec<u8>)], now_ms: u64) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (key, value) in records {
+        match NodeStatus::decode(key, value) {
+            Ok(s) => rows.push(Row {
+                age_ms: now_ms.saturating_sub(s.updated),
+                node: s.node,
+                in_sync: s.in_sync,
+                revision: s.revision,
+                last_error: s.last_error,
+                dataplane: s.dataplane,
+                metrics_addr: s.metrics_addr,
+                endpoints: s.endpoints.len(),
+            }),
+            Err(e) => eprintln!("warning: skipping {key}: {e}"),
+        }
+    }
+    rows
 }
 
 fn table(rows: &[Row]) -> String {
@@ -397,7 +421,23 @@ mod tests {
             parse(&["--node", "n1"]).is_err(),
             "--dataplane and --datastore are required"
         );
-        assert!(parse(&["status", "--datastore", "etcd://127.0.0.1:2379"]).is_ok());
+        let status = |args: &[&str]| match parse(args).unwrap().command {
+            Some(Sub::Status(s)) => s,
+            None => panic!("{args:?} is not `agent status`"),
+        };
+        let with_store = status(&["status", "--datastore", "etcd://127.0.0.1:2379"]);
+        assert_eq!(
+            with_store.datastore.datastore.as_deref(),
+            Some("etcd://127.0.0.1:2379")
+        );
+        if std::env::var_os("PALISADE_DATASTORE").is_none() {
+            let of_lab = status(&["status", "--lab", "lab2"]);
+            assert!(
+                of_lab.datastore.datastore.is_none(),
+                "no datastore: the lab is asked"
+            );
+            assert_eq!(of_lab.lab, "lab2");
+        }
     }
 
     #[test]

@@ -21,7 +21,8 @@ use super::datastore_args::{self as ds, DatastoreArgs};
 #[command(
     after_help = "Examples:\n  palisade counters --node n1 --datastore etcd://127.0.0.1:2379\n  \
     palisade counters --node n1 --policy prod/allow-web -o json\n  \
-    palisade counters --node n1 --netns lab-n1 --dataplane nftables   (read the kernel directly)"
+    palisade counters --node n1 --netns lab-n1 --dataplane nftables   (read the kernel directly)\n  \
+    palisade counters --node n2 --policy default/web-deny-all   (no datastore: ask the running lab)"
 )]
 pub struct Args {
     /// The node whose counters to show.
@@ -47,12 +48,29 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = super::agent::Output::Table)]
     output: super::agent::Output,
+    /// Without --datastore: the lab whose node agent to ask.
+    #[arg(long, value_name = "NAME", default_value = "lab")]
+    lab: String,
     #[command(flatten)]
     datastore: DatastoreArgs,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
-    ds::runtime()?.block_on(run_async(args))
+    match args.datastore.datastore {
+        Some(_) => ds::runtime()?.block_on(run_async(args)),
+        None => run_of_lab(args),
+    }
+}
+
+fn run_of_lab(args: Args) -> Result<ExitCode> {
+    if args.netns.is_some() {
+        bail!("--netns needs --datastore (or PALISADE_DATASTORE): the node's endpoints are read from it");
+    }
+    let output = match args.output {
+        super::agent::Output::Json => super::lab::Output::Json,
+        super::agent::Output::Table => super::lab::Output::Table,
+    };
+    super::lab::counters_of_lab(&args.lab, args.node, args.policy, output)
 }
 
 async fn run_async(args: Args) -> Result<ExitCode> {

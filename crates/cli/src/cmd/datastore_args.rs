@@ -14,9 +14,10 @@ use palisade_store::{Datastore, DatastoreUrl, EtcdConfig, KeyValue, Record, Stor
 #[derive(clap::Args, Debug, Clone)]
 pub struct DatastoreArgs {
     /// Datastore URL: etcd://HOST:PORT[,HOST:PORT...]; `embedded:` is an in-process store
-    /// that vanishes when the command ends (for trying things out).
+    /// that vanishes when the command ends (for trying things out). Required, except by
+    /// `counters` and `agent status`, which without it ask the running lab.
     #[arg(long, env = "PALISADE_DATASTORE", value_name = "URL")]
-    pub datastore: String,
+    pub datastore: Option<String>,
     /// PEM CA bundle to verify etcd's certificate (turns TLS on).
     #[arg(long, value_name = "FILE")]
     pub etcd_ca: Option<PathBuf>,
@@ -42,11 +43,22 @@ pub struct DatastoreArgs {
     pub etcd_timeout: u64,
 }
 
+/// A command was run without the datastore it needs: a usage error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("no datastore given: pass --datastore URL (etcd://HOST:PORT) or set PALISADE_DATASTORE")]
+pub struct NoDatastore;
+
 impl DatastoreArgs {
+    /// The datastore URL, or [`NoDatastore`] when none was given.
+    pub fn url(&self) -> Result<DatastoreUrl> {
+        let text = self.datastore.as_deref().ok_or(NoDatastore)?;
+        Ok(text.parse()?)
+    }
+
     /// Connects, failing with a clear message (and within about `2 × --etcd-timeout`) if the
     /// datastore cannot be reached.
     pub async fn connect(&self) -> Result<Arc<dyn Datastore>> {
-        let url: DatastoreUrl = self.datastore.parse()?;
+        let url = self.url()?;
         let mut cfg = EtcdConfig::new(Vec::<String>::new());
         cfg.ca_file = self.etcd_ca.clone();
         cfg.cert_file = self.etcd_cert.clone();

@@ -75,6 +75,62 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
 }
 
+/// Why a command that reads the datastore asks the lab instead, for its error message.
+fn no_datastore_context(lab: &str) -> String {
+    format!(
+        "no --datastore given (nor PALISADE_DATASTORE), so lab {lab:?} was asked, and it cannot answer"
+    )
+}
+
+/// The agents' status records (key, JSON value) of a running lab: `palisade agent status`
+/// without a datastore.
+pub fn agent_statuses(lab: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    use anyhow::Context;
+    let names = LabNames::new(lab)?;
+    let answer = palisade_lab::lifecycle::running(&names)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| {
+            palisade_lab::control::call(
+                &names.socket(),
+                &palisade_lab::control::Request::AgentStatuses,
+                std::time::Duration::from_secs(10),
+            )
+            .map_err(anyhow::Error::from)
+        })
+        .with_context(|| no_datastore_context(lab))?;
+    #[derive(serde::Deserialize)]
+    struct Record {
+        key: String,
+        value: String,
+    }
+    let records: Vec<Record> = serde_json::from_value(answer["statuses"].clone())
+        .context("the lab daemon's agent statuses are unreadable")?;
+    Ok(records
+        .into_iter()
+        .map(|r| (r.key, r.value.into_bytes()))
+        .collect())
+}
+
+/// `palisade counters` without a datastore: the lab's agent of that node answers.
+pub fn counters_of_lab(
+    lab: &str,
+    node: String,
+    policy: Option<String>,
+    output: Output,
+) -> Result<ExitCode> {
+    use anyhow::Context;
+    let names = LabNames::new(lab)?;
+    palisade_lab::lifecycle::running(&names).with_context(|| no_datastore_context(lab))?;
+    counters::run(
+        &names,
+        counters::CountersArgs {
+            node,
+            policy,
+            output,
+        },
+    )
+}
+
 /// Labs need root: say so before anything half-happens.
 fn require_root() -> Result<()> {
     // SAFETY: geteuid has no side effects.
