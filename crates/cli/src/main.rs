@@ -44,7 +44,7 @@ enum Command {
     Lab(cmd::lab::Args),
     /// The node agent: program this node's packet filter from the datastore (`agent status`:
     /// every node's agent status).
-    Agent(cmd::agent::Args),
+    Agent(Box<cmd::agent::Args>),
     /// Per-rule packet counters and drops of a node, with the policies active on its pods.
     Counters(cmd::counters::Args),
 }
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
         Command::Render(args) => cmd::render::run(args),
         Command::Controller(args) => cmd::controller::run(args),
         Command::Lab(args) => cmd::lab::run(args),
-        Command::Agent(args) => cmd::agent::run(args),
+        Command::Agent(args) => cmd::agent::run(*args),
         Command::Counters(args) => cmd::counters::run(args),
     };
     match result {
