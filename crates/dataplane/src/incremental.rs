@@ -253,6 +253,13 @@ impl Incremental {
             program.sets.remove(&s.name);
             self.sets.remove(&s.name);
         }
+        // The chains converted here are checked here: the table checks only set names and
+        // types of a patched program (`NftProgram::validate_patched`).
+        for c in &changed {
+            if let Some(chain) = program.chains.get(&c.name) {
+                program.validate_chain(&c.name, chain)?;
+            }
+        }
         Ok(())
     }
 }

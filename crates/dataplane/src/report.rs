@@ -65,6 +65,17 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Adds the set, chain and member changes of `other` to this report.
+    pub fn add_changes(&mut self, other: ApplyReport) {
+        self.sets_created.extend(other.sets_created);
+        self.sets_updated.extend(other.sets_updated);
+        self.sets_deleted.extend(other.sets_deleted);
+        self.members_added += other.members_added;
+        self.members_removed += other.members_removed;
+        self.chains_rewritten.extend(other.chains_rewritten);
+        self.chains_deleted.extend(other.chains_deleted);
+    }
+
     /// Nothing was written to the kernel.
     pub fn wrote_nothing(&self) -> bool {
         self.sets_created.is_empty()

@@ -409,6 +409,10 @@ impl Backend for NftBackend {
         program.validate(previous)
     }
 
+    fn validate_patched(program: &NftProgram) -> Result<(), DataplaneError> {
+        program.validate_patched()
+    }
+
     fn read(&self, exec: &mut Exec<'_>) -> Result<NftView, DataplaneError> {
         list(exec)
     }
@@ -422,12 +426,11 @@ impl Backend for NftBackend {
         report: &mut ApplyReport,
     ) -> Result<(), DataplaneError> {
         if let (Some(elements), Some(scripts)) = (&self.elements, &self.scripts) {
-            let phased = if full { None } else { phases(program, view) };
-            // The report and the text of the whole difference, as one script would write it.
-            let text = script(program, view, full, report);
-            if let Some(p) = phased {
+            if let Some(mut p) = (!full).then(|| phases(program, view)).flatten() {
+                report.add_changes(std::mem::take(&mut p.changes));
                 return self.write_phases(exec, elements.as_ref(), scripts.as_ref(), &p);
             }
+            let text = script(program, view, full, report);
             if text.is_empty() {
                 return Ok(());
             }

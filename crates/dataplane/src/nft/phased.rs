@@ -28,6 +28,7 @@ use crate::nft::backend::{chain_decl, removals, rules, same_rules, set_decl, T};
 use crate::nft::json::NftView;
 use crate::nft::netlink::{parse_element, ElementOp};
 use crate::nft::program::{NftProgram, NftSet};
+use crate::report::ApplyReport;
 
 /// The phases of one update; empty ones are skipped.
 #[derive(Debug, Default, PartialEq)]
@@ -36,6 +37,9 @@ pub struct Phases {
     pub structure: String,
     pub maps: Vec<ElementOp>,
     pub remove: String,
+    /// What the write changes, as the single script would report it (the set, chain and
+    /// member fields of an [`ApplyReport`]; the rest stays default).
+    pub changes: ApplyReport,
 }
 
 fn op(set: &str, add: bool, key_type: &[String], interval: bool, e: &str) -> Option<ElementOp> {
@@ -78,10 +82,13 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
             Some(v) => &v.elements,
             None if is_map => {
                 set_decl(&mut p.structure, name, s);
+                p.changes.sets_created.push(name.clone());
                 &BTreeSet::new()
             }
             None => {
                 filled_set_decl(&mut p.structure, name, s);
+                p.changes.sets_created.push(name.clone());
+                p.changes.members_added += s.elements.len();
                 continue;
             }
         };
@@ -90,11 +97,18 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
         } else {
             (&mut dels, &mut adds)
         };
+        let (before_d, before_a) = (d.len(), a.len());
         for e in have.difference(&s.elements) {
             d.push(op(name, false, &s.key_type, interval, e)?);
         }
         for e in s.elements.difference(have) {
             a.push(op(name, true, &s.key_type, interval, e)?);
+        }
+        let (removed, added) = (d.len() - before_d, a.len() - before_a);
+        p.changes.members_removed += removed;
+        p.changes.members_added += added;
+        if view.sets.contains_key(name) && removed + added > 0 {
+            p.changes.sets_updated.push(name.clone());
         }
     }
     p.elements = dels;
@@ -109,11 +123,15 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
     }
     for (name, c) in &program.chains {
         match view.chains.get(name) {
-            None => rules(&mut p.structure, name, c),
+            None => {
+                rules(&mut p.structure, name, c);
+                p.changes.chains_rewritten.push(name.clone());
+            }
             Some(v) => {
                 if !same_rules(v, c) {
                     let _ = writeln!(p.structure, "flush chain {T} {name}");
                     rules(&mut p.structure, name, c);
+                    p.changes.chains_rewritten.push(name.clone());
                 }
             }
         }
@@ -125,7 +143,9 @@ pub fn phases(program: &NftProgram, view: &NftView) -> Option<Phases> {
     } else {
         &mut p.remove
     };
-    removals(removal, program, view);
+    let (sets, chains) = removals(removal, program, view);
+    p.changes.sets_deleted = sets;
+    p.changes.chains_deleted = chains;
     p.maps = map_dels;
     p.maps.extend(map_adds);
     Some(p)
@@ -283,6 +303,33 @@ mod tests {
                 "delete chain inet palisade pal-tw-b",
             ]
         );
+    }
+
+    /// The changes a phased write reports are the ones the single script reports.
+    #[test]
+    fn phases_report_what_the_single_script_reports() {
+        let after_new = {
+            let mut next = new();
+            next.sets.remove("pal4-s2");
+            next.chains.insert("pal-tw-a".into(), chain(&["a3"]));
+            next
+        };
+        for (from, to) in [
+            (old(), new()),
+            (new(), old()),
+            (new(), after_new),
+            (old(), old()),
+        ] {
+            let view = NftBackend::new().project(&from);
+            let mut scripted = ApplyReport::default();
+            let _ = crate::nft::backend::script(&to, &view, false, &mut scripted);
+            let phased = phases(&to, &view).expect("phased");
+            assert_eq!(phased.changes, scripted);
+        }
+        assert!(!phases(&new(), &NftBackend::new().project(&old()))
+            .unwrap()
+            .changes
+            .wrote_nothing());
     }
 
     #[test]

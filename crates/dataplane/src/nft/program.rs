@@ -99,6 +99,23 @@ impl NftProgram {
     /// Checks names, hashes and statement text before anything is written. Elements of sets
     /// shared with `previous` (already checked) are not checked again.
     pub fn validate(&self, previous: &NftProgram) -> Result<(), DataplaneError> {
+        self.validate_sets(previous)?;
+        for (name, chain) in &self.chains {
+            self.validate_chain(name, chain)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`NftProgram::validate`] for a program patched in place, whose patcher
+    /// checked the elements and chains it changed ([`NftProgram::validate_chain`]): the sets'
+    /// names and types only. Every rule of a node is ~250 kB of text at 110 pods; checking
+    /// it all again took 1.5–2 ms of every update.
+    pub fn validate_patched(&self) -> Result<(), DataplaneError> {
+        self.validate_sets(self)
+    }
+
+    /// Set names and types; the elements of sets not shared with `previous`.
+    fn validate_sets(&self, previous: &NftProgram) -> Result<(), DataplaneError> {
         for (name, set) in &self.sets {
             let checked = previous.sets.get(name).is_some_and(|p| Arc::ptr_eq(p, set));
             if !is_name(name) {
@@ -117,7 +134,9 @@ impl NftProgram {
                     "type, flags and map type must be plain words",
                 ));
             }
-            for e in set.elements.iter().filter(|_| !checked) {
+            // Skipped without a walk: at 30k+ elements even an idle iteration costs ms.
+            let unchecked = if checked { None } else { Some(&set.elements) };
+            for e in unchecked.into_iter().flatten() {
                 if e.contains(['\n', '\r', ',', '{', '}', ';', '#']) {
                     return Err(DataplaneError::invalid(
                         format!("nft set {name}"),
@@ -126,56 +145,85 @@ impl NftProgram {
                 }
             }
         }
-        for (name, chain) in &self.chains {
-            if !name.starts_with("pal-") || !is_name(name) {
+        Ok(())
+    }
+
+    /// Name, base, rule hashes and statements of one chain, and that its jumps land on
+    /// chains of this program.
+    pub fn validate_chain(&self, name: &str, chain: &NftChain) -> Result<(), DataplaneError> {
+        if !name.starts_with("pal-") || !is_name(name) {
+            return Err(DataplaneError::invalid(
+                format!("nft chain {name:?}"),
+                "name must start with pal- and use [A-Za-z0-9_-]",
+            ));
+        }
+        if let Some(b) = &chain.base {
+            if !is_word(&b.kind) || !is_word(&b.hook) || !is_word(&b.policy) {
                 return Err(DataplaneError::invalid(
-                    format!("nft chain {name:?}"),
-                    "name must start with pal- and use [A-Za-z0-9_-]",
+                    format!("nft chain {name}"),
+                    "base chain type, hook and policy must be plain words",
                 ));
             }
-            if let Some(b) = &chain.base {
-                if !is_word(&b.kind) || !is_word(&b.hook) || !is_word(&b.policy) {
-                    return Err(DataplaneError::invalid(
-                        format!("nft chain {name}"),
-                        "base chain type, hook and policy must be plain words",
-                    ));
-                }
+        }
+        let mut seen = BTreeSet::new();
+        for r in &chain.rules {
+            if r.hash.is_empty()
+                || !r
+                    .hash
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                || !seen.insert(r.hash.as_str())
+            {
+                return Err(DataplaneError::invalid(
+                    format!("nft chain {name}"),
+                    format!(
+                        "rule hash {:?} must be [A-Za-z0-9_-] and unique in its chain",
+                        r.hash
+                    ),
+                ));
             }
-            let mut seen = BTreeSet::new();
-            for r in &chain.rules {
-                if r.hash.is_empty()
-                    || !r
-                        .hash
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-                    || !seen.insert(r.hash.as_str())
-                {
-                    return Err(DataplaneError::invalid(
-                        format!("nft chain {name}"),
-                        format!(
-                            "rule hash {:?} must be [A-Za-z0-9_-] and unique in its chain",
-                            r.hash
-                        ),
-                    ));
-                }
-                if r.body.contains(['\n', '\r', ';', '#']) || r.body.contains(" comment \"") {
+            let targets = check_statement(&r.body).map_err(|why| {
+                DataplaneError::invalid(format!("nft chain {name} rule {}", r.hash), why)
+            })?;
+            for target in targets {
+                if !self.chains.contains_key(target) {
                     return Err(DataplaneError::invalid(
                         format!("nft chain {name} rule {}", r.hash),
-                        "statement must be one line without its own comment",
+                        format!("jumps to {target}, which the program does not define"),
                     ));
-                }
-                for target in jump_targets(&r.body) {
-                    if !self.chains.contains_key(target) {
-                        return Err(DataplaneError::invalid(
-                            format!("nft chain {name} rule {}", r.hash),
-                            format!("jumps to {target}, which the program does not define"),
-                        ));
-                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Checks that a rule statement is one line without a comment of its own, in one pass over
+/// its words (the whole program is checked at every apply: ~3,600 rules on a node with 110
+/// pods), and returns the chains it jumps to.
+fn check_statement(body: &str) -> Result<Vec<&str>, &'static str> {
+    if body
+        .bytes()
+        .any(|b| matches!(b, b'\n' | b'\r' | b';' | b'#'))
+    {
+        return Err("statement must be one line without its own comment");
+    }
+    let mut targets = Vec::new();
+    let mut words = body.split_ascii_whitespace().peekable();
+    while let Some(word) = words.next() {
+        match word {
+            "comment" if words.peek().is_some_and(|w| w.starts_with('"')) => {
+                return Err("statement must be one line without its own comment");
+            }
+            "jump" | "goto" => {
+                if let Some(t) = words.next() {
+                    targets.push(t.trim_end_matches([',', '}']));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(targets)
 }
 
 /// Targets of `jump`/`goto` in a statement.
