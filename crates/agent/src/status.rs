@@ -57,12 +57,13 @@ pub struct EndpointPolicies {
 /// The summary of every local endpoint of `state`.
 pub fn summarize(state: &DesiredState) -> Vec<EndpointPolicies> {
     fn names(tiers: &[palisade_calc::TierPolicies]) -> (Vec<String>, usize) {
-        let all: Vec<String> = tiers
+        let n = tiers.iter().map(|t| t.policies.len()).sum();
+        let first = tiers
             .iter()
             .flat_map(|t| t.policies.iter().map(|p| p.to_string()))
+            .take(SUMMARY_POLICIES)
             .collect();
-        let n = all.len();
-        (all.into_iter().take(SUMMARY_POLICIES).collect(), n)
+        (first, n)
     }
     state
         .endpoints
@@ -180,6 +181,57 @@ mod tests {
                 egress_count: 0,
             }],
         }
+    }
+
+    #[test]
+    fn the_summary_names_the_first_policies_in_order_and_counts_them_all() {
+        use palisade_calc::{EndpointTiers, LocalEndpoint, TierPolicies};
+        use palisade_model::{EndpointId, PolicyId};
+        let ids = |tier: &str, n: usize| -> Vec<PolicyId> {
+            (0..n)
+                .map(|i| PolicyId {
+                    tier: tier.into(),
+                    namespace: Some("prod".into()),
+                    name: format!("p{i:02}"),
+                })
+                .collect()
+        };
+        let id = EndpointId {
+            namespace: "prod".into(),
+            name: "web".into(),
+        };
+        let mut state = DesiredState::default();
+        state.endpoints.insert(
+            id.clone(),
+            LocalEndpoint {
+                id,
+                iface: "pal0123456789ab".into(),
+                iface_aliases: vec![],
+                ips: vec![],
+                tiers: EndpointTiers {
+                    ingress: vec![
+                        TierPolicies {
+                            tier: "security".into(),
+                            policies: ids("security", 10),
+                        },
+                        TierPolicies {
+                            tier: palisade_model::DEFAULT_TIER.into(),
+                            policies: ids(palisade_model::DEFAULT_TIER, 10),
+                        },
+                    ],
+                    egress: vec![],
+                },
+            },
+        );
+        let summary = summarize(&state);
+        let web = &summary[0];
+        assert_eq!(web.endpoint, "prod/web");
+        assert_eq!(web.ingress_count, 20);
+        assert_eq!(web.ingress.len(), SUMMARY_POLICIES);
+        assert_eq!(web.ingress[0], "security:prod/p00");
+        assert_eq!(web.ingress[10], "prod/p00");
+        assert_eq!(web.ingress[15], "prod/p05");
+        assert_eq!((web.egress.len(), web.egress_count), (0, 0));
     }
 
     #[test]

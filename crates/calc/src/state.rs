@@ -161,3 +161,17 @@ pub enum Delta {
     EndpointChanged { id: EndpointId },
     EndpointRemoved { id: EndpointId },
 }
+
+impl Delta {
+    /// A change of an IP set (creation, members, removal), not of a local endpoint or an
+    /// active policy.
+    pub fn is_set_change(&self) -> bool {
+        matches!(
+            self,
+            Delta::SetCreated { .. }
+                | Delta::SetMemberAdded { .. }
+                | Delta::SetMemberRemoved { .. }
+                | Delta::SetRemoved { .. }
+        )
+    }
+}
