@@ -321,6 +321,15 @@ impl Incremental {
         for s in &plan.set_destroys {
             program.sets.remove(&s.name);
         }
+        // The chains converted here are checked here: the table checks only the sets and
+        // hooks of a patched program (`IptablesProgram::validate_patched`).
+        for f in families(cfg) {
+            for c in &changed {
+                if let Some(rules) = program.chains(family(f)).chains.get(&c.name) {
+                    program.validate_chain(family(f), &c.name, rules)?;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -137,6 +137,10 @@ impl Backend for IptablesBackend {
         program.validate(previous)
     }
 
+    fn validate_patched(program: &IptablesProgram) -> Result<(), DataplaneError> {
+        program.validate_patched()
+    }
+
     fn read(&self, exec: &mut Exec<'_>) -> Result<IptView, DataplaneError> {
         let mut view = IptView::default();
         let names = exec.run("ipset", &["list", "-n"], None)?;

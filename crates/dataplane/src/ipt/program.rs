@@ -156,6 +156,29 @@ impl IptablesProgram {
     /// is not ours) reaches a restore. Members of sets shared with `previous` (already
     /// checked) are not checked again.
     pub fn validate(&self, previous: &IptablesProgram) -> Result<(), DataplaneError> {
+        self.validate_sets(previous)?;
+        for family in [Family::V4, Family::V6] {
+            for (name, rules) in &self.chains(family).chains {
+                self.validate_chain(family, name, rules)?;
+            }
+            self.validate_hooks(family)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`IptablesProgram::validate`] for a program patched in place, whose
+    /// patcher checked the members and chains it changed
+    /// ([`IptablesProgram::validate_chain`]): set names and types, and the hooks.
+    pub fn validate_patched(&self) -> Result<(), DataplaneError> {
+        self.validate_sets(self)?;
+        for family in [Family::V4, Family::V6] {
+            self.validate_hooks(family)?;
+        }
+        Ok(())
+    }
+
+    /// Set names and types; the members of sets not shared with `previous`.
+    fn validate_sets(&self, previous: &IptablesProgram) -> Result<(), DataplaneError> {
         for (name, set) in &self.sets {
             let checked = previous.sets.get(name).is_some_and(|p| Arc::ptr_eq(p, set));
             let prefix = match set.family {
@@ -188,59 +211,73 @@ impl IptablesProgram {
                 }
             }
         }
-        for family in [Family::V4, Family::V6] {
-            let c = self.chains(family);
-            for (name, rules) in &c.chains {
-                check_chain_name(name, family)?;
-                let mut seen = BTreeSet::new();
-                for r in rules {
-                    if r.hash.is_empty()
-                        || !r
-                            .hash
-                            .chars()
-                            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-                    {
-                        return Err(DataplaneError::invalid(
-                            format!("{family} chain {name}"),
-                            format!("rule hash {:?} must be [A-Za-z0-9_-]", r.hash),
-                        ));
-                    }
-                    if !seen.insert(r.hash.as_str()) {
-                        return Err(DataplaneError::invalid(
-                            format!("{family} chain {name}"),
-                            format!("rule hash {} appears twice", r.hash),
-                        ));
-                    }
-                    if r.spec.contains(['\n', '\r']) || !r.spec.contains(&format!("pal:{}", r.hash))
-                    {
-                        return Err(DataplaneError::invalid(
-                            format!("{family} chain {name} rule {}", r.hash),
-                            "rule must be one line carrying its pal: comment",
-                        ));
-                    }
-                    for target in jump_targets(&r.spec) {
-                        if target.starts_with(CHAIN_PREFIX) && !c.chains.contains_key(target) {
-                            return Err(DataplaneError::invalid(
-                                format!("{family} chain {name} rule {}", r.hash),
-                                format!("jumps to {target}, which the program does not define"),
-                            ));
-                        }
-                    }
+        Ok(())
+    }
+
+    /// Name, rule hashes and rule text of one chain, and that its jumps to our chains land
+    /// on chains of this program's `family`.
+    pub fn validate_chain(
+        &self,
+        family: Family,
+        name: &str,
+        rules: &[IptRule],
+    ) -> Result<(), DataplaneError> {
+        let c = self.chains(family);
+        check_chain_name(name, family)?;
+        let mut seen = BTreeSet::new();
+        for r in rules {
+            if r.hash.is_empty()
+                || !r
+                    .hash
+                    .bytes()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == b'-' || ch == b'_')
+            {
+                return Err(DataplaneError::invalid(
+                    format!("{family} chain {name}"),
+                    format!("rule hash {:?} must be [A-Za-z0-9_-]", r.hash),
+                ));
+            }
+            if !seen.insert(r.hash.as_str()) {
+                return Err(DataplaneError::invalid(
+                    format!("{family} chain {name}"),
+                    format!("rule hash {} appears twice", r.hash),
+                ));
+            }
+            if r.spec.bytes().any(|b| b == b'\n' || b == b'\r')
+                || !r.spec.contains(&format!("pal:{}", r.hash))
+            {
+                return Err(DataplaneError::invalid(
+                    format!("{family} chain {name} rule {}", r.hash),
+                    "rule must be one line carrying its pal: comment",
+                ));
+            }
+            for target in jump_targets(&r.spec) {
+                if target.starts_with(CHAIN_PREFIX) && !c.chains.contains_key(target) {
+                    return Err(DataplaneError::invalid(
+                        format!("{family} chain {name} rule {}", r.hash),
+                        format!("jumps to {target}, which the program does not define"),
+                    ));
                 }
             }
-            for (kernel, target) in &c.hooks {
-                if !matches!(kernel.as_str(), "INPUT" | "FORWARD" | "OUTPUT") {
-                    return Err(DataplaneError::invalid(
-                        format!("{family} hook {kernel}"),
-                        "only INPUT, FORWARD and OUTPUT of the filter table can be hooked",
-                    ));
-                }
-                if !c.chains.contains_key(target) {
-                    return Err(DataplaneError::invalid(
-                        format!("{family} hook {kernel}"),
-                        format!("target {target} is not one of the program's chains"),
-                    ));
-                }
+        }
+        Ok(())
+    }
+
+    /// The kernel chains hooked, and that each hook jumps to one of our chains.
+    fn validate_hooks(&self, family: Family) -> Result<(), DataplaneError> {
+        let c = self.chains(family);
+        for (kernel, target) in &c.hooks {
+            if !matches!(kernel.as_str(), "INPUT" | "FORWARD" | "OUTPUT") {
+                return Err(DataplaneError::invalid(
+                    format!("{family} hook {kernel}"),
+                    "only INPUT, FORWARD and OUTPUT of the filter table can be hooked",
+                ));
+            }
+            if !c.chains.contains_key(target) {
+                return Err(DataplaneError::invalid(
+                    format!("{family} hook {kernel}"),
+                    format!("target {target} is not one of the program's chains"),
+                ));
             }
         }
         Ok(())
