@@ -229,8 +229,8 @@ impl IptablesProgram {
             if r.hash.is_empty()
                 || !r
                     .hash
-                    .bytes()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == b'-' || ch == b'_')
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
             {
                 return Err(DataplaneError::invalid(
                     format!("{family} chain {name}"),
@@ -243,9 +243,7 @@ impl IptablesProgram {
                     format!("rule hash {} appears twice", r.hash),
                 ));
             }
-            if r.spec.bytes().any(|b| b == b'\n' || b == b'\r')
-                || !r.spec.contains(&format!("pal:{}", r.hash))
-            {
+            if r.spec.contains(['\n', '\r']) || !r.spec.contains(&format!("pal:{}", r.hash)) {
                 return Err(DataplaneError::invalid(
                     format!("{family} chain {name} rule {}", r.hash),
                     "rule must be one line carrying its pal: comment",

@@ -170,8 +170,8 @@ impl NftProgram {
             if r.hash.is_empty()
                 || !r
                     .hash
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 || !seen.insert(r.hash.as_str())
             {
                 return Err(DataplaneError::invalid(
@@ -182,10 +182,13 @@ impl NftProgram {
                     ),
                 ));
             }
-            let targets = check_statement(&r.body).map_err(|why| {
-                DataplaneError::invalid(format!("nft chain {name} rule {}", r.hash), why)
-            })?;
-            for target in targets {
+            if r.body.contains(['\n', '\r', ';', '#']) || r.body.contains(" comment \"") {
+                return Err(DataplaneError::invalid(
+                    format!("nft chain {name} rule {}", r.hash),
+                    "statement must be one line without its own comment",
+                ));
+            }
+            for target in jump_targets(&r.body) {
                 if !self.chains.contains_key(target) {
                     return Err(DataplaneError::invalid(
                         format!("nft chain {name} rule {}", r.hash),
@@ -196,34 +199,6 @@ impl NftProgram {
         }
         Ok(())
     }
-}
-
-/// Checks that a rule statement is one line without a comment of its own, in one pass over
-/// its words (the whole program is checked at every apply: ~3,600 rules on a node with 110
-/// pods), and returns the chains it jumps to.
-fn check_statement(body: &str) -> Result<Vec<&str>, &'static str> {
-    if body
-        .bytes()
-        .any(|b| matches!(b, b'\n' | b'\r' | b';' | b'#'))
-    {
-        return Err("statement must be one line without its own comment");
-    }
-    let mut targets = Vec::new();
-    let mut words = body.split_ascii_whitespace().peekable();
-    while let Some(word) = words.next() {
-        match word {
-            "comment" if words.peek().is_some_and(|w| w.starts_with('"')) => {
-                return Err("statement must be one line without its own comment");
-            }
-            "jump" | "goto" => {
-                if let Some(t) = words.next() {
-                    targets.push(t.trim_end_matches([',', '}']));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(targets)
 }
 
 /// Targets of `jump`/`goto` in a statement.
