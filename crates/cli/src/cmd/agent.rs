@@ -121,6 +121,7 @@ struct StatusArgs {
     datastore: DatastoreArgs,
 }
 
+/// Output formats of the commands that print data: a table for people, JSON for programs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Table,

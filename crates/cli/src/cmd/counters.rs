@@ -66,11 +66,7 @@ fn run_of_lab(args: Args) -> Result<ExitCode> {
     if args.netns.is_some() {
         bail!("--netns needs --datastore (or PALISADE_DATASTORE): the node's endpoints are read from it");
     }
-    let output = match args.output {
-        super::agent::Output::Json => super::lab::Output::Json,
-        super::agent::Output::Table => super::lab::Output::Table,
-    };
-    super::lab::counters_of_lab(&args.lab, args.node, args.policy, output)
+    super::lab::counters_of_lab(&args.lab, args.node, args.policy, args.output)
 }
 
 async fn run_async(args: Args) -> Result<ExitCode> {

@@ -87,17 +87,15 @@ fn no_datastore_context(lab: &str) -> String {
 pub fn agent_statuses(lab: &str) -> Result<Vec<(String, Vec<u8>)>> {
     use anyhow::Context;
     let names = LabNames::new(lab)?;
-    let answer = palisade_lab::lifecycle::running(&names)
-        .map_err(anyhow::Error::from)
-        .and_then(|_| {
-            palisade_lab::control::call(
-                &names.socket(),
-                &palisade_lab::control::Request::AgentStatuses,
-                std::time::Duration::from_secs(10),
-            )
-            .map_err(anyhow::Error::from)
-        })
-        .with_context(|| no_datastore_context(lab))?;
+    let ask = || -> Result<serde_json::Value> {
+        palisade_lab::lifecycle::running(&names)?;
+        Ok(palisade_lab::control::call(
+            &names.socket(),
+            &palisade_lab::control::Request::AgentStatuses,
+            std::time::Duration::from_secs(10),
+        )?)
+    };
+    let answer = ask().with_context(|| no_datastore_context(lab))?;
     #[derive(serde::Deserialize)]
     struct Record {
         key: String,
@@ -140,9 +138,5 @@ fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Output formats of the lab's data-printing commands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
+/// Output formats of the lab's data-printing commands: those of the other commands.
+pub use super::agent::Output;
