@@ -126,6 +126,25 @@ async fn pods_on_the_second_prefix_are_enforced() {
             connects(&other, "10.0.0.2", 80),
             "{kind}: other -> client open"
         );
+        // `palisade counters --netns … --iface-prefix pal,cali` reads the same kernel
+        // directly: the drops of web's ingress on its cali veth are attributed to web.
+        let web_drops = |r: &palisade_agent::CountersReport| -> u64 {
+            r.drops
+                .iter()
+                .filter(|d| d.endpoint.as_deref() == Some("prod/web") && d.direction == "ingress")
+                .map(|d| d.packets)
+                .sum()
+        };
+        let mut direct_cfg = config(kind);
+        direct_cfg.iface_prefixes = PREFIXES.iter().map(|p| p.to_string()).collect();
+        let direct =
+            palisade_agent::direct::report(&direct_cfg, store.as_ref(), Arc::new(node.runner()))
+                .await
+                .expect("counters read from the kernel");
+        assert!(
+            web_drops(&direct) > 0,
+            "{kind}: other -> web drops not counted for web: {direct:?}"
+        );
 
         // Incremental: `other` appears (dispatch entries for both of its names) with an
         // egress deny-all; its packets arrive on its cali veth.

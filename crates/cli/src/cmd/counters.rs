@@ -39,9 +39,10 @@ pub struct Args {
     /// The node's packet filter, for --netns: iptables or nftables.
     #[arg(long, value_name = "KIND")]
     dataplane: Option<String>,
-    /// Interface prefix of the node's pod veths, for --netns.
+    /// Interface prefixes of the node's pod veths, for --netns: as the agent's
+    /// `--iface-prefix` (several allowed, `cali,pal`; the first names the chains).
     #[arg(long, value_name = "PREFIX", default_value = "pal")]
-    iface_prefix: String,
+    iface_prefix: Vec<String>,
     /// Seconds to wait for the agent's answer.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     timeout: u64,
@@ -80,7 +81,7 @@ async fn run_async(args: Args) -> Result<ExitCode> {
                 .as_deref()
                 .unwrap_or_default()
                 .parse::<DataplaneKind>()?;
-            cfg.iface_prefixes = palisade_agent::config::parse_prefixes(&[&args.iface_prefix])?;
+            cfg.iface_prefixes = palisade_agent::config::parse_prefixes(&args.iface_prefix)?;
             cfg.validate()?;
             let runner = Arc::new(ProcessRunner::in_netns(ns.clone()));
             palisade_agent::direct::report(&cfg, store.as_ref(), runner)
