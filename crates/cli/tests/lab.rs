@@ -570,3 +570,115 @@ fn drops_are_counted_and_attributed() {
         "{agents:?}"
     );
 }
+
+/// `lab apply` of a Pod the lab does not have creates it (namespace, veth, routes, server)
+/// and the agents enforce policy on it; a Pod that cannot be placed is refused with nothing
+/// applied; `lab down` removes the new pod's namespace too.
+#[test]
+fn pods_applied_to_a_live_lab_are_created_and_enforced() {
+    if skip_unless_root("pods_applied_to_a_live_lab_are_created_and_enforced") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let name = lab_name("addpod");
+    let _guard = LabGuard(name.clone());
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let status = json(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &seed.display().to_string(),
+        "-o",
+        "json",
+    ]);
+    let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |file: &str, text: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).expect("write manifest");
+        path.display().to_string()
+    };
+    let pod_and_policy = write(
+        "extra.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: extra, namespace: fresh, labels: {app: extra}}\n\
+         spec: {containers: [{name: c, image: x, ports: [{containerPort: 8080}]}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: extra-from-bob, namespace: fresh}\n\
+         spec: {podSelector: {matchLabels: {app: extra}}, ingress: [{from: [{namespaceSelector: {matchLabels: {user: bob}}}]}]}\n",
+    );
+    ok(&["lab", "--name", &name, "apply", "-f", &pod_and_policy]);
+    let status = json(&["lab", "--name", &name, "status", "-o", "json"]);
+    let pods = status["pods"].as_array().expect("pods");
+    let extra = pods
+        .iter()
+        .find(|p| p["pod"] == "fresh/extra")
+        .unwrap_or_else(|| panic!("fresh/extra not in the lab: {status}"));
+    assert!(extra["ip"]
+        .as_str()
+        .is_some_and(|ip| ip.starts_with("10.244.")));
+    let probe = run(&[
+        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
+    ]);
+    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
+    assert!(
+        probe.status.success(),
+        "mismatches: {}",
+        report["mismatches"]
+    );
+    let names: Vec<&str> = report["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let to = names
+        .iter()
+        .position(|p| *p == "fresh/extra")
+        .expect("probed");
+    let from_bob = names.iter().position(|p| *p == "bob/client").expect("bob");
+    let from_default = names
+        .iter()
+        .position(|p| *p == "default/client")
+        .expect("client");
+    let allowed = &report["probes"][0]["allowed"];
+    assert_eq!(
+        allowed[from_bob][to], true,
+        "bob reaches the new pod: {report}"
+    );
+    assert_eq!(allowed[from_default][to], false, "only bob does: {report}");
+
+    // A pod on a node the lab does not have: refused, and the policy beside it not applied.
+    let bad = write(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: lost, namespace: fresh}\n\
+         spec: {nodeName: n9, containers: [{name: c, image: x}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {name: deny-all, namespace: fresh}\nspec: {podSelector: {}}\n",
+    );
+    let out = run(&["lab", "--name", &name, "apply", "-f", &bad]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("n9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = json(&["lab", "--name", &name, "status", "-o", "json"]);
+    assert_eq!(after["pods"].as_array().expect("pods").len(), pods.len());
+    let probe = run(&[
+        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
+    ]);
+    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
+    assert_eq!(
+        report["probes"][0]["allowed"][from_bob][to], true,
+        "deny-all must not have been applied: {report}"
+    );
+
+    ok(&["lab", "--name", &name, "down"]);
+    let left: Vec<String> = netns_list()
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

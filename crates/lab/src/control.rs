@@ -36,7 +36,8 @@ pub enum Request {
     /// The agents' status records as stored (`key`, `value`: the JSON text), for `palisade
     /// agent status` on a lab whose datastore lives in the daemon.
     AgentStatuses,
-    /// Creates or replaces policies and namespaces; replaces pods' labels and ports; waits
+    /// Creates or replaces policies and namespaces; replaces the labels and ports of the
+    /// lab's pods and creates the pods it does not have (namespace, veth, server); waits
     /// until every agent has programmed the result.
     Apply {
         #[serde(default)]

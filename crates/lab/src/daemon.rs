@@ -46,6 +46,14 @@ struct Daemon {
     last_write: std::sync::atomic::AtomicI64,
 }
 
+/// Pods made by one `apply`: where they went, and their endpoints with node and address.
+#[derive(Default)]
+struct AddedPods {
+    plan: crate::plan::Plan,
+    pods: Vec<crate::plan::PodPlan>,
+    endpoints: Vec<Endpoint>,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -303,13 +311,11 @@ impl Daemon {
             ops.push(put(&StoredObject::Namespace(ns.clone()))?);
             cluster.upsert_namespace(ns);
         }
+        let mut new_pods = Vec::new();
         for pod in pods {
             let Some(existing) = cluster.endpoint(&pod.id).cloned() else {
-                return Err(LabError::Daemon(format!(
-                    "pod {} is not in the lab: pods are created by `lab up` (lab apply changes \
-                     the labels and ports of existing pods)",
-                    pod.id
-                )));
+                new_pods.push(pod);
+                continue;
             };
             let updated = Endpoint {
                 labels: pod.labels,
@@ -324,6 +330,17 @@ impl Daemon {
             ops.push(put(&StoredObject::Policy(p.clone()))?);
             cluster.upsert_policy(p);
         }
+        // New pods get their namespace, veth, routes and server before the datastore hears
+        // of them; if anything fails, what was made is removed and nothing is written.
+        let added = self.add_pods(new_pods)?;
+        for ep in &added.endpoints {
+            if !cluster.namespaces.contains_key(&ep.id.namespace) {
+                let ns = Namespace::implicit(&ep.id.namespace);
+                ops.push(put(&StoredObject::Namespace(ns))?);
+            }
+            ops.push(put(&StoredObject::Endpoint(ep.clone()))?);
+            cluster.upsert_endpoint(ep.clone());
+        }
         {
             let mut servers = lock(&self.servers);
             for (id, ports) in new_ports {
@@ -332,10 +349,75 @@ impl Daemon {
                 }
             }
         }
-        let rev = self.write(ops)?;
+        let rev = match self.write(ops) {
+            Ok(rev) => rev,
+            Err(e) => {
+                self.remove_added(&added);
+                return Err(e);
+            }
+        };
         *lock(&self.cluster) = cluster;
         self.wait_sync(rev)?;
         Ok(rev)
+    }
+
+    /// Makes pods the lab does not have yet (see [`crate::plan::place_pod`]): topology,
+    /// server, and the state file (so `lab status`, `probe`, `exec` and `down` know them).
+    fn add_pods(&self, pods: Vec<Endpoint>) -> Result<AddedPods> {
+        let mut added = AddedPods::default();
+        if pods.is_empty() {
+            return Ok(added);
+        }
+        let mut plan = LabState::load(&self.names)?
+            .map(|s| s.plan)
+            .unwrap_or_else(|| self.state.plan.clone());
+        for mut ep in pods {
+            let pod = crate::plan::place_pod(&self.names, &plan, &mut ep)?;
+            plan.pods.push(pod.clone());
+            added.pods.push(pod);
+            added.endpoints.push(ep);
+        }
+        added.plan = plan;
+        let made = (|| -> Result<()> {
+            let mut created = Vec::new();
+            for pod in &added.pods {
+                let built = crate::topology::build_pod(&added.plan, pod, &mut created);
+                self.state.update(&self.names, |s| {
+                    s.netns.append(&mut created);
+                })?;
+                built?;
+                let mut server = PodServer::new(&pod.netns, &pod.id.to_string());
+                server.serve(&pod.ports)?;
+                lock(&self.servers).insert(pod.id.clone(), server);
+            }
+            let pods = added.pods.clone();
+            self.state
+                .update(&self.names, |s| s.plan.pods.extend(pods))?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            self.remove_added(&added);
+            return Err(e);
+        }
+        eprintln!("lab {}: {} pod(s) added", self.names.name, added.pods.len());
+        Ok(added)
+    }
+
+    /// Undoes [`Daemon::add_pods`] as far as it got (best effort: `lab down` removes the
+    /// rest).
+    fn remove_added(&self, added: &AddedPods) {
+        for pod in &added.pods {
+            // The server's threads hold sockets in the pod's namespace until the daemon
+            // exits; with the veth gone nothing reaches them.
+            lock(&self.servers).remove(&pod.id);
+            let _ = crate::topology::remove_pod(&added.plan, pod);
+        }
+        let ids: Vec<EndpointId> = added.pods.iter().map(|p| p.id.clone()).collect();
+        let gone: Vec<String> = added.pods.iter().map(|p| p.netns.clone()).collect();
+        let _ = self.state.update(&self.names, |s| {
+            s.plan.pods.retain(|p| !ids.contains(&p.id));
+            s.netns.retain(|n| !gone.contains(n));
+        });
     }
 
     /// Deletes every policy of `ids` (all must be in the lab) in one write.

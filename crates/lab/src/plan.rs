@@ -132,22 +132,12 @@ pub fn plan(names: &LabNames, cluster: &mut Cluster, node_count: usize) -> Resul
         let index = node_names.iter().position(|n| *n == node).unwrap_or(0) + 1;
         let ip = match ep.ip_of_family(false) {
             Some(IpAddr::V4(ip)) => ip,
-            _ => {
-                let host = next_host.entry(index).or_insert(2);
-                let base = u32::from(POD_CIDR_BASE) + (((index - 1) as u32) << 8);
-                loop {
-                    if *host > 254 {
-                        return Err(LabError::Plan(format!(
-                            "node {node} has no free address left in its /24 of the pod CIDR"
-                        )));
-                    }
-                    let candidate = Ipv4Addr::from(base + *host);
-                    *host += 1;
-                    if taken.insert(candidate) {
-                        break candidate;
-                    }
-                }
-            }
+            _ => next_free(
+                &node,
+                index,
+                next_host.entry(index).or_insert(2),
+                &mut taken,
+            )?,
         };
         ep.node = Some(node.clone());
         ep.ips = vec![IpAddr::V4(ip)];
@@ -161,6 +151,88 @@ pub fn plan(names: &LabNames, cluster: &mut Cluster, node_count: usize) -> Resul
         });
     }
     Ok(Plan { nodes, pods })
+}
+
+/// The next address of node `index`'s /24 of the pod CIDR, from host number `host` on, that
+/// is not in `taken` (which then holds it).
+fn next_free(
+    node: &str,
+    index: usize,
+    host: &mut u32,
+    taken: &mut BTreeSet<Ipv4Addr>,
+) -> Result<Ipv4Addr> {
+    let base = u32::from(POD_CIDR_BASE) + (((index - 1) as u32) << 8);
+    loop {
+        if *host > 254 {
+            return Err(LabError::Plan(format!(
+                "node {node} has no free address left in its /24 of the pod CIDR"
+            )));
+        }
+        let candidate = Ipv4Addr::from(base + *host);
+        *host += 1;
+        if taken.insert(candidate) {
+            return Ok(candidate);
+        }
+    }
+}
+
+/// Places one more pod in a running lab's `plan` (`lab apply` of a Pod the lab does not have):
+/// on its `spec.nodeName`, which must be one of the lab's nodes, else on the node with the
+/// fewest pods; at its own IPv4 address if it has one and no pod uses it, else the next free
+/// address of its node. Writes node and address into `ep`.
+pub fn place_pod(
+    names: &LabNames,
+    plan: &Plan,
+    ep: &mut palisade_model::Endpoint,
+) -> Result<PodPlan> {
+    if plan.pod(&ep.id).is_some() {
+        return Err(LabError::Plan(format!(
+            "pod {} is already in the lab",
+            ep.id
+        )));
+    }
+    let node = match &ep.node {
+        Some(n) => plan.node(n).ok_or_else(|| {
+            LabError::Plan(format!(
+                "pod {} asks for node {n}, which the lab does not have (nodes are made by `lab up`)",
+                ep.id
+            ))
+        })?,
+        None => plan
+            .nodes
+            .iter()
+            .min_by_key(|n| (plan.pods.iter().filter(|p| p.node == n.name).count(), n.index))
+            .ok_or_else(|| LabError::Plan("the lab has no node".into()))?,
+    };
+    let mut taken: BTreeSet<Ipv4Addr> = plan.pods.iter().map(|p| p.ip).collect();
+    let ip = match ep.ip_of_family(false) {
+        Some(IpAddr::V4(ip)) => {
+            if let Some(other) = plan.pods.iter().find(|p| p.ip == ip) {
+                return Err(LabError::Plan(format!(
+                    "pods {} and {} both have address {ip}",
+                    other.id, ep.id
+                )));
+            }
+            ip
+        }
+        _ if !ep.ips.is_empty() => {
+            return Err(LabError::Plan(format!(
+                "pod {} has only IPv6 addresses; the lab runs IPv4 pods",
+                ep.id
+            )));
+        }
+        _ => next_free(&node.name, node.index, &mut 2, &mut taken)?,
+    };
+    ep.node = Some(node.name.clone());
+    ep.ips = vec![IpAddr::V4(ip)];
+    Ok(PodPlan {
+        id: ep.id.clone(),
+        node: node.name.clone(),
+        netns: names.pod_netns(&ep.id),
+        interface: palisade_model::endpoint::interface_name("pal", &ep.id),
+        ip,
+        ports: ep.ports.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -204,6 +276,48 @@ mod tests {
         assert_eq!(c.endpoints[1].node.as_deref(), Some("n2"));
         assert_eq!(p.pods[0].interface.len(), 15);
         assert!(p.pods[0].interface.starts_with("pal"));
+    }
+
+    #[test]
+    fn a_pod_added_later_goes_to_the_emptiest_node_at_a_free_address() {
+        let names = LabNames::new("t").unwrap();
+        let mut c = Cluster::new();
+        for n in ["a", "b", "c"] {
+            c.upsert_endpoint(ep("x", n, None, None));
+        }
+        let mut p = plan(&names, &mut c, 2).unwrap();
+        // n1 has a and c (10.244.0.2, .3), n2 has b.
+        let mut d = ep("x", "d", None, None);
+        let placed = place_pod(&names, &p, &mut d).unwrap();
+        assert_eq!(
+            (placed.node.as_str(), placed.ip.to_string()),
+            ("n2", "10.244.1.3".into())
+        );
+        assert_eq!(d.node.as_deref(), Some("n2"));
+        assert_eq!(d.ips, vec!["10.244.1.3".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            placed.interface,
+            palisade_model::endpoint::interface_name("pal", &d.id)
+        );
+        p.pods.push(placed);
+        // An asked-for node and address are kept.
+        let mut e = ep("x", "e", Some("n1"), Some("10.9.9.9"));
+        let placed = place_pod(&names, &p, &mut e).unwrap();
+        assert_eq!(
+            (placed.node.as_str(), placed.ip.to_string()),
+            ("n1", "10.9.9.9".into())
+        );
+        // Refused: a pod the lab has, a node it does not, a used address, IPv6 only.
+        for (bad, why) in [
+            (ep("x", "a", None, None), "already"),
+            (ep("x", "f", Some("n7"), None), "node n7"),
+            (ep("x", "g", None, Some("10.244.0.2")), "both have"),
+            (ep("x", "h", None, Some("fd00::1")), "IPv6"),
+        ] {
+            let mut bad = bad;
+            let err = place_pod(&names, &p, &mut bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+        }
     }
 
     #[test]

@@ -47,29 +47,44 @@ pub fn build(plan: &Plan, created: &mut Vec<String>) -> Result<()> {
         }
     }
     for pod in &plan.pods {
-        add_netns(&pod.netns, created)?;
-        let Some(node) = plan.node(&pod.node) else {
-            continue;
-        };
-        add_pod(node, pod)?;
-        for other in plan.nodes.iter().filter(|n| n.name != node.name) {
-            let via = node.link_addr.to_string();
-            ip_in(
-                &other.netns,
-                &[
-                    "route",
-                    "add",
-                    &format!("{}/32", pod.ip),
-                    "via",
-                    &via,
-                    "dev",
-                    &link_name(node.index),
-                    "onlink",
-                ],
-            )?;
-        }
+        build_pod(plan, pod, created)?;
     }
     Ok(())
+}
+
+/// One pod: its namespace, its veth to its node, and the routes of the other nodes to it.
+pub fn build_pod(plan: &Plan, pod: &PodPlan, created: &mut Vec<String>) -> Result<()> {
+    add_netns(&pod.netns, created)?;
+    let Some(node) = plan.node(&pod.node) else {
+        return Ok(());
+    };
+    add_pod(node, pod)?;
+    for other in plan.nodes.iter().filter(|n| n.name != node.name) {
+        let via = node.link_addr.to_string();
+        ip_in(
+            &other.netns,
+            &[
+                "route",
+                "add",
+                &format!("{}/32", pod.ip),
+                "via",
+                &via,
+                "dev",
+                &link_name(node.index),
+                "onlink",
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+/// Undoes [`build_pod`]: the other nodes' routes to the pod, then its namespace (its veth
+/// and its node's route to it go with it). Parts already gone are not an error.
+pub fn remove_pod(plan: &Plan, pod: &PodPlan) -> Result<()> {
+    for other in plan.nodes.iter().filter(|n| n.name != pod.node) {
+        let _ = ip_in(&other.netns, &["route", "del", &format!("{}/32", pod.ip)]);
+    }
+    remove_netns(&pod.netns)
 }
 
 fn link_nodes(a: &NodePlan, b: &NodePlan) -> Result<()> {

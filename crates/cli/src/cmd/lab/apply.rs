@@ -19,7 +19,8 @@ use crate::input;
 #[derive(clap::Args)]
 pub struct ApplyArgs {
     /// Manifests: NetworkPolicies are created or replaced; a Namespace or Pod that exists has
-    /// its labels (and a Pod its container ports) replaced. New pods need `lab up`.
+    /// its labels (and a Pod its container ports) replaced; a new Pod is created on its
+    /// spec.nodeName (a node of the lab) or the node with the fewest pods.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
     pub files: Vec<PathBuf>,
     /// Output format.

@@ -38,7 +38,7 @@ pub struct Args {
 pub enum LabCommand {
     /// Create nodes and pods from manifests, start servers and agents; returns when every agent is in sync.
     Up(up::UpArgs),
-    /// Create or replace NetworkPolicies; change labels (and ports) of Namespaces and Pods.
+    /// Create or replace NetworkPolicies; change labels (and ports) of Namespaces and Pods; create new Pods.
     Apply(apply::ApplyArgs),
     /// Delete a NetworkPolicy: `lab delete networkpolicy NS/NAME`.
     Delete(apply::DeleteArgs),
