@@ -675,10 +675,41 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
         "deny-all must not have been applied: {report}"
     );
 
+    // `lab delete pod`: gone from the lab, its namespace removed, the rest still agrees.
+    let ours = || -> Vec<String> {
+        netns_list()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    let before = ours();
+    ok(&["lab", "--name", &name, "delete", "pod", "fresh/extra"]);
+    let after = json(&["lab", "--name", &name, "status", "-o", "json"]);
+    assert_eq!(
+        after["pods"].as_array().expect("pods").len(),
+        pods.len() - 1
+    );
+    assert_eq!(ours().len(), before.len() - 1, "{before:?} -> {:?}", ours());
+    let probe = run(&[
+        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
+    ]);
+    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
+    assert!(
+        probe.status.success(),
+        "mismatches: {}",
+        report["mismatches"]
+    );
+    assert!(
+        !report["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .any(|p| p == "fresh/extra"),
+        "{report}"
+    );
+    let again = run(&["lab", "--name", &name, "delete", "pod", "fresh/extra"]);
+    assert!(!again.status.success(), "a second delete must fail");
+
     ok(&["lab", "--name", &name, "down"]);
-    let left: Vec<String> = netns_list()
-        .into_iter()
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(ours().is_empty(), "left behind: {:?}", ours());
 }

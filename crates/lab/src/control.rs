@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_model::{Endpoint, NamedPort, Namespace, Policy, PolicyId};
+use palisade_model::{Endpoint, EndpointId, NamedPort, Namespace, Policy, PolicyId};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
@@ -49,6 +49,11 @@ pub enum Request {
     },
     DeletePolicy {
         id: PolicyId,
+    },
+    /// Deletes a pod: from the datastore first (waiting until every agent has programmed
+    /// that), then its namespace, veth and routes.
+    DeletePod {
+        id: EndpointId,
     },
     /// Deletes these policies in one datastore write and waits until every agent has
     /// programmed the result (`lab bench` removes a thousand at once).

@@ -279,6 +279,10 @@ impl Daemon {
                 let rev = self.delete_policies(std::slice::from_ref(&id))?;
                 Response::ok(serde_json::json!({ "revision": rev }))
             }
+            Request::DeletePod { id } => {
+                let rev = self.delete_pod(&id)?;
+                Response::ok(serde_json::json!({ "revision": rev }))
+            }
             Request::DeletePolicies { ids } => {
                 let rev = self.delete_policies(&ids)?;
                 Response::ok(serde_json::json!({ "revision": rev }))
@@ -403,8 +407,34 @@ impl Daemon {
         Ok(added)
     }
 
-    /// Undoes [`Daemon::add_pods`] as far as it got (best effort: `lab down` removes the
-    /// rest).
+    /// Deletes pod `id`: its endpoint from the datastore (and waits until every agent has
+    /// programmed that), then its server, namespace, veth and routes.
+    fn delete_pod(&self, id: &EndpointId) -> Result<i64> {
+        let _write = lock(&self.writes);
+        let mut cluster = lock(&self.cluster).clone();
+        let Some(ep) = cluster.endpoint(id).cloned() else {
+            return Err(LabError::Daemon(format!("pod {id} is not in the lab")));
+        };
+        cluster.endpoints.retain(|e| &e.id != id);
+        let key = keys::endpoint(ep.node.as_deref(), &id.namespace, &id.name)?;
+        let rev = self.write(vec![Op::delete(key)])?;
+        *lock(&self.cluster) = cluster;
+        self.wait_sync(rev)?;
+        let plan = LabState::load(&self.names)?
+            .map(|s| s.plan)
+            .unwrap_or_else(|| self.state.plan.clone());
+        if let Some(pod) = plan.pod(id) {
+            self.remove_added(&AddedPods {
+                plan: plan.clone(),
+                pods: vec![pod.clone()],
+                endpoints: vec![],
+            });
+        }
+        Ok(rev)
+    }
+
+    /// Removes pods made by [`Daemon::add_pods`] or `lab up` (best effort: `lab down`
+    /// removes the rest): servers, topology, and their entries in the state file.
     fn remove_added(&self, added: &AddedPods) {
         for pod in &added.pods {
             // The server's threads hold sockets in the pod's namespace until the daemon

@@ -11,7 +11,7 @@ use palisade_lab::control::{self, Request};
 use palisade_lab::daemon::SYNC_TIMEOUT;
 use palisade_lab::LabNames;
 use palisade_model::manifest::Object;
-use palisade_model::{convert, PolicyId, DEFAULT_TIER};
+use palisade_model::{convert, EndpointId, PolicyId, DEFAULT_TIER};
 
 use super::Output;
 use crate::input;
@@ -31,7 +31,7 @@ pub struct ApplyArgs {
 #[derive(clap::Args)]
 #[command(after_help = "Example:\n  palisade lab delete networkpolicy default/web-deny-all")]
 pub struct DeleteArgs {
-    /// The kind: networkpolicy (also networkpolicies, netpol, np).
+    /// The kind: networkpolicy (also networkpolicies, netpol, np) or pod (pods, po).
     pub kind: String,
     /// NAMESPACE/NAME (NAME alone means namespace default).
     pub target: String,
@@ -110,38 +110,47 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
 
 pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
     palisade_lab::lifecycle::running(names)?;
-    if !matches!(
-        crate::cmd::delete::kind_word(&args.kind).as_str(),
-        "networkpolicy" | "networkpolicies" | "netpol" | "netpols" | "np"
-    ) {
-        bail!(
-            "lab delete handles networkpolicy only (got {:?}); pods and namespaces live as long as the lab",
+    let kind = crate::cmd::delete::kind_word(&args.kind);
+    let (request, what) = match kind.as_str() {
+        "networkpolicy" | "networkpolicies" | "netpol" | "netpols" | "np" => {
+            let (ns, name) = namespaced(&args.target)?;
+            let id = PolicyId {
+                tier: DEFAULT_TIER.to_string(),
+                namespace: Some(ns.to_string()),
+                name: name.to_string(),
+            };
+            (Request::DeletePolicy { id }, format!("NetworkPolicy {ns}/{name}"))
+        }
+        "pod" | "pods" | "po" => {
+            let (ns, name) = namespaced(&args.target)?;
+            let id = EndpointId::new(ns, name);
+            (Request::DeletePod { id }, format!("Pod {ns}/{name}"))
+        }
+        _ => bail!(
+            "lab delete handles networkpolicy and pod (got {:?}); namespaces live as long as the lab",
             args.kind
-        );
-    }
-    let (ns, name) = args
-        .target
-        .split_once('/')
-        .unwrap_or(("default", &args.target));
-    if ns.is_empty() || name.is_empty() {
-        bail!("expected NAMESPACE/NAME, got {:?}", args.target);
-    }
-    let id = PolicyId {
-        tier: DEFAULT_TIER.to_string(),
-        namespace: Some(ns.to_string()),
-        name: name.to_string(),
+        ),
     };
-    let answer = control::call(&names.socket(), &Request::DeletePolicy { id }, timeout())
-        .with_context(|| format!("cannot delete networkpolicy {ns}/{name}"))?;
+    let answer = control::call(&names.socket(), &request, timeout())
+        .with_context(|| format!("cannot delete {what}"))?;
     match args.output {
         Output::Json => println!(
             "{}",
-            serde_json::json!({ "revision": answer["revision"], "deleted": format!("NetworkPolicy {ns}/{name}") })
+            serde_json::json!({ "revision": answer["revision"], "deleted": what })
         ),
         Output::Table => println!(
-            "NetworkPolicy {ns}/{name} deleted; agents in sync at revision {}",
+            "{what} deleted; agents in sync at revision {}",
             answer["revision"]
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `NAMESPACE/NAME` (`NAME` alone: namespace `default`).
+fn namespaced(target: &str) -> Result<(&str, &str)> {
+    let (ns, name) = target.split_once('/').unwrap_or(("default", target));
+    if ns.is_empty() || name.is_empty() {
+        bail!("expected NAMESPACE/NAME, got {target:?}");
+    }
+    Ok((ns, name))
 }
