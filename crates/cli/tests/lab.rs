@@ -683,7 +683,29 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
             .collect()
     };
     let before = ours();
+    let node_netns = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["name"] == extra["node"])
+        .and_then(|n| n["netns"].as_str())
+        .unwrap_or_else(|| panic!("node of {extra} in {status}"))
+        .to_string();
+    let iface = extra["interface"].as_str().expect("interface").to_string();
+    let veth_exists = || {
+        Command::new("ip")
+            .args(["-n", &node_netns, "link", "show", &iface])
+            .output()
+            .expect("ip link show")
+            .status
+            .success()
+    };
+    assert!(veth_exists(), "{iface} in {node_netns} before the delete");
     ok(&["lab", "--name", &name, "delete", "pod", "fresh/extra"]);
+    assert!(
+        !veth_exists(),
+        "{iface} left in {node_netns} after the delete"
+    );
     let after = json(&["lab", "--name", &name, "status", "-o", "json"]);
     assert_eq!(
         after["pods"].as_array().expect("pods").len(),

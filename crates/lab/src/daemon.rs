@@ -437,8 +437,8 @@ impl Daemon {
     /// removes the rest): servers, topology, and their entries in the state file.
     fn remove_added(&self, added: &AddedPods) {
         for pod in &added.pods {
-            // The server's threads hold sockets in the pod's namespace until the daemon
-            // exits; with the veth gone nothing reaches them.
+            // The server's threads keep their sockets (and so the pod's namespace) until the
+            // daemon exits; `remove_pod` deletes the veth, so nothing reaches them.
             lock(&self.servers).remove(&pod.id);
             let _ = crate::topology::remove_pod(&added.plan, pod);
         }

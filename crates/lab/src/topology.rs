@@ -78,11 +78,16 @@ pub fn build_pod(plan: &Plan, pod: &PodPlan, created: &mut Vec<String>) -> Resul
     Ok(())
 }
 
-/// Undoes [`build_pod`]: the other nodes' routes to the pod, then its namespace (its veth
-/// and its node's route to it go with it). Parts already gone are not an error.
+/// Undoes [`build_pod`]: the other nodes' routes to the pod, its veth (with its node's route
+/// to it), then its namespace. The veth is deleted explicitly: a namespace whose name is
+/// removed lives on while a socket in it is open (the daemon's server threads hold some).
+/// Parts already gone are not an error.
 pub fn remove_pod(plan: &Plan, pod: &PodPlan) -> Result<()> {
     for other in plan.nodes.iter().filter(|n| n.name != pod.node) {
         let _ = ip_in(&other.netns, &["route", "del", &format!("{}/32", pod.ip)]);
+    }
+    if let Some(node) = plan.node(&pod.node) {
+        let _ = ip_in(&node.netns, &["link", "del", &pod.interface]);
     }
     remove_netns(&pod.netns)
 }
