@@ -99,6 +99,30 @@ fn lab_name(tag: &str) -> String {
     format!("t{tag}-{}", std::process::id())
 }
 
+/// `lab up` of `examples/seed` (2 nodes, nftables, embedded datastore): its JSON status.
+fn seed_lab_up(name: &str) -> Value {
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    json(&[
+        "lab",
+        "--name",
+        name,
+        "up",
+        "-f",
+        &seed.display().to_string(),
+        "-o",
+        "json",
+    ])
+}
+
+/// `lab probe --probe PORT -o json`: whether it exited 0 (no mismatch), and the report.
+fn probe_json(name: &str, port: &str) -> (bool, Value) {
+    let out = run(&[
+        "lab", "--name", name, "probe", "--probe", port, "-o", "json",
+    ]);
+    let report = serde_json::from_slice(&out.stdout).expect("probe json");
+    (out.status.success(), report)
+}
+
 #[test]
 fn topology_up_down_leaves_nothing() {
     if skip_unless_root("topology_up_down_leaves_nothing") {
@@ -465,17 +489,7 @@ fn drops_are_counted_and_attributed() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("cnt");
     let _guard = LabGuard(name.clone());
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
-    let status = json(&[
-        "lab",
-        "--name",
-        &name,
-        "up",
-        "-f",
-        &seed.display().to_string(),
-        "-o",
-        "json",
-    ]);
+    let status = seed_lab_up(&name);
     let web = status["pods"]
         .as_array()
         .expect("pods")
@@ -582,17 +596,7 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("addpod");
     let _guard = LabGuard(name.clone());
-    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
-    let status = json(&[
-        "lab",
-        "--name",
-        &name,
-        "up",
-        "-f",
-        &seed.display().to_string(),
-        "-o",
-        "json",
-    ]);
+    let status = seed_lab_up(&name);
     let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |file: &str, text: &str| {
@@ -618,15 +622,8 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
     assert!(extra["ip"]
         .as_str()
         .is_some_and(|ip| ip.starts_with("10.244.")));
-    let probe = run(&[
-        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
-    ]);
-    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
-    assert!(
-        probe.status.success(),
-        "mismatches: {}",
-        report["mismatches"]
-    );
+    let (matched, report) = probe_json(&name, "8080/TCP");
+    assert!(matched, "mismatches: {}", report["mismatches"]);
     let names: Vec<&str> = report["pods"]
         .as_array()
         .expect("pods")
@@ -666,10 +663,8 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
     );
     let after = json(&["lab", "--name", &name, "status", "-o", "json"]);
     assert_eq!(after["pods"].as_array().expect("pods").len(), pods.len());
-    let probe = run(&[
-        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
-    ]);
-    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
+    let (matched, report) = probe_json(&name, "8080/TCP");
+    assert!(matched, "mismatches: {}", report["mismatches"]);
     assert_eq!(
         report["probes"][0]["allowed"][from_bob][to], true,
         "deny-all must not have been applied: {report}"
@@ -712,15 +707,8 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
         pods.len() - 1
     );
     assert_eq!(ours().len(), before.len() - 1, "{before:?} -> {:?}", ours());
-    let probe = run(&[
-        "lab", "--name", &name, "probe", "--probe", "8080/TCP", "-o", "json",
-    ]);
-    let report: Value = serde_json::from_slice(&probe.stdout).expect("probe json");
-    assert!(
-        probe.status.success(),
-        "mismatches: {}",
-        report["mismatches"]
-    );
+    let (matched, report) = probe_json(&name, "8080/TCP");
+    assert!(matched, "mismatches: {}", report["mismatches"]);
     assert!(
         !report["pods"]
             .as_array()
