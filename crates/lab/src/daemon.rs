@@ -356,7 +356,7 @@ impl Daemon {
         let rev = match self.write(ops) {
             Ok(rev) => rev,
             Err(e) => {
-                self.remove_added(&added);
+                self.remove_pods(&added.plan, &added.pods);
                 return Err(e);
             }
         };
@@ -372,9 +372,7 @@ impl Daemon {
         if pods.is_empty() {
             return Ok(added);
         }
-        let mut plan = LabState::load(&self.names)?
-            .map(|s| s.plan)
-            .unwrap_or_else(|| self.state.plan.clone());
+        let mut plan = self.current_plan()?;
         for mut ep in pods {
             let pod = crate::plan::place_pod(&self.names, &plan, &mut ep)?;
             plan.pods.push(pod.clone());
@@ -400,7 +398,7 @@ impl Daemon {
             Ok(())
         })();
         if let Err(e) = made {
-            self.remove_added(&added);
+            self.remove_pods(&added.plan, &added.pods);
             return Err(e);
         }
         eprintln!("lab {}: {} pod(s) added", self.names.name, added.pods.len());
@@ -420,30 +418,32 @@ impl Daemon {
         let rev = self.write(vec![Op::delete(key)])?;
         *lock(&self.cluster) = cluster;
         self.wait_sync(rev)?;
-        let plan = LabState::load(&self.names)?
-            .map(|s| s.plan)
-            .unwrap_or_else(|| self.state.plan.clone());
+        let plan = self.current_plan()?;
         if let Some(pod) = plan.pod(id) {
-            self.remove_added(&AddedPods {
-                plan: plan.clone(),
-                pods: vec![pod.clone()],
-                endpoints: vec![],
-            });
+            self.remove_pods(&plan, std::slice::from_ref(pod));
         }
         Ok(rev)
     }
 
+    /// The lab's plan as the state file has it now (pods added or removed since `up`
+    /// included).
+    fn current_plan(&self) -> Result<crate::plan::Plan> {
+        Ok(LabState::load(&self.names)?
+            .map(|s| s.plan)
+            .unwrap_or_else(|| self.state.plan.clone()))
+    }
+
     /// Removes pods made by [`Daemon::add_pods`] or `lab up` (best effort: `lab down`
     /// removes the rest): servers, topology, and their entries in the state file.
-    fn remove_added(&self, added: &AddedPods) {
-        for pod in &added.pods {
+    fn remove_pods(&self, plan: &crate::plan::Plan, pods: &[crate::plan::PodPlan]) {
+        for pod in pods {
             // The server's threads keep their sockets (and so the pod's namespace) until the
             // daemon exits; `remove_pod` deletes the veth, so nothing reaches them.
             lock(&self.servers).remove(&pod.id);
-            let _ = crate::topology::remove_pod(&added.plan, pod);
+            let _ = crate::topology::remove_pod(plan, pod);
         }
-        let ids: Vec<EndpointId> = added.pods.iter().map(|p| p.id.clone()).collect();
-        let gone: Vec<String> = added.pods.iter().map(|p| p.netns.clone()).collect();
+        let ids: Vec<EndpointId> = pods.iter().map(|p| p.id.clone()).collect();
+        let gone: Vec<String> = pods.iter().map(|p| p.netns.clone()).collect();
         let _ = self.state.update(&self.names, |s| {
             s.plan.pods.retain(|p| !ids.contains(&p.id));
             s.netns.retain(|n| !gone.contains(n));
