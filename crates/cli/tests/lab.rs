@@ -99,8 +99,9 @@ fn lab_name(tag: &str) -> String {
     format!("t{tag}-{}", std::process::id())
 }
 
-/// `lab up` of `examples/seed` (2 nodes, nftables, embedded datastore): its JSON status.
-fn seed_lab_up(name: &str) -> Value {
+/// `lab up` of `examples/seed` (2 nodes, nftables, embedded datastore) wired by `cni`: its
+/// JSON status.
+fn seed_lab_up(name: &str, cni: &str) -> Value {
     let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
     json(&[
         "lab",
@@ -109,6 +110,8 @@ fn seed_lab_up(name: &str) -> Value {
         "up",
         "-f",
         &seed.display().to_string(),
+        "--cni",
+        cni,
         "-o",
         "json",
     ])
@@ -154,6 +157,9 @@ fn topology_up_down_leaves_nothing() {
     let nodes = status["nodes"].as_array().expect("nodes").clone();
     assert_eq!(pods.len(), 5);
     assert_eq!(nodes.len(), 3);
+    // The default wiring: the reference bridge plugin, address matching.
+    assert_eq!(status["cni"], "bridge");
+    assert_eq!(status["endpoint_match"], "address");
     let pid = status["daemon"]["pid"].as_u64().expect("daemon pid");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
@@ -174,7 +180,17 @@ fn topology_up_down_leaves_nothing() {
         assert!(!routes.contains(ip), "host route to pod {ip}: {routes}");
         let iface = p["interface"].as_str().expect("interface");
         assert!(!host_names.contains(iface), "{iface} on the host");
-        assert_eq!(iface.len(), 15);
+        // The plugin's veth, on the pod's node, in the node's bridge.
+        let node_netns = nodes
+            .iter()
+            .find(|n| n["name"] == p["node"])
+            .and_then(|n| n["netns"].as_str())
+            .expect("node netns");
+        let link = host(&["-n", node_netns, "-o", "link", "show", iface]);
+        assert!(
+            iface.starts_with("veth") && link.contains("master cni0"),
+            "{iface} in {node_netns}: {link}"
+        );
     }
 
     // Every pod reaches every pod on every protocol (no agents, nothing enforced).
@@ -275,7 +291,8 @@ fn topology_up_down_leaves_nothing() {
 }
 
 /// Replays `slugs` on the live lab `name`; returns the failure report (empty: all passed).
-fn replay_cases(name: &str, slugs: &[String]) -> String {
+/// `ipv6`: every address of the manifests mapped into IPv6 (see `ipv4_into_ipv6`).
+fn replay_cases(name: &str, slugs: &[String], ipv6: bool) -> String {
     let base = Objects::base().expect("base");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut report = String::new();
@@ -285,6 +302,11 @@ fn replay_cases(name: &str, slugs: &[String]) -> String {
         let states = case.states(&base).expect("states");
         for (i, (step, objects)) in case.steps.iter().zip(&states).enumerate() {
             let file = dir.path().join("step.yaml");
+            let objects = if ipv6 {
+                objects.mapped_into_ipv6()
+            } else {
+                objects.clone()
+            };
             std::fs::write(&file, objects.to_yaml().expect("yaml")).expect("write");
             let out = run(&[
                 "lab",
@@ -393,67 +415,94 @@ fn replay_cases(name: &str, slugs: &[String]) -> String {
 /// Labs of the conformance tests run one at a time: the machine may have two cores.
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn conformance_on(tag: &str, dataplane: &str, datastore: &str, slugs: &[String]) {
+/// How a conformance lab is made.
+struct Setup<'a> {
+    dataplane: &'a str,
+    datastore: &'a str,
+    /// `bridge`, `ptp` or `palisade`.
+    cni: &'a str,
+    /// `address` or `interface`.
+    endpoint_match: &'a str,
+    /// Every address mapped into IPv6.
+    ipv6: bool,
+}
+
+impl Setup<'_> {
+    fn describe(&self) -> String {
+        format!(
+            "{} (cni {}, {} matching, {}{})",
+            self.dataplane,
+            self.cni,
+            self.endpoint_match,
+            if self.ipv6 { "IPv6, " } else { "" },
+            self.datastore
+        )
+    }
+}
+
+fn conformance_on(tag: &str, setup: &Setup, slugs: &[String]) {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name(tag);
     let _guard = LabGuard(name.clone());
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conformance/base");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_file = dir.path().join("base.yaml");
+    let base = Objects::base().expect("base");
+    let base = if setup.ipv6 {
+        base.mapped_into_ipv6()
+    } else {
+        base
+    };
+    std::fs::write(&base_file, base.to_yaml().expect("yaml")).expect("write base");
     let status = json(&[
         "lab",
         "--name",
         &name,
         "up",
         "-f",
-        &base.display().to_string(),
+        &base_file.display().to_string(),
         "--nodes",
         "2",
         "--dataplane",
-        dataplane,
+        setup.dataplane,
         "--datastore",
-        datastore,
+        setup.datastore,
+        "--cni",
+        setup.cni,
+        "--endpoint-match",
+        setup.endpoint_match,
         "-o",
         "json",
     ]);
-    let nodes: BTreeSet<&str> = status["pods"]
-        .as_array()
-        .expect("pods")
-        .iter()
-        .filter_map(|p| p["node"].as_str())
-        .collect();
+    assert_eq!(status["cni"], setup.cni);
+    assert_eq!(status["endpoint_match"], setup.endpoint_match);
+    let pods = status["pods"].as_array().expect("pods");
+    let nodes: BTreeSet<&str> = pods.iter().filter_map(|p| p["node"].as_str()).collect();
     assert_eq!(nodes.len(), 2, "pods must be on both nodes");
+    for p in pods {
+        let ip = p["ip"].as_str().expect("ip");
+        assert_eq!(ip.contains(':'), setup.ipv6, "{p}");
+    }
     let started = std::time::Instant::now();
-    let report = replay_cases(&name, slugs);
+    let report = replay_cases(&name, slugs, setup.ipv6);
     eprintln!(
-        "{} conformance cases on {dataplane} ({datastore}) in {:.1}s",
+        "{} conformance cases on {} in {:.1}s",
         slugs.len(),
+        setup.describe(),
         started.elapsed().as_secs_f64()
     );
     if !report.is_empty() {
         let kept = format!("/tmp/{name}-daemon.log");
         let _ = std::fs::copy(format!("/run/palisade/lab/{name}/daemon.log"), &kept);
-        panic!("conformance through the lab on {dataplane} failed (daemon log: {kept}):\n{report}");
+        panic!(
+            "conformance through the lab on {} failed (daemon log: {kept}):\n{report}",
+            setup.describe()
+        );
     }
 }
 
-#[test]
-fn conformance_nftables() {
-    if skip_unless_root("conformance_nftables") {
-        return;
-    }
-    conformance_on("nft", "nftables", "embedded", &case_slugs().expect("cases"));
-}
-
-#[test]
-fn conformance_iptables() {
-    if skip_unless_root("conformance_iptables") {
-        return;
-    }
-    conformance_on("ipt", "iptables", "embedded", &case_slugs().expect("cases"));
-}
-
-/// A representative subset through etcd: every protocol, named ports, ipBlock, label updates,
+/// A representative subset: every protocol, named ports, ipBlock with except, label updates,
 /// multi-step deletes.
-const ETCD_CASES: &[&str] = &[
+const SUBSET: &[&str] = &[
     "default-deny-ingress",
     "updated-pod",
     "stop-enforcing-after-delete",
@@ -462,6 +511,128 @@ const ETCD_CASES: &[&str] = &[
     "egress-cidr-except",
 ];
 
+fn subset() -> Vec<String> {
+    let all = case_slugs().expect("cases");
+    for s in SUBSET {
+        assert!(all.contains(&s.to_string()), "no case {s}");
+    }
+    SUBSET.iter().map(|s| s.to_string()).collect()
+}
+
+fn all_cases() -> Vec<String> {
+    case_slugs().expect("cases")
+}
+
+fn setup<'a>(dataplane: &'a str, cni: &'a str, endpoint_match: &'a str, ipv6: bool) -> Setup<'a> {
+    Setup {
+        dataplane,
+        datastore: "embedded",
+        cni,
+        endpoint_match,
+        ipv6,
+    }
+}
+
+// The full suite on one real CNI per dataplane, a subset on the other combinations.
+
+#[test]
+fn conformance_nftables_bridge() {
+    if skip_unless_root("conformance_nftables_bridge") {
+        return;
+    }
+    conformance_on(
+        "nftbr",
+        &setup("nftables", "bridge", "address", false),
+        &all_cases(),
+    );
+}
+
+#[test]
+fn conformance_iptables_ptp() {
+    if skip_unless_root("conformance_iptables_ptp") {
+        return;
+    }
+    conformance_on(
+        "iptptp",
+        &setup("iptables", "ptp", "address", false),
+        &all_cases(),
+    );
+}
+
+#[test]
+fn conformance_subset_nftables_ptp() {
+    if skip_unless_root("conformance_subset_nftables_ptp") {
+        return;
+    }
+    conformance_on(
+        "nftptp",
+        &setup("nftables", "ptp", "address", false),
+        &subset(),
+    );
+}
+
+#[test]
+fn conformance_subset_iptables_bridge() {
+    if skip_unless_root("conformance_subset_iptables_bridge") {
+        return;
+    }
+    conformance_on(
+        "iptbr",
+        &setup("iptables", "bridge", "address", false),
+        &subset(),
+    );
+}
+
+#[test]
+fn conformance_subset_nftables_palisade_interface() {
+    if skip_unless_root("conformance_subset_nftables_palisade_interface") {
+        return;
+    }
+    conformance_on(
+        "nftpal",
+        &setup("nftables", "palisade", "interface", false),
+        &subset(),
+    );
+}
+
+#[test]
+fn conformance_subset_iptables_palisade_interface() {
+    if skip_unless_root("conformance_subset_iptables_palisade_interface") {
+        return;
+    }
+    conformance_on(
+        "iptpal",
+        &setup("iptables", "palisade", "interface", false),
+        &subset(),
+    );
+}
+
+/// Every address of the suite mapped into IPv6 (`fd00::a.b.c.d`, prefixes /96+n).
+#[test]
+fn conformance_ipv6_nftables_bridge() {
+    if skip_unless_root("conformance_ipv6_nftables_bridge") {
+        return;
+    }
+    conformance_on(
+        "nft6",
+        &setup("nftables", "bridge", "address", true),
+        &all_cases(),
+    );
+}
+
+#[test]
+fn conformance_ipv6_iptables_ptp() {
+    if skip_unless_root("conformance_ipv6_iptables_ptp") {
+        return;
+    }
+    conformance_on(
+        "ipt6",
+        &setup("iptables", "ptp", "address", true),
+        &all_cases(),
+    );
+}
+
+/// The subset through etcd, with one `palisade agent` process per node.
 #[test]
 fn conformance_etcd_agent_processes() {
     if skip_unless_root("conformance_etcd_agent_processes") {
@@ -473,12 +644,14 @@ fn conformance_etcd_agent_processes() {
     }
     let etcd = palisade_store::testing::EtcdServer::start().expect("etcd");
     let url = format!("etcd://{}", etcd.endpoint());
-    let slugs: Vec<String> = ETCD_CASES.iter().map(|s| s.to_string()).collect();
-    let all = case_slugs().expect("cases");
-    for s in &slugs {
-        assert!(all.contains(s), "no case {s}");
-    }
-    conformance_on("etcd", "iptables", &url, &slugs);
+    let setup = Setup {
+        dataplane: "iptables",
+        datastore: &url,
+        cni: "bridge",
+        endpoint_match: "address",
+        ipv6: false,
+    };
+    conformance_on("etcd", &setup, &subset());
 }
 
 #[test]
@@ -489,7 +662,7 @@ fn drops_are_counted_and_attributed() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("cnt");
     let _guard = LabGuard(name.clone());
-    let status = seed_lab_up(&name);
+    let status = seed_lab_up(&name, "palisade");
     let web = status["pods"]
         .as_array()
         .expect("pods")
@@ -596,7 +769,7 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("addpod");
     let _guard = LabGuard(name.clone());
-    let status = seed_lab_up(&name);
+    let status = seed_lab_up(&name, "palisade");
     let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |file: &str, text: &str| {

@@ -17,6 +17,8 @@ pub struct AgentSpec {
     pub netns: String,
     /// `iptables` or `nftables`.
     pub dataplane: String,
+    /// How the agent recognizes local pods.
+    pub endpoint_match: crate::wiring::EndpointMatch,
     /// Where the agent's log lines go.
     pub log_file: std::path::PathBuf,
 }

@@ -186,6 +186,7 @@ impl Daemon {
                 node: node.name.clone(),
                 netns: node.netns.clone(),
                 dataplane: self.state.dataplane.clone(),
+                endpoint_match: self.state.endpoint_match,
                 log_file: self
                     .names
                     .state_dir()
@@ -373,8 +374,9 @@ impl Daemon {
             return Ok(added);
         }
         let mut plan = self.current_plan()?;
+        let wiring = self.wiring();
         for mut ep in pods {
-            let pod = crate::plan::place_pod(&self.names, &plan, &mut ep)?;
+            let pod = crate::plan::place_pod(&self.names, &plan, wiring, &mut ep)?;
             plan.pods.push(pod.clone());
             added.pods.push(pod);
             added.endpoints.push(ep);
@@ -382,12 +384,26 @@ impl Daemon {
         added.plan = plan;
         let made = (|| -> Result<()> {
             let mut created = Vec::new();
-            for pod in &added.pods {
-                let built = crate::topology::build_pod(&added.plan, pod, &mut created);
+            for k in 0..added.pods.len() {
+                let mut pod = added.pods[k].clone();
+                let built = crate::topology::build_pod(
+                    &self.names,
+                    wiring,
+                    &added.plan,
+                    &mut pod,
+                    &mut created,
+                );
+                // The addresses IPAM gave (or none yet) are what the datastore gets.
+                added.endpoints[k].ips = pod.ips.clone();
+                if let Some(p) = added.plan.pods.iter_mut().find(|p| p.id == pod.id) {
+                    *p = pod.clone();
+                }
+                added.pods[k] = pod;
                 self.state.update(&self.names, |s| {
                     s.netns.append(&mut created);
                 })?;
                 built?;
+                let pod = &added.pods[k];
                 let mut server = PodServer::new(&pod.netns, &pod.id.to_string());
                 server.serve(&pod.ports)?;
                 lock(&self.servers).insert(pod.id.clone(), server);
@@ -425,6 +441,13 @@ impl Daemon {
         Ok(rev)
     }
 
+    fn wiring(&self) -> crate::plan::Wiring {
+        crate::plan::Wiring {
+            cni: self.state.cni,
+            family: self.state.ip_family,
+        }
+    }
+
     /// The lab's plan as the state file has it now (pods added or removed since `up`
     /// included).
     fn current_plan(&self) -> Result<crate::plan::Plan> {
@@ -440,7 +463,7 @@ impl Daemon {
             // The server's threads keep their sockets (and so the pod's namespace) until the
             // daemon exits; `remove_pod` deletes the veth, so nothing reaches them.
             lock(&self.servers).remove(&pod.id);
-            let _ = crate::topology::remove_pod(plan, pod);
+            let _ = crate::topology::remove_pod(&self.names, plan, pod);
         }
         let ids: Vec<EndpointId> = pods.iter().map(|p| p.id.clone()).collect();
         let gone: Vec<String> = pods.iter().map(|p| p.netns.clone()).collect();

@@ -26,6 +26,12 @@ pub enum LabError {
     AlreadyUp { name: String },
     #[error("lab daemon: {0}")]
     Daemon(String),
+    #[error("pod {pod}: CNI plugin {plugin} failed: {message}")]
+    Cni {
+        pod: String,
+        plugin: String,
+        message: String,
+    },
     #[error("datastore: {0}")]
     Store(#[from] palisade_store::StoreError),
     #[error("{what}: {source}")]

@@ -1,7 +1,9 @@
 //! # palisade-lab — a cluster of network namespaces on one machine
 //!
 //! ```text
-//!  manifests ─► plan (node and address per pod) ─► topology (netns, veths, routes)
+//!  manifests ─► plan (node and address per pod) ─► topology (netns, routes between nodes)
+//!                                                    └► pods wired by the CNI plugins
+//!                                                       (bridge, ptp: [`cni`]) or by the lab
 //!                                                      │
 //!  lab daemon: pod servers (TCP/HTTP, UDP echo, SCTP INIT→INIT-ACK)
 //!              datastore ─► one agent per node, programming that node's namespace
@@ -12,9 +14,11 @@
 //! Every name derives from the lab's name ([`names`]); the state file ([`state`]) lists what
 //! was made so that [`lifecycle::down`] removes all of it, also after a crash.
 
+pub mod addressing;
 pub mod agents;
 pub mod bench;
 pub mod cmd;
+pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod error;
@@ -27,9 +31,11 @@ pub mod sctp;
 pub mod server;
 pub mod state;
 pub mod topology;
+pub mod wiring;
 
 pub use error::{LabError, Result};
 pub use lifecycle::{down, up, DownReport, UpOptions};
 pub use names::LabNames;
 pub use plan::{Plan, PodPlan};
 pub use state::LabState;
+pub use wiring::{Cni, EndpointMatch, IpFamily};

@@ -28,6 +28,13 @@ pub struct UpOptions {
     pub datastore: String,
     /// Start agents (false: topology and servers only, nothing enforced).
     pub agents: bool,
+    /// Who wires the pods.
+    pub cni: crate::wiring::Cni,
+    /// The families IPAM hands out.
+    pub ip_family: crate::wiring::IpFamily,
+    /// How the agents recognize local pods (`None`: the CNI's default, see
+    /// [`crate::wiring`]).
+    pub endpoint_match: Option<crate::wiring::EndpointMatch>,
 }
 
 /// What `down` removed.
@@ -36,6 +43,9 @@ pub struct DownReport {
     pub was_up: bool,
     pub daemon_stopped: bool,
     pub agents_stopped: usize,
+    /// Pods whose CNI DEL failed (the message of each); their namespaces are removed anyway.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cni_errors: Vec<String>,
     pub namespaces_removed: Vec<String>,
 }
 
@@ -80,13 +90,20 @@ pub fn up(names: &LabNames, options: &UpOptions, mut cluster: Cluster) -> Result
             stale.namespaces_removed.len()
         );
     }
-    let plan = plan::plan(names, &mut cluster, options.nodes)?;
+    let wiring = plan::Wiring {
+        cni: options.cni,
+        family: options.ip_family,
+    };
+    let plan = plan::plan(names, &mut cluster, options.nodes, wiring)?;
     let mut state = LabState {
         name: names.name.clone(),
         id: names.id.clone(),
         dataplane: options.dataplane.clone(),
         datastore: options.datastore.clone(),
         agents: options.agents,
+        cni: options.cni,
+        ip_family: options.ip_family,
+        endpoint_match: crate::wiring::EndpointMatch::for_cni(options.endpoint_match, options.cni),
         plan,
         netns: Vec::new(),
         daemon_pid: None,
@@ -106,8 +123,18 @@ pub fn up(names: &LabNames, options: &UpOptions, mut cluster: Cluster) -> Result
 
 fn start(names: &LabNames, state: &mut LabState) -> Result<()> {
     let mut created = Vec::new();
-    let built = topology::build(&state.plan, &mut created);
+    let wiring = plan::Wiring {
+        cni: state.cni,
+        family: state.ip_family,
+    };
+    let built = topology::build(names, wiring, &mut state.plan, &mut created);
     state.netns = created;
+    // The addresses IPAM gave are what the datastore gets.
+    for pod in &state.plan.pods {
+        if let Some(ep) = state.cluster.endpoints.iter_mut().find(|e| e.id == pod.id) {
+            ep.ips = pod.ips.clone();
+        }
+    }
     state.save(names)?;
     built?;
 
@@ -186,6 +213,8 @@ pub fn down(names: &LabNames) -> Result<DownReport> {
         Ok(s) => s,
         Err(_) => Some(LabState::default()), // unreadable: still clean by prefix
     };
+    // DEL of every pod first, while its namespace still exists.
+    report.cni_errors = crate::cni::del_all(names);
     if let Some(state) = &state {
         report.was_up = true;
         if let Some(pid) = state.daemon_pid {

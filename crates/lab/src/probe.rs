@@ -2,12 +2,14 @@
 //! enter the source pod's namespace and try to reach the destination within a short timeout.
 //!
 //! * TCP: a connect;  UDP: a datagram and its echo;  ICMP: an echo request and its reply
-//!   (raw socket);  SCTP: an INIT with a random tag and the INIT-ACK that answers it (raw
-//!   sockets: this kernel has no SCTP sockets). A refusal, an ICMP error or silence until the
-//!   timeout all count as "not reached".
+//!   (ICMPv6 over IPv6; raw sockets);  SCTP: an INIT with a random tag and the INIT-ACK that
+//!   answers it (raw sockets: this kernel has no SCTP sockets). A refusal, an ICMP error or
+//!   silence until the timeout all count as "not reached".
+//! * Family: the one asked for, else the engine's rule: the family of the source's first
+//!   address that the destination also has (failing that, the source's first address).
 
-use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,11 +27,31 @@ const PARALLEL: usize = 192;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub netns: String,
-    pub ip: Ipv4Addr,
+    /// Every address of the pod, first address first.
+    pub ips: Vec<IpAddr>,
+}
+
+/// The destination address of a probe from `src` to `dst`: of family `family` (`true`: IPv6)
+/// if given, else by the engine's rule. `None`: `dst` has no address of that family.
+pub fn destination(src: &[IpAddr], dst: &[IpAddr], family: Option<bool>) -> Option<IpAddr> {
+    let v6 = match family {
+        Some(v6) => v6,
+        None => src
+            .iter()
+            .find(|s| dst.iter().any(|d| d.is_ipv6() == s.is_ipv6()))
+            .or(src.first())?
+            .is_ipv6(),
+    };
+    dst.iter().copied().find(|d| d.is_ipv6() == v6)
 }
 
 /// `result[probe][from][to]`: whether `from` reached `to`.
-pub fn probe_matrix(pods: &[Target], probes: &[Probe], timeout: Duration) -> Vec<Vec<Vec<bool>>> {
+pub fn probe_matrix(
+    pods: &[Target],
+    probes: &[Probe],
+    family: Option<bool>,
+    timeout: Duration,
+) -> Vec<Vec<Vec<bool>>> {
     let n = pods.len();
     let results = Mutex::new(vec![vec![vec![false; n]; n]; probes.len()]);
     let tasks: Vec<(usize, usize, usize)> = (0..probes.len())
@@ -40,10 +62,13 @@ pub fn probe_matrix(pods: &[Target], probes: &[Probe], timeout: Duration) -> Vec
             for &(k, i, j) in chunk {
                 let results = &results;
                 let (src, dst, probe) = (&pods[i], &pods[j], probes[k]);
+                let Some(to) = destination(&src.ips, &dst.ips, family) else {
+                    continue;
+                };
                 let spawned = std::thread::Builder::new()
                     .stack_size(128 * 1024)
                     .spawn_scoped(s, move || {
-                        let ok = netns::enter(&src.netns).is_ok() && reach(dst.ip, probe, timeout);
+                        let ok = netns::enter(&src.netns).is_ok() && reach(to, probe, timeout);
                         if let Ok(mut r) = results.lock() {
                             r[k][i][j] = ok;
                         }
@@ -59,10 +84,10 @@ pub fn probe_matrix(pods: &[Target], probes: &[Probe], timeout: Duration) -> Vec
 }
 
 /// One probe from the calling thread's namespace to `dst`.
-pub fn reach(dst: Ipv4Addr, probe: Probe, timeout: Duration) -> bool {
+pub fn reach(dst: IpAddr, probe: Probe, timeout: Duration) -> bool {
     match probe.protocol {
         Protocol::Tcp => {
-            TcpStream::connect_timeout(&SocketAddr::from((dst, probe.port)), timeout).is_ok()
+            TcpStream::connect_timeout(&SocketAddr::new(dst, probe.port), timeout).is_ok()
         }
         Protocol::Udp => udp(dst, probe.port, timeout).unwrap_or(false),
         Protocol::Icmp => icmp(dst, timeout).unwrap_or(false),
@@ -70,8 +95,16 @@ pub fn reach(dst: Ipv4Addr, probe: Probe, timeout: Duration) -> bool {
     }
 }
 
-fn udp(dst: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<bool> {
-    let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+fn unspecified(dst: IpAddr) -> IpAddr {
+    if dst.is_ipv6() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+fn udp(dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
+    let s = UdpSocket::bind((unspecified(dst), 0))?;
     s.connect((dst, port))?;
     s.set_read_timeout(Some(timeout))?;
     s.send(b"palisade-probe")?;
@@ -79,11 +112,21 @@ fn udp(dst: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<bool> {
     Ok(s.recv(&mut buf).is_ok())
 }
 
+/// A raw socket of `dst`'s family for protocol `v4` (IPv4) or `v6` (IPv6).
+fn raw_socket(dst: IpAddr, v4: i32, v6: i32) -> std::io::Result<Socket> {
+    let (domain, proto) = if dst.is_ipv6() {
+        (Domain::IPV6, v6)
+    } else {
+        (Domain::IPV4, v4)
+    };
+    Socket::new(domain, Type::RAW, Some(socket2::Protocol::from(proto)))
+}
+
 /// Receives on a raw socket until `accept` says yes or no, or the deadline passes.
 fn raw_wait(
     socket: &Socket,
     deadline: Instant,
-    mut accept: impl FnMut(Ipv4Addr, &[u8]) -> Option<bool>,
+    mut accept: impl FnMut(IpAddr, &[u8]) -> Option<bool>,
 ) -> std::io::Result<bool> {
     let mut buf = [0u8; 2048];
     loop {
@@ -92,41 +135,40 @@ fn raw_wait(
             return Ok(false);
         }
         socket.set_read_timeout(Some(left))?;
-        let n = match (&*socket).read(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+        match sctp::recv_raw(socket, &mut buf) {
+            Ok(Some((src, payload))) => {
+                if let Some(verdict) = accept(src, payload) {
+                    return Ok(verdict);
+                }
+            }
+            Ok(None) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 return Ok(false)
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        };
-        if let Some((src, payload)) = sctp::ipv4_payload(&buf[..n]) {
-            if let Some(verdict) = accept(src, payload) {
-                return Ok(verdict);
-            }
         }
     }
 }
 
-fn icmp(dst: Ipv4Addr, timeout: Duration) -> std::io::Result<bool> {
+fn icmp(dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
     let deadline = Instant::now() + timeout;
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(socket2::Protocol::ICMPV4))?;
+    let socket = raw_socket(dst, libc::IPPROTO_ICMP, libc::IPPROTO_ICMPV6)?;
+    // Echo request / reply: ICMP 8 / 0, ICMPv6 128 / 129 (whose checksum the kernel fills in).
+    let (request, reply) = if dst.is_ipv6() { (128, 129) } else { (8, 0) };
     let id = fastrand::u16(..);
-    let mut echo = vec![8, 0, 0, 0];
+    let mut echo = vec![request, 0, 0, 0];
     echo.extend_from_slice(&id.to_be_bytes());
     echo.extend_from_slice(&1u16.to_be_bytes());
     echo.extend_from_slice(b"palisade-probe");
-    let sum = inet_checksum(&echo);
-    echo[2..4].copy_from_slice(&sum.to_be_bytes());
-    socket.send_to(&echo, &SocketAddr::from((dst, 0)).into())?;
+    if !dst.is_ipv6() {
+        let sum = inet_checksum(&echo);
+        echo[2..4].copy_from_slice(&sum.to_be_bytes());
+    }
+    socket.send_to(&echo, &SocketAddr::new(dst, 0).into())?;
     raw_wait(&socket, deadline, |src, icmp| {
         let is_reply =
-            src == dst && icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes();
+            src == dst && icmp.len() >= 8 && icmp[0] == reply && icmp[4..6] == id.to_be_bytes();
         is_reply.then_some(true)
     })
 }
@@ -143,18 +185,14 @@ pub fn inet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn sctp_init(dst: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<bool> {
+fn sctp_init(dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
     let deadline = Instant::now() + timeout;
-    let socket = Socket::new(
-        Domain::IPV4,
-        Type::RAW,
-        Some(socket2::Protocol::from(sctp::IPPROTO_SCTP)),
-    )?;
+    let socket = raw_socket(dst, sctp::IPPROTO_SCTP, sctp::IPPROTO_SCTP)?;
     let tag = fastrand::u32(1..);
     let src_port = fastrand::u16(32768..61000);
     socket.send_to(
         &sctp::init(src_port, port, tag),
-        &SocketAddr::from((dst, 0)).into(),
+        &SocketAddr::new(dst, 0).into(),
     )?;
     raw_wait(&socket, deadline, |src, payload| {
         let p = sctp::parse(payload)?;
@@ -174,6 +212,21 @@ fn sctp_init(dst: Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<boo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_family_of_a_probe_follows_the_engine() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let dual = [ip("10.0.0.1"), ip("fd00::1")];
+        let six_first = [ip("fd00::2"), ip("10.0.0.2")];
+        let v4 = [ip("10.0.0.3")];
+        let v6 = [ip("fd00::4")];
+        assert_eq!(destination(&dual, &six_first, None), Some(ip("10.0.0.2")));
+        assert_eq!(destination(&six_first, &dual, None), Some(ip("fd00::1")));
+        assert_eq!(destination(&v6, &dual, None), Some(ip("fd00::1")));
+        assert_eq!(destination(&v4, &v6, None), None);
+        assert_eq!(destination(&dual, &dual, Some(true)), Some(ip("fd00::1")));
+        assert_eq!(destination(&dual, &v4, Some(true)), None);
+    }
 
     #[test]
     fn checksum_of_an_echo_request() {

@@ -125,6 +125,24 @@ pub fn ipv4_payload(packet: &[u8]) -> Option<(std::net::Ipv4Addr, &[u8])> {
     Some((src, &packet[ihl..]))
 }
 
+/// Receives one packet on a raw socket of either family: (source address, payload). IPv4
+/// raw sockets deliver the IP header (skipped here), IPv6 ones do not (the source comes from
+/// the socket address). `Ok(None)`: not a packet of the socket's family.
+pub fn recv_raw<'a>(
+    socket: &socket2::Socket,
+    buf: &'a mut [u8],
+) -> std::io::Result<Option<(std::net::IpAddr, &'a [u8])>> {
+    // SAFETY: `recv_from` only writes initialized bytes into the buffer, and `u8` and
+    // `MaybeUninit<u8>` have the same layout.
+    let uninit = unsafe { &mut *(buf as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+    let (n, from) = socket.recv_from(uninit)?;
+    let packet = &buf[..n];
+    Ok(match from.as_socket() {
+        Some(std::net::SocketAddr::V6(a)) => Some((std::net::IpAddr::V6(*a.ip()), packet)),
+        _ => ipv4_payload(packet).map(|(src, p)| (std::net::IpAddr::V4(src), p)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

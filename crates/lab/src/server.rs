@@ -1,11 +1,12 @@
 //! The servers inside each pod, one per declared container port: TCP accepts (and answers an
 //! HTTP request with a short body, so `curl` works), UDP echoes, SCTP answers INIT with
-//! INIT-ACK through a raw socket. Sockets are made by a thread inside the pod's namespace;
+//! INIT-ACK through raw sockets. Every server takes both families: TCP and UDP on `[::]`
+//! with IPv4-mapped addresses accepted, SCTP on one raw socket per family. Sockets are made by a thread inside the pod's namespace;
 //! serving threads then use them from anywhere.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ pub struct PodServer {
 enum Made {
     Tcp(TcpListener),
     Udp(UdpSocket),
-    Sctp(Socket),
+    Sctp(Vec<Socket>),
 }
 
 impl PodServer {
@@ -73,9 +74,11 @@ impl PodServer {
             match m {
                 Made::Tcp(l) => spawn(move || serve_tcp(l, body)),
                 Made::Udp(s) => spawn(move || serve_udp(s)),
-                Made::Sctp(s) => {
-                    let ports = self.sctp_ports.clone().unwrap_or_default();
-                    spawn(move || serve_sctp(s, ports))
+                Made::Sctp(sockets) => {
+                    for s in sockets {
+                        let ports = self.sctp_ports.clone().unwrap_or_default();
+                        spawn(move || serve_sctp(s, ports))
+                    }
                 }
             }
         }
@@ -92,28 +95,41 @@ fn spawn(f: impl FnOnce() + Send + 'static) {
 }
 
 fn make(proto: Protocol, port: u16) -> Result<Made> {
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     let what = format!("cannot serve {port}/{proto}");
     Ok(match proto {
         Protocol::Tcp => Made::Tcp(listen(addr).map_err(|e| LabError::io(what, e))?),
-        Protocol::Udp => Made::Udp(UdpSocket::bind(addr).map_err(|e| LabError::io(what, e))?),
-        _ => Made::Sctp(
-            Socket::new(
-                Domain::IPV4,
-                Type::RAW,
-                Some(socket2::Protocol::from(sctp::IPPROTO_SCTP)),
-            )
-            .map_err(|e| LabError::io("cannot open a raw SCTP socket", e))?,
-        ),
+        Protocol::Udp => Made::Udp(udp(addr).map_err(|e| LabError::io(what, e))?),
+        _ => {
+            let raw = |domain| {
+                Socket::new(
+                    domain,
+                    Type::RAW,
+                    Some(socket2::Protocol::from(sctp::IPPROTO_SCTP)),
+                )
+                .map_err(|e| LabError::io("cannot open a raw SCTP socket", e))
+            };
+            Made::Sctp(vec![raw(Domain::IPV4)?, raw(Domain::IPV6)?])
+        }
     })
 }
 
-/// A TCP listener with a long accept queue (connection-rate benchmarks open thousands).
+/// A dual-stack TCP listener with a long accept queue (connection-rate benchmarks open
+/// thousands).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+    s.set_only_v6(false)?;
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
+    Ok(s.into())
+}
+
+/// A dual-stack UDP socket.
+fn udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, None)?;
+    s.set_only_v6(false)?;
+    s.bind(&addr.into())?;
     Ok(s.into())
 }
 
@@ -162,11 +178,7 @@ fn serve_udp(socket: UdpSocket) {
 fn serve_sctp(socket: Socket, ports: Arc<Mutex<BTreeSet<u16>>>) {
     let mut buf = [0u8; 2048];
     loop {
-        let n = match (&socket).read(&mut buf) {
-            Ok(n) => n,
-            Err(_) => continue,
-        };
-        let Some((src, payload)) = sctp::ipv4_payload(&buf[..n]) else {
+        let Ok(Some((src, payload))) = sctp::recv_raw(&socket, &mut buf) else {
             continue;
         };
         let Some(p) = sctp::parse(payload) else {
@@ -176,7 +188,7 @@ fn serve_sctp(socket: Socket, ports: Arc<Mutex<BTreeSet<u16>>>) {
             continue;
         }
         let reply = sctp::init_ack(p.dst_port, p.src_port, p.initiate_tag, fastrand::u32(1..));
-        let to = SocketAddr::from((src, 0));
+        let to = SocketAddr::new(src, 0);
         let _ = socket.send_to(&reply, &to.into());
     }
 }

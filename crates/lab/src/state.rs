@@ -21,6 +21,15 @@ pub struct LabState {
     pub datastore: String,
     /// Whether agents program the nodes (false: topology and servers only).
     pub agents: bool,
+    /// Who wires the pods.
+    #[serde(default)]
+    pub cni: crate::wiring::Cni,
+    /// The families IPAM hands out.
+    #[serde(default)]
+    pub ip_family: crate::wiring::IpFamily,
+    /// How the agents recognize local pods.
+    #[serde(default)]
+    pub endpoint_match: crate::wiring::EndpointMatch,
     pub plan: Plan,
     /// Every network namespace created so far.
     pub netns: Vec<String>,

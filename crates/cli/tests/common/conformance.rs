@@ -185,6 +185,22 @@ impl Objects {
         pods
     }
 
+    /// The same objects with every IPv4 address and CIDR (pod addresses, ipBlocks) mapped into
+    /// IPv6 by [`ipv4_into_ipv6`].
+    pub fn mapped_into_ipv6(&self) -> Objects {
+        Objects {
+            items: self
+                .items
+                .iter()
+                .map(|(k, v)| {
+                    let mut v = v.clone();
+                    map_strings(&mut v, &ipv4_into_ipv6);
+                    (k.clone(), v)
+                })
+                .collect(),
+        }
+    }
+
     /// Every object as one multi-document YAML text.
     pub fn to_yaml(&self) -> Result<String> {
         let mut out = String::new();
@@ -195,6 +211,35 @@ impl Objects {
             );
         }
         Ok(out)
+    }
+}
+
+/// Embeds an IPv4 address or CIDR into `fd00::/96`: `a.b.c.d` becomes `fd00::a.b.c.d` and a
+/// prefix `/n` becomes `/96+n`, which keeps every containment relation between addresses and
+/// blocks. Any other text is returned unchanged.
+pub fn ipv4_into_ipv6(text: &str) -> String {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let Ok(v4) = addr.parse::<std::net::Ipv4Addr>() else {
+        return text.to_string();
+    };
+    let v6 = std::net::Ipv6Addr::from((0xfd00u128 << 112) | u128::from(u32::from(v4)));
+    match len.map(str::parse::<u8>) {
+        None => v6.to_string(),
+        Some(Ok(n)) if n <= 32 => format!("{v6}/{}", 96 + n),
+        Some(_) => text.to_string(),
+    }
+}
+
+fn map_strings(value: &mut Value, f: &dyn Fn(&str) -> String) {
+    match value {
+        Value::String(s) => *s = f(s),
+        Value::Sequence(items) => items.iter_mut().for_each(|v| map_strings(v, f)),
+        Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| map_strings(v, f)),
+        Value::Tagged(t) => map_strings(&mut t.value, f),
+        _ => {}
     }
 }
 
@@ -483,6 +528,31 @@ mod tests {
             let err = Grid::parse(text).unwrap_err().to_string();
             assert!(err.contains(why), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn ipv4_maps_into_ipv6_keeping_containment() {
+        assert_eq!(ipv4_into_ipv6("10.0.1.1"), "fd00::a00:101");
+        assert_eq!(ipv4_into_ipv6("10.0.1.0/24"), "fd00::a00:100/120");
+        assert_eq!(ipv4_into_ipv6("0.0.0.0/0"), "fd00::/96");
+        assert_eq!(ipv4_into_ipv6("10.0.0.0/33"), "10.0.0.0/33");
+        assert_eq!(ipv4_into_ipv6("x"), "x");
+        let pod: Value = serde_yaml::from_str(
+            "{kind: Pod, metadata: {name: a, namespace: x, labels: {pod: a}}, status: {podIP: 10.0.1.1}}",
+        )
+        .unwrap();
+        let policy: Value = serde_yaml::from_str(
+            "{kind: NetworkPolicy, metadata: {name: p, namespace: x}, spec: {ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/16, except: [10.0.1.0/24]}}]}]}}",
+        )
+        .unwrap();
+        let mut objects = Objects::default();
+        objects.apply(pod).unwrap();
+        objects.apply(policy).unwrap();
+        let text = objects.mapped_into_ipv6().to_yaml().unwrap();
+        assert!(text.contains("podIP: fd00::a00:101"), "{text}");
+        assert!(text.contains("cidr: fd00::a00:0/112"), "{text}");
+        assert!(text.contains("- fd00::a00:100/120"), "{text}");
+        assert!(text.contains("pod: a"), "{text}");
     }
 
     #[test]

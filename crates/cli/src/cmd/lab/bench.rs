@@ -1,4 +1,6 @@
-//! `palisade lab bench`: real packets through real rules. For each dataplane, a 2-node lab:
+//! `palisade lab bench`: real packets through real rules. For each dataplane and endpoint
+//! matching mode (`--endpoint-match`; under `--cni palisade` both by default, so that their
+//! ratios come from one run), a 2-node lab wired by `--cni`:
 //! a client pod on n1; a server pod (port 80) and `--idle-pods` idle pods on n2. From inside
 //! the client, new TCP connections per second (sequential connect + close) and request
 //! latency (connect, HTTP GET, answer, close; p50 and p99) to the benchmark's own
@@ -24,7 +26,7 @@
 //! attempt (p50, p99 over `--block-runs` runs; the policy is deleted and flow restored in
 //! between). It is measured first, on the open server.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -34,7 +36,7 @@ use palisade_lab::bench::{
     connection_rate, gauge, quantile, request_latencies, workload, BenchServer, ContinuousProber,
 };
 use palisade_lab::control::{self, AgentState, Request};
-use palisade_lab::{LabNames, UpOptions};
+use palisade_lab::{Cni, EndpointMatch, IpFamily, LabNames, UpOptions};
 use palisade_model::{EndpointId, Policy, PolicyId};
 use serde::Serialize;
 
@@ -58,6 +60,14 @@ pub struct BenchArgs {
     /// Dataplanes to measure.
     #[arg(long, value_delimiter = ',', default_value = "iptables,nftables")]
     pub dataplane: Vec<String>,
+    /// Who wires the pods (see `lab up --cni`).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "ptp", "palisade"])]
+    pub cni: String,
+    /// Endpoint matching modes to measure, one lab each. Default: address and interface
+    /// under --cni palisade (whose veths carry the names interface matching expects),
+    /// address only under bridge and ptp.
+    #[arg(long, value_delimiter = ',', value_parser = ["address", "interface"])]
+    pub endpoint_match: Vec<String>,
     /// How long each connection-rate measurement runs, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     pub rate_ms: u64,
@@ -91,6 +101,8 @@ pub struct BenchArgs {
 #[derive(Serialize)]
 struct Case {
     dataplane: String,
+    cni: String,
+    endpoint_match: String,
     scenario: String,
     connections_per_sec: f64,
     /// The median over rounds of (this run / the mean of the no-policy runs just before and
@@ -119,6 +131,8 @@ struct Case {
 #[derive(Serialize)]
 struct Block {
     dataplane: String,
+    cni: String,
+    endpoint_match: String,
     runs: usize,
     p50_ms: f64,
     p99_ms: f64,
@@ -332,14 +346,29 @@ fn apply_to_blocked(
     Ok(blocked)
 }
 
-fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Result<()> {
-    let names = LabNames::new(&format!("bench-{}-{}", &dataplane[..3], std::process::id()))?;
+fn bench_dataplane(
+    dataplane: &str,
+    matching: EndpointMatch,
+    args: &BenchArgs,
+    report: &mut Report,
+) -> Result<()> {
+    let names = LabNames::new(&format!(
+        "bench-{}-{}-{}",
+        &dataplane[..3],
+        &matching.as_str()[..4],
+        std::process::id()
+    ))?;
+    let cni: Cni = args.cni.parse().map_err(anyhow::Error::msg)?;
     let options = UpOptions {
         nodes: 2,
         dataplane: dataplane.to_string(),
         datastore: "embedded:".into(),
         agents: true,
+        cni,
+        ip_family: IpFamily::Ipv4,
+        endpoint_match: Some(matching),
     };
+    let label = (cni.to_string(), matching.to_string());
     let state = palisade_lab::up(&names, &options, workload::cluster(args.idle_pods))?;
     let _down = Down(names.clone());
     let pod = |name: &str| {
@@ -349,14 +378,19 @@ fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Re
             .with_context(|| format!("no {name} pod in the lab"))
     };
     let client = pod("client")?.netns.clone();
-    let server = pod("server")?.ip;
+    let server = match pod("server")?.ip_of(false) {
+        Some(IpAddr::V4(ip)) => ip,
+        _ => bail!("the server pod has no IPv4 address"),
+    };
     let _server = BenchServer::start(&pod("server")?.netns, workload::SERVER_PORT)?;
     let n2 = NodeAgent::find(&names, "n2")?;
-    eprintln!("{dataplane}: lab up; measuring");
+    eprintln!("{dataplane}, cni {cni}, {matching} matching: lab up; measuring");
 
     let blocked = apply_to_blocked(&names, &client, server, args.block_runs)?;
     report.apply_to_blocked.push(Block {
         dataplane: dataplane.into(),
+        cni: label.0.clone(),
+        endpoint_match: label.1.clone(),
         runs: blocked.len(),
         p50_ms: quantile(&blocked, 0.5).as_secs_f64() * 1e3,
         p99_ms: quantile(&blocked, 0.99).as_secs_f64() * 1e3,
@@ -441,6 +475,8 @@ fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Re
         let c = counts[k].context("a scenario was never measured")?;
         report.cases.push(Case {
             dataplane: dataplane.into(),
+            cni: label.0.clone(),
+            endpoint_match: label.1.clone(),
             scenario: name.clone(),
             connections_per_sec: median(these.iter().map(|m| m.rate)),
             rate_ratio: median(rate_ratios.iter().copied()),
@@ -462,17 +498,21 @@ fn bench_dataplane(dataplane: &str, args: &BenchArgs, report: &mut Report) -> Re
 }
 
 fn print_table(report: &Report, rounds: usize) {
-    println!(
-        "client pod on n1 -> server pod on n2, port 80/TCP (debug builds are slower: use --release)"
-    );
+    if let Some(c) = report.cases.first() {
+        println!(
+            "client pod on n1 -> server pod on n2, port 80/TCP, cni {} (debug builds are slower: use --release)",
+            c.cni
+        );
+    }
     println!(
         "figures: medians of {rounds} runs ({} of no policy); RATIO: median over rounds of the \
          run / the mean of the no-policy runs before and after its round; RANGE: of those ratios",
         rounds + 1
     );
     println!(
-        "{:<9} {:<23} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
+        "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
         "DATAPLANE",
+        "MATCH",
         "SCENARIO",
         "ON N2",
         "ON SRV",
@@ -493,8 +533,9 @@ fn print_table(report: &Report, rounds: usize) {
             .fold(f64::INFINITY, f64::min);
         let hi = c.rate_ratio_runs.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<9} {:<23} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
+            "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
             c.dataplane,
+            c.endpoint_match,
             c.scenario,
             c.active_policies_on_node,
             c.policies_selecting_server,
@@ -517,8 +558,8 @@ fn print_table(report: &Report, rounds: usize) {
     );
     for b in &report.apply_to_blocked {
         println!(
-            "{:<9} runs {:>3}  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
-            b.dataplane, b.runs, b.p50_ms, b.p99_ms, b.max_ms
+            "{:<9} {:<9} runs {:>3}  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
+            b.dataplane, b.endpoint_match, b.runs, b.p50_ms, b.p99_ms, b.max_ms
         );
     }
 }
@@ -543,9 +584,23 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         cases: vec![],
         apply_to_blocked: vec![],
     };
+    let cni: Cni = args.cni.parse().map_err(anyhow::Error::msg)?;
+    let modes: Vec<EndpointMatch> = if args.endpoint_match.is_empty() {
+        match cni {
+            Cni::Palisade => vec![EndpointMatch::Interface, EndpointMatch::Address],
+            Cni::Bridge | Cni::Ptp => vec![EndpointMatch::Address],
+        }
+    } else {
+        args.endpoint_match
+            .iter()
+            .map(|m| m.parse().map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?
+    };
     for dp in &args.dataplane {
-        bench_dataplane(dp, &args, &mut report)
-            .with_context(|| format!("benchmark on {dp} failed"))?;
+        for &m in &modes {
+            bench_dataplane(dp, m, &args, &mut report)
+                .with_context(|| format!("benchmark on {dp} ({m} matching) failed"))?;
+        }
     }
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),

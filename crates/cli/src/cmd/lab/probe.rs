@@ -18,6 +18,9 @@ use crate::cmd::matrix::{to_json, JsonMatrix, JsonProbe};
 
 #[derive(clap::Args)]
 #[command(after_help = "\
+Families: each pair goes over the family of the source's first address that the destination
+also has (ICMPv6 for `icmp` over IPv6); --family ipv4|ipv6 probes that family only.
+
 JSON: the `palisade matrix` shape (pods sorted, probes with allowed[from][to]) of what the
 packets did, plus \"expected\" (the engine's matrix, same shape) and \"mismatches\"
 ([from, to, port, protocol] for every pair where they differ). A pod probing itself is
@@ -38,6 +41,10 @@ pub struct ProbeArgs {
     /// How long one probe waits for an answer.
     #[arg(long, default_value_t = 500)]
     pub timeout_ms: u64,
+    /// Probe over this family only (pods without an address of it are left out). Default:
+    /// each pair over the family of the source's first address the destination also has.
+    #[arg(long, value_parser = ["ipv4", "ipv6"])]
+    pub family: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -57,7 +64,16 @@ pub fn lab_cluster(names: &LabNames) -> Result<Cluster> {
 pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
     require_root()?;
     let state = palisade_lab::lifecycle::running(names)?;
-    let cluster = lab_cluster(names)?;
+    let mut cluster = lab_cluster(names)?;
+    let family = args.family.as_deref().map(|f| f == "ipv6");
+    if let Some(v6) = family {
+        // The engine judges the flows of that family: pods keep only its addresses, and pods
+        // without one are not probed.
+        cluster.endpoints.retain_mut(|ep| {
+            ep.ips.retain(|ip| ip.is_ipv6() == v6);
+            !ep.ips.is_empty()
+        });
+    }
     let expected = palisade_engine::matrix(&cluster, &args.probes);
     let mut targets = Vec::new();
     for id in &expected.pods {
@@ -67,7 +83,7 @@ pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
             .with_context(|| format!("pod {id} has no namespace in the lab"))?;
         targets.push(Target {
             netns: pod.netns.clone(),
-            ip: pod.ip,
+            ips: pod.ips.clone(),
         });
     }
     let ports: Vec<NamedPort> = args
@@ -101,7 +117,7 @@ pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
         }
     }
     let timeout = Duration::from_millis(args.timeout_ms.max(1));
-    let seen = probe_matrix(&targets, &args.probes, timeout);
+    let seen = probe_matrix(&targets, &args.probes, family, timeout);
 
     let pods: Vec<String> = expected.pods.iter().map(ToString::to_string).collect();
     let mut mismatches = Vec::new();

@@ -31,6 +31,9 @@ struct StatusJson {
     id: String,
     dataplane: String,
     datastore: String,
+    cni: String,
+    ip_family: String,
+    endpoint_match: String,
     agents_enabled: bool,
     daemon: DaemonJson,
     nodes: Vec<NodeJson>,
@@ -56,7 +59,10 @@ struct NodeJson {
 struct PodJson {
     pod: String,
     node: String,
+    /// The pod's first address.
     ip: String,
+    /// Every address of the pod.
+    ips: Vec<String>,
     netns: String,
     interface: String,
     ports: Vec<String>,
@@ -77,6 +83,9 @@ fn build(names: &LabNames, state: &LabState) -> StatusJson {
         id: state.id.clone(),
         dataplane: state.dataplane.clone(),
         datastore: state.datastore.clone(),
+        cni: state.cni.to_string(),
+        ip_family: state.ip_family.to_string(),
+        endpoint_match: state.endpoint_match.to_string(),
         agents_enabled: state.agents,
         daemon: DaemonJson {
             pid: state.daemon_pid,
@@ -100,7 +109,8 @@ fn build(names: &LabNames, state: &LabState) -> StatusJson {
             .map(|p| PodJson {
                 pod: p.id.to_string(),
                 node: p.node.clone(),
-                ip: p.ip.to_string(),
+                ip: p.ip().map(|ip| ip.to_string()).unwrap_or_default(),
+                ips: p.ips.iter().map(ToString::to_string).collect(),
                 netns: p.netns.clone(),
                 interface: p.interface.clone(),
                 ports: p
@@ -121,11 +131,14 @@ pub fn print(names: &LabNames, state: &LabState, output: Output) -> Result<()> {
         return Ok(());
     }
     println!(
-        "lab {} ({}): {} nodes, {} pods, dataplane {}, datastore {}, daemon {}",
+        "lab {} ({}): {} nodes, {} pods, cni {}, endpoint match {}, ip family {}, dataplane {}, datastore {}, daemon {}",
         s.name,
         s.id,
         s.nodes.len(),
         s.pods.len(),
+        s.cni,
+        s.endpoint_match,
+        s.ip_family,
         s.dataplane,
         s.datastore,
         if s.daemon.running {
@@ -153,14 +166,14 @@ pub fn print(names: &LabNames, state: &LabState, output: Output) -> Result<()> {
     }
     println!(
         "{:<24} {:<8} {:<15} {:<16} {:<26} PORTS",
-        "POD", "NODE", "IP", "INTERFACE", "NETNS"
+        "POD", "NODE", "IPS", "INTERFACE", "NETNS"
     );
     for p in &s.pods {
         println!(
             "{:<24} {:<8} {:<15} {:<16} {:<26} {}",
             p.pod,
             p.node,
-            p.ip,
+            p.ips.join(","),
             p.interface,
             p.netns,
             p.ports.join(",")
@@ -190,21 +203,26 @@ pub fn down(names: &LabNames, args: DownArgs) -> Result<ExitCode> {
     let report = palisade_lab::down(names)?;
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Output::Table if report.was_up => println!(
-            "lab {} is down: {} namespaces removed{}{}",
-            names.name,
-            report.namespaces_removed.len(),
-            if report.daemon_stopped {
-                ", daemon stopped"
-            } else {
-                ""
-            },
-            if report.agents_stopped > 0 {
-                format!(", {} agent processes stopped", report.agents_stopped)
-            } else {
-                String::new()
+        Output::Table if report.was_up => {
+            for e in &report.cni_errors {
+                eprintln!("warning: CNI DEL: {e}");
             }
-        ),
+            println!(
+                "lab {} is down: {} namespaces removed{}{}",
+                names.name,
+                report.namespaces_removed.len(),
+                if report.daemon_stopped {
+                    ", daemon stopped"
+                } else {
+                    ""
+                },
+                if report.agents_stopped > 0 {
+                    format!(", {} agent processes stopped", report.agents_stopped)
+                } else {
+                    String::new()
+                }
+            )
+        }
         Output::Table => println!("lab {} was not up: nothing to remove", names.name),
     }
     Ok(ExitCode::SUCCESS)

@@ -1,4 +1,5 @@
-//! `palisade lab up -f PATH... [--nodes N] [--dataplane D] [--datastore URL] [--name NAME]`.
+//! `palisade lab up -f PATH... [--nodes N] [--dataplane D] [--datastore URL] [--cni C]
+//! [--ip-family F] [--endpoint-match M] [--name NAME]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +30,17 @@ pub struct UpArgs {
     /// Topology and servers only: start no agents (nothing is enforced).
     #[arg(long)]
     pub no_agents: bool,
+    /// Who wires the pods: the reference CNI plugin `bridge` or `ptp` (from /usr/lib/cni,
+    /// called as a container runtime does), or `palisade` (the lab's own veths).
+    #[arg(long, default_value = "bridge", value_parser = ["bridge", "ptp", "palisade"])]
+    pub cni: String,
+    /// The families IPAM gives pods without addresses in their manifest: ipv4, ipv6 or dual.
+    #[arg(long, default_value = "ipv4", value_parser = ["ipv4", "ipv6", "dual"])]
+    pub ip_family: String,
+    /// How the agents recognize local pods: by their addresses or by their node-side
+    /// interface names. Default: address, except interface under --cni palisade.
+    #[arg(long, value_parser = ["address", "interface"])]
+    pub endpoint_match: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -50,6 +62,14 @@ pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
         dataplane: args.dataplane,
         datastore,
         agents: !args.no_agents,
+        cni: args.cni.parse().map_err(anyhow::Error::msg)?,
+        ip_family: args.ip_family.parse().map_err(anyhow::Error::msg)?,
+        endpoint_match: args
+            .endpoint_match
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     let state = match palisade_lab::up(names, &options, cluster) {
         Ok(s) => s,
