@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use palisade_calc::CalcConfig;
+use palisade_calc::{CalcConfig, IfaceNaming};
 pub use palisade_dataplane::IncrementalMode;
+pub use palisade_render::config::EndpointMatch;
 use palisade_render::RenderConfig;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -88,8 +89,15 @@ pub struct AgentConfig {
     /// Interface prefixes of workloads; the first names our pods' veths and their chains, and
     /// a pod's interface under any of them is dispatched to its chains.
     pub iface_prefixes: Vec<String>,
-    /// Mark bits, NFLOG group and families of the rendered rules.
+    /// Mark bits, NFLOG group, families and endpoint matching (`render.endpoint_match`:
+    /// address, the default, or interface) of the rendered rules.
     pub render: RenderConfig,
+    /// Interface matching: how the CNI names pod interfaces (Palisade's hash or Calico's).
+    pub iface_naming: IfaceNaming,
+    /// At start, turn on `net.bridge.bridge-nf-call-iptables`/`-ip6tables` (loading
+    /// `br_netfilter`) in the programmed namespace where they are off; when false and a
+    /// sysctl is off the agent reports not ready, naming it.
+    pub set_bridge_sysctls: bool,
     /// Time between dataplane resyncs.
     pub resync_interval: Duration,
     /// Minimum time between two applies under load.
@@ -112,6 +120,8 @@ impl AgentConfig {
             netns: None,
             iface_prefixes: vec![palisade_calc::config::DEFAULT_IFACE_PREFIX.to_string()],
             render: RenderConfig::default(),
+            iface_naming: IfaceNaming::Palisade,
+            set_bridge_sysctls: true,
             resync_interval: DEFAULT_RESYNC_INTERVAL,
             batch_interval: DEFAULT_BATCH_INTERVAL,
             metrics_addr: None,
@@ -149,7 +159,14 @@ impl AgentConfig {
     /// What the calculation needs: the node and the interface prefixes, the first primary
     /// (it names the endpoint chains); every prefix's interface name is dispatched.
     pub fn calc_config(&self) -> CalcConfig {
-        CalcConfig::with_prefixes(self.node.clone(), &self.iface_prefixes)
+        let mut c = CalcConfig::with_prefixes(self.node.clone(), &self.iface_prefixes);
+        c.iface_naming = self.iface_naming;
+        c
+    }
+
+    /// How local pods are found: `address`, or `interface (palisade naming)`.
+    pub fn endpoint_match(&self) -> EndpointMatch {
+        self.render.endpoint_match
     }
 }
 

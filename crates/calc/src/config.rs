@@ -1,6 +1,6 @@
 //! [`CalcConfig`]: which node the calculation is for and how its interfaces are named.
 
-use palisade_model::endpoint::interface_name;
+use palisade_model::endpoint::{calico_interface_name, interface_name};
 use palisade_model::EndpointId;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,50 @@ pub struct CalcConfig {
     /// under each of these ([`crate::LocalEndpoint::iface_aliases`]). Empty by default.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_iface_prefixes: Vec<String>,
+    /// How the primary interface name is made: Palisade's (`<prefix><SHA-256 of ns/pod>`) or
+    /// Calico's (`cali<SHA-1 of ns.pod>`, the prefix then unused).
+    #[serde(default)]
+    pub iface_naming: IfaceNaming,
+}
+
+/// How a pod's host-side interface is named by the CNI that wired it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IfaceNaming {
+    /// `<prefix>` + the first hex digits of SHA-256 of `namespace/pod` (Palisade's lab).
+    #[default]
+    Palisade,
+    /// `cali` + the first 11 hex digits of SHA-1 of `namespace.pod` (Calico's CNI).
+    Calico,
+}
+
+impl IfaceNaming {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IfaceNaming::Palisade => "palisade",
+            IfaceNaming::Calico => "calico",
+        }
+    }
+}
+
+impl std::fmt::Display for IfaceNaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for IfaceNaming {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "palisade" => Ok(IfaceNaming::Palisade),
+            "calico" => Ok(IfaceNaming::Calico),
+            _ => Err(format!(
+                "unknown interface naming {s:?}: expected palisade or calico"
+            )),
+        }
+    }
 }
 
 impl CalcConfig {
@@ -29,6 +73,7 @@ impl CalcConfig {
             node: node.into(),
             iface_prefix: DEFAULT_IFACE_PREFIX.to_string(),
             extra_iface_prefixes: Vec::new(),
+            iface_naming: IfaceNaming::Palisade,
         }
     }
 
@@ -49,6 +94,7 @@ impl CalcConfig {
             node: node.into(),
             iface_prefix: primary,
             extra_iface_prefixes: extra,
+            iface_naming: IfaceNaming::Palisade,
         }
     }
 
@@ -60,7 +106,10 @@ impl CalcConfig {
 
     /// The host-side interface of local endpoint `id` under the primary prefix.
     pub fn iface(&self, id: &EndpointId) -> String {
-        interface_name(&self.iface_prefix, id)
+        match self.iface_naming {
+            IfaceNaming::Palisade => interface_name(&self.iface_prefix, id),
+            IfaceNaming::Calico => calico_interface_name(id),
+        }
     }
 
     /// The names of `id`'s interface under the extra prefixes, in their order, without the
@@ -106,6 +155,20 @@ mod tests {
             CalcConfig::with_prefixes::<&str>("n1", &[]),
             CalcConfig::new("n1")
         );
+    }
+
+    #[test]
+    fn calico_naming_is_cali_and_sha1_of_namespace_dot_pod() {
+        let mut c = CalcConfig::new("n1");
+        c.iface_naming = IfaceNaming::Calico;
+        // printf 'default.web' | sha1sum → 68caf03a5f4aa41b0a8b…
+        let id = EndpointId::new("default", "web");
+        assert_eq!(c.iface(&id), "cali68caf03a5f4");
+        assert_eq!(
+            "calico".parse::<IfaceNaming>().unwrap(),
+            IfaceNaming::Calico
+        );
+        assert!("weave".parse::<IfaceNaming>().is_err());
     }
 
     #[test]

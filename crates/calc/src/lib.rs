@@ -63,7 +63,7 @@ mod slab;
 pub mod state;
 
 pub use calculator::{CalcStats, Calculator};
-pub use config::CalcConfig;
+pub use config::{CalcConfig, IfaceNaming};
 pub use full::{cluster_updates, compute_full};
 pub use mirror::{Mirror, MirrorError};
 pub use setdef::{named_port_set_id, peer_set_id, SetDef};

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use palisade_render::ir::{Action, Chain, Family as IrFamily, Ruleset, SetDef, SetEntry, SetKind};
+use palisade_render::ir::{
+    Action, Chain, DispatchKey, Family as IrFamily, Ruleset, SetDef, SetEntry, SetKind,
+};
 use palisade_render::{iptables, names, nft};
 
 use crate::error::DataplaneError;
@@ -175,32 +177,37 @@ pub fn nft_program(
         p.sets.insert(s.set.name.clone(), set);
     }
     cache.keep_only(rs);
-    let mut maps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut maps = BTreeMap::new();
     for c in &rs.chains {
         dispatch_elements(c, &mut maps);
         p.chains.insert(c.name.clone(), nft_chain(c, origins));
     }
-    for (name, elements) in maps {
-        p.sets.insert(name, Arc::new(verdict_map(elements)));
+    for (name, (key, elements)) in maps {
+        p.sets.insert(name, Arc::new(verdict_map(key, elements)));
     }
     Ok(p)
 }
 
-/// The elements of the verdict maps a chain's dispatch rules fill, by map name.
-pub fn dispatch_elements(c: &Chain, maps: &mut BTreeMap<String, Vec<String>>) {
+/// The elements of the verdict maps a chain's dispatch rules fill, by map name, with the
+/// maps' key kind.
+pub fn dispatch_elements(c: &Chain, maps: &mut BTreeMap<String, (DispatchKey, Vec<String>)>) {
     for r in &c.rules {
-        if let Action::Dispatch { map, targets, .. } = &r.action {
+        if let Action::Dispatch {
+            map, key, targets, ..
+        } = &r.action
+        {
             maps.entry(map.clone())
-                .or_default()
-                .extend(targets.iter().map(|(i, t)| nft::map_element(i, t)));
+                .or_insert_with(|| (*key, Vec::new()))
+                .1
+                .extend(targets.iter().map(|(i, t)| nft::map_element(*key, i, t)));
         }
     }
 }
 
-/// An interface → verdict map with `elements`.
-pub fn verdict_map(elements: Vec<String>) -> NftSet {
+/// An interface (or address) → verdict map with `elements`.
+pub fn verdict_map(key: DispatchKey, elements: Vec<String>) -> NftSet {
     NftSet::new(
-        vec!["ifname".into()],
+        vec![nft::map_key_type(key).into()],
         Some("verdict".into()),
         vec![],
         elements,

@@ -242,8 +242,10 @@ impl Incremental {
             // The verdict maps are filled from `pal-FORWARD`'s dispatch rules.
             let mut maps = BTreeMap::new();
             dispatch_elements(fwd, &mut maps);
-            for (name, elements) in maps {
-                program.sets.insert(name, Arc::new(verdict_map(elements)));
+            for (name, (key, elements)) in maps {
+                program
+                    .sets
+                    .insert(name, Arc::new(verdict_map(key, elements)));
             }
         }
         for c in &plan.chains_delete {

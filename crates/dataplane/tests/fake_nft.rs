@@ -51,10 +51,15 @@ fn first_apply_writes_everything_in_one_transaction_second_nothing() {
         "forward"
     );
     assert!(t.sets[&web4()].elements.contains("10.0.1.1"));
-    assert!(t.sets["pal-tw-map"]
-        .elements
-        .iter()
-        .any(|e| e.starts_with("\"pala0000000001\" : jump pal-tw-")));
+    // Address matching (the default): the pod's address keys the ingress map.
+    assert!(
+        t.sets["pal-tw-map4"]
+            .elements
+            .iter()
+            .any(|e| e.starts_with("10.0.0.1 : jump pal-tw-pala0000000001")),
+        "{:?}",
+        t.sets["pal-tw-map4"]
+    );
 
     kernel.clear_calls();
     assert!(dp.apply_state(&state()).unwrap().wrote_nothing());

@@ -93,6 +93,14 @@ impl Namespace {
     }
 }
 
+/// The host-side interface name Calico's CNI gives a pod's veth: `cali` followed by the first 11
+/// hex digits of the SHA-1 of `<namespace>.<pod>` (15 characters).
+pub fn calico_interface_name(id: &EndpointId) -> String {
+    let digest = crate::sha1::sha1(format!("{}.{}", id.namespace, id.name).as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cali{}", &hex[..11])
+}
+
 /// The host-side interface name of a pod's veth, Calico style: `prefix` followed by the first
 /// hex digits of a SHA-256 of `namespace/name`, 15 characters in all (the kernel's limit).
 /// The lab names veths with it and calc/render match them with it.

@@ -20,6 +20,7 @@ pub mod labels;
 pub mod manifest;
 pub mod policy;
 pub mod selector;
+pub mod sha1;
 pub mod validate;
 
 pub use cluster::Cluster;

@@ -25,6 +25,51 @@ pub struct RenderConfig {
     pub ipv4: bool,
     /// Render IPv6 (ip6tables, `pal6-` sets).
     pub ipv6: bool,
+    /// How a packet finds its local pod: by address (default) or by interface name.
+    #[serde(default)]
+    pub endpoint_match: EndpointMatch,
+}
+
+/// How a packet finds the local pod it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMatch {
+    /// By the pod's addresses (every family): to one of them → its ingress chain, from one of
+    /// them → its egress chain. Works under any CNI.
+    #[default]
+    Address,
+    /// By the pod's host-side interface name (input → egress, output → ingress); needs a CNI
+    /// whose interface names are known (Palisade's own, Calico's).
+    Interface,
+}
+
+impl EndpointMatch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMatch::Address => "address",
+            EndpointMatch::Interface => "interface",
+        }
+    }
+}
+
+impl std::fmt::Display for EndpointMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for EndpointMatch {
+    type Err = RenderError;
+
+    fn from_str(s: &str) -> Result<Self, RenderError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "address" | "addr" => Ok(EndpointMatch::Address),
+            "interface" | "iface" => Ok(EndpointMatch::Interface),
+            _ => Err(RenderError::Config(format!(
+                "unknown endpoint match {s:?}: expected address or interface"
+            ))),
+        }
+    }
 }
 
 impl Default for RenderConfig {
@@ -38,6 +83,7 @@ impl Default for RenderConfig {
             log_group: 1,
             ipv4: true,
             ipv6: true,
+            endpoint_match: EndpointMatch::Address,
         }
     }
 }

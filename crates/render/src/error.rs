@@ -16,6 +16,12 @@ pub enum RenderError {
         second: String,
         iface: String,
     },
+    #[error("endpoints {first} and {second} share address {addr} (address matching needs one owner per address)")]
+    DuplicateAddress {
+        first: String,
+        second: String,
+        addr: String,
+    },
     #[error("endpoint {endpoint}: {direction} tier {tier:?} refers to policy {policy}, which has no {direction} rules in the desired state")]
     MissingPolicy {
         endpoint: String,

@@ -9,11 +9,13 @@ use std::net::IpAddr;
 
 use palisade_model::Protocol;
 
-use crate::ir::{Action, CtState, Dir, Family, IfaceDir, Match, Proto, Rule, Ruleset, SetEntry};
+use crate::ir::{
+    Action, CtState, Dir, DispatchKey, Family, IfaceDir, Match, Proto, Rule, Ruleset, SetEntry,
+};
 use crate::names;
 
-/// The packet: addresses, protocol, destination port (0 for ICMP), interfaces, conntrack
-/// state and the mark it arrives with.
+/// The packet: addresses, protocol, destination port (for ICMP: the message type, 0 for an
+/// echo test), interfaces, conntrack state and the mark it arrives with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
     pub src: IpAddr,
@@ -156,12 +158,23 @@ impl State<'_> {
                 Action::SetMark(b) => self.mark |= b,
                 Action::ClearMark(b) => self.mark &= !b,
                 Action::Log { prefix, .. } => self.logs.push(prefix.clone()),
-                Action::Dispatch { dir, targets, .. } => {
-                    let iface = match dir {
-                        IfaceDir::In => &self.p.in_iface,
-                        IfaceDir::Out => &self.p.out_iface,
+                Action::Dispatch {
+                    dir, key, targets, ..
+                } => {
+                    let addr;
+                    let wanted: &str = match (key, dir) {
+                        (DispatchKey::Iface, IfaceDir::In) => &self.p.in_iface,
+                        (DispatchKey::Iface, IfaceDir::Out) => &self.p.out_iface,
+                        (DispatchKey::Addr(_), d) => {
+                            addr = match d {
+                                IfaceDir::In => self.p.src,
+                                IfaceDir::Out => self.p.dst,
+                            }
+                            .to_string();
+                            &addr
+                        }
                     };
-                    if let Some((_, target)) = targets.iter().find(|(i, _)| i == iface) {
+                    if let Some((_, target)) = targets.iter().find(|(i, _)| i == wanted) {
                         if let Flow::Verdict(v) = self.run(target, depth + 1)? {
                             return Ok(Flow::Verdict(v));
                         }
@@ -203,6 +216,8 @@ impl State<'_> {
                         .any(|r| (r.start..=r.end).contains(&p.dst_port))
             }
             Match::CtState(states) => states.contains(&p.ct),
+            // For ICMP the packet's `dst_port` carries the message type.
+            Match::Icmpv6Type(t) => self.proto() == Proto::Icmpv6 && p.dst_port == u16::from(*t),
             Match::Mark { value, mask } => self.mark & mask == *value,
             Match::Set { set, dir } => {
                 let def = self

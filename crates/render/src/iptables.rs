@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::ir::{
-    Action, Chain, CtState, Dir, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset, SetDef,
-    SetEntry, SetKind, SetRef,
+    Action, Chain, CtState, Dir, DispatchKey, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset,
+    SetDef, SetEntry, SetKind, SetRef,
 };
 use crate::names;
 
@@ -141,12 +141,16 @@ pub fn chain_rules(chain: &Chain, family: Family) -> String {
 pub fn rule_lines(chain: &str, rule: &Rule) -> Vec<String> {
     let matches = matches_text(rule);
     match &rule.action {
-        Action::Dispatch { dir, targets, .. } => targets
+        Action::Dispatch {
+            dir, key, targets, ..
+        } => targets
             .iter()
             .map(|(iface, target)| {
-                let flag = match dir {
-                    IfaceDir::In => "-i",
-                    IfaceDir::Out => "-o",
+                let flag = match (key, dir) {
+                    (DispatchKey::Iface, IfaceDir::In) => "-i",
+                    (DispatchKey::Iface, IfaceDir::Out) => "-o",
+                    (DispatchKey::Addr(_), IfaceDir::In) => "-s",
+                    (DispatchKey::Addr(_), IfaceDir::Out) => "-d",
                 };
                 format!(
                     "-A {chain} -m comment --comment \"{}\"{matches} {flag} {iface} -j {target}",
@@ -222,6 +226,9 @@ fn matches_text(rule: &Rule) -> String {
                     })
                     .collect();
                 let _ = write!(s, "-m conntrack --ctstate {}", list.join(","));
+            }
+            Match::Icmpv6Type(t) => {
+                let _ = write!(s, "-m icmp6 --icmpv6-type {t}");
             }
             Match::Mark { value, mask } => {
                 let _ = write!(s, "-m mark --mark {value:#x}/{mask:#x}");

@@ -175,6 +175,8 @@ pub enum Match {
     DstPorts(Vec<PortRange>),
     /// Connection tracking state is one of these.
     CtState(Vec<CtState>),
+    /// ICMPv6 message type (needs a preceding `Protocol(Icmpv6)`).
+    Icmpv6Type(u8),
     /// `(mark & mask) == value`.
     Mark {
         value: u32,
@@ -189,6 +191,7 @@ impl Match {
             Match::Set { set, .. } => Some(set.family),
             Match::Net { net, .. } => Some(Family::of_net(net)),
             Match::Protocol(p) => p.family(),
+            Match::Icmpv6Type(_) => Some(Family::V6),
             _ => None,
         }
     }
@@ -200,6 +203,14 @@ pub enum IfaceDir {
     In,
     /// By output interface (`-o`, `oifname`).
     Out,
+}
+
+/// What a dispatch looks up: the interface name, or the address of one family (the target
+/// keys are then addresses in their canonical text, `10.0.0.1`, `fd00::1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum DispatchKey {
+    Iface,
+    Addr(Family),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -218,10 +229,13 @@ pub enum Action {
         group: u16,
         prefix: String,
     },
-    /// Jump to the chain of the packet's interface, if it has one, else continue. iptables:
-    /// one `-i`/`-o` rule per entry; nftables: a named verdict map `map`.
+    /// Jump to the chain of the packet's interface (or address), if it has one, else
+    /// continue. iptables: one `-i`/`-o` (`-s`/`-d`) rule per entry; nftables: a named verdict
+    /// map `map`. `dir` In is the sending side (input interface, source address), Out the
+    /// receiving side.
     Dispatch {
         dir: IfaceDir,
+        key: DispatchKey,
         map: String,
         targets: Vec<(String, String)>,
     },
@@ -246,9 +260,22 @@ impl Rule {
         }
     }
 
-    /// The family the rule is restricted to, if any.
+    /// The family the rule is restricted to, if any (by a match, or an address dispatch).
     pub fn family(&self) -> Option<Family> {
-        self.matches.iter().find_map(Match::family)
+        self.matches
+            .iter()
+            .find_map(Match::family)
+            .or_else(|| self.action_family())
+    }
+
+    fn action_family(&self) -> Option<Family> {
+        match &self.action {
+            Action::Dispatch {
+                key: DispatchKey::Addr(f),
+                ..
+            } => Some(*f),
+            _ => None,
+        }
     }
 
     /// Whether the rule can match packets of `family`.
@@ -256,6 +283,7 @@ impl Rule {
         self.matches
             .iter()
             .all(|m| m.family().is_none_or(|f| f == family))
+            && self.action_family().is_none_or(|f| f == family)
     }
 }
 
@@ -277,7 +305,15 @@ impl Chain {
             content.clear();
             let _ = write!(content, "{:?}|", rule.matches);
             let _ = match &rule.action {
-                Action::Dispatch { dir, map, .. } => write!(content, "Dispatch({dir:?}, {map})"),
+                Action::Dispatch {
+                    dir,
+                    key: DispatchKey::Iface,
+                    map,
+                    ..
+                } => write!(content, "Dispatch({dir:?}, {map})"),
+                Action::Dispatch { dir, key, map, .. } => {
+                    write!(content, "Dispatch({dir:?}, {key:?}, {map})")
+                }
                 a => write!(content, "{a:?}"),
             };
             let idx = i.to_string();

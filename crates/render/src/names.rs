@@ -9,7 +9,7 @@ use palisade_model::{Direction, EndpointId, PolicyId};
 use sha2::{Digest, Sha256};
 
 use crate::error::RenderError;
-use crate::ir::Family;
+use crate::ir::{DispatchKey, Family};
 
 /// The chain the kernel's FORWARD chain jumps to.
 pub const FORWARD_CHAIN: &str = "pal-FORWARD";
@@ -17,6 +17,37 @@ pub const FORWARD_CHAIN: &str = "pal-FORWARD";
 pub const FROM_WORKLOAD_MAP: &str = "pal-fw-map";
 /// nftables verdict map: output interface → ingress chain of that endpoint.
 pub const TO_WORKLOAD_MAP: &str = "pal-tw-map";
+/// nftables verdict maps keyed by address (address matching): source address → egress chain,
+/// destination address → ingress chain, one per family.
+pub const FROM_WORKLOAD_MAP4: &str = "pal-fw-map4";
+pub const FROM_WORKLOAD_MAP6: &str = "pal-fw-map6";
+pub const TO_WORKLOAD_MAP4: &str = "pal-tw-map4";
+pub const TO_WORKLOAD_MAP6: &str = "pal-tw-map6";
+
+/// The dispatch map for the sending (`from_workload`) or receiving side, by key.
+pub fn dispatch_map(from_workload: bool, key: DispatchKey) -> &'static str {
+    match (from_workload, key) {
+        (true, DispatchKey::Iface) => FROM_WORKLOAD_MAP,
+        (false, DispatchKey::Iface) => TO_WORKLOAD_MAP,
+        (true, DispatchKey::Addr(Family::V4)) => FROM_WORKLOAD_MAP4,
+        (true, DispatchKey::Addr(Family::V6)) => FROM_WORKLOAD_MAP6,
+        (false, DispatchKey::Addr(Family::V4)) => TO_WORKLOAD_MAP4,
+        (false, DispatchKey::Addr(Family::V6)) => TO_WORKLOAD_MAP6,
+    }
+}
+
+/// What a dispatch map (by name) is keyed by, and whether it is the sending side's.
+pub fn dispatch_map_kind(map: &str) -> (bool, DispatchKey) {
+    match map {
+        FROM_WORKLOAD_MAP4 => (true, DispatchKey::Addr(Family::V4)),
+        FROM_WORKLOAD_MAP6 => (true, DispatchKey::Addr(Family::V6)),
+        TO_WORKLOAD_MAP4 => (false, DispatchKey::Addr(Family::V4)),
+        TO_WORKLOAD_MAP6 => (false, DispatchKey::Addr(Family::V6)),
+        FROM_WORKLOAD_MAP => (true, DispatchKey::Iface),
+        _ => (false, DispatchKey::Iface),
+    }
+}
+
 /// nftables table (family `inet`).
 pub const NFT_TABLE: &str = "palisade";
 /// Longest chain name iptables accepts.

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::ir::{
-    Action, Chain, CtState, Dir, Family, IfaceDir, Match, Proto, Rule, Ruleset, SetDef, SetEntry,
-    SetKind, SetRef,
+    Action, Chain, CtState, Dir, DispatchKey, Family, IfaceDir, Match, Proto, Rule, Ruleset,
+    SetDef, SetEntry, SetKind, SetRef,
 };
 use crate::names::{self, NFT_TABLE};
 
@@ -32,8 +32,8 @@ pub fn render(rs: &Ruleset) -> String {
         out.push_str(&add_set_line(&s.set, &s.description));
         out.push_str(&elements_line("add", &s.set.name, &set_elements(s)));
     }
-    for map in dispatch_maps(rs) {
-        out.push_str(&add_map_line(&map));
+    for (map, key) in dispatch_maps(rs) {
+        out.push_str(&add_map_line(&map, key));
     }
     for c in &rs.chains {
         out.push_str(&add_chain_line(&c.name));
@@ -43,8 +43,14 @@ pub fn render(rs: &Ruleset) -> String {
     }
     for c in &rs.chains {
         for r in &c.rules {
-            if let Action::Dispatch { map, targets, .. } = &r.action {
-                let elems: Vec<String> = targets.iter().map(|(i, c)| map_element(i, c)).collect();
+            if let Action::Dispatch {
+                map, targets, key, ..
+            } = &r.action
+            {
+                let elems: Vec<String> = targets
+                    .iter()
+                    .map(|(i, c)| map_element(*key, i, c))
+                    .collect();
                 out.push_str(&elements_line("add", map, &elems));
             }
         }
@@ -52,12 +58,12 @@ pub fn render(rs: &Ruleset) -> String {
     out
 }
 
-fn dispatch_maps(rs: &Ruleset) -> Vec<String> {
+fn dispatch_maps(rs: &Ruleset) -> Vec<(String, DispatchKey)> {
     rs.chains
         .iter()
         .flat_map(|c| c.rules.iter())
         .filter_map(|r| match &r.action {
-            Action::Dispatch { map, .. } => Some(map.clone()),
+            Action::Dispatch { map, key, .. } => Some((map.clone(), *key)),
             _ => None,
         })
         .collect()
@@ -80,8 +86,21 @@ pub fn add_set_line(set: &SetRef, description: &str) -> String {
     )
 }
 
-pub fn add_map_line(map: &str) -> String {
-    format!("add map {} {map} {{ type ifname : verdict ; }}\n", t())
+/// The nft type of a dispatch map's keys.
+pub fn map_key_type(key: DispatchKey) -> &'static str {
+    match key {
+        DispatchKey::Iface => "ifname",
+        DispatchKey::Addr(Family::V4) => "ipv4_addr",
+        DispatchKey::Addr(Family::V6) => "ipv6_addr",
+    }
+}
+
+pub fn add_map_line(map: &str, key: DispatchKey) -> String {
+    format!(
+        "add map {} {map} {{ type {} : verdict ; }}\n",
+        t(),
+        map_key_type(key)
+    )
 }
 
 pub fn add_chain_line(chain: &str) -> String {
@@ -115,8 +134,16 @@ pub fn elements_line(verb: &str, set: &str, elems: &[String]) -> String {
     format!("{verb} element {} {set} {{ {} }}\n", t(), elems.join(", "))
 }
 
-pub fn map_element(iface: &str, chain: &str) -> String {
-    format!("\"{iface}\" : jump {chain}")
+/// A dispatch key as an element key: an interface name quoted, an address bare.
+pub fn map_key(key: DispatchKey, k: &str) -> String {
+    match key {
+        DispatchKey::Iface => format!("\"{k}\""),
+        DispatchKey::Addr(_) => k.to_string(),
+    }
+}
+
+pub fn map_element(key: DispatchKey, k: &str, chain: &str) -> String {
+    format!("{} : jump {chain}", map_key(key, k))
 }
 
 /// The elements of a set as nft writes them: a set with exceptions becomes the address
@@ -341,6 +368,7 @@ fn match_text(m: &Match) -> String {
                 .collect();
             format!("ct state {{ {} }}", list.join(", "))
         }
+        Match::Icmpv6Type(t) => format!("icmpv6 type {t}"),
         Match::Mark { value, mask } => format!("meta mark & {mask:#010x} == {value:#010x}"),
     }
 }
@@ -355,9 +383,11 @@ fn action_text(a: &Action) -> String {
         Action::SetMark(b) => format!("meta mark set meta mark | {b:#010x}"),
         Action::ClearMark(b) => format!("meta mark set meta mark & {:#010x}", !b),
         Action::Log { group, prefix } => format!("log prefix \"{prefix}\" group {group}"),
-        Action::Dispatch { dir, map, .. } => match dir {
-            IfaceDir::In => format!("iifname vmap @{map}"),
-            IfaceDir::Out => format!("oifname vmap @{map}"),
+        Action::Dispatch { dir, key, map, .. } => match (key, dir) {
+            (DispatchKey::Iface, IfaceDir::In) => format!("iifname vmap @{map}"),
+            (DispatchKey::Iface, IfaceDir::Out) => format!("oifname vmap @{map}"),
+            (DispatchKey::Addr(f), IfaceDir::In) => format!("{} saddr vmap @{map}", addr_kw(*f)),
+            (DispatchKey::Addr(f), IfaceDir::Out) => format!("{} daddr vmap @{map}", addr_kw(*f)),
         },
     }
 }

@@ -7,7 +7,9 @@ mod common;
 use palisade_calc::{compute_full, CalcConfig, DesiredState};
 use palisade_model::endpoint::interface_name;
 use palisade_model::{Direction, EndpointId, Protocol};
+use palisade_render::config::EndpointMatch;
 use palisade_render::interp::{evaluate, Packet, Verdict};
+use palisade_render::ir::DispatchKey;
 use palisade_render::{build, iptables, names, nft, RenderConfig, Ruleset};
 
 const NODE: &str = "node-1";
@@ -18,7 +20,11 @@ fn state(prefixes: &[&str]) -> DesiredState {
 }
 
 fn ruleset(prefixes: &[&str]) -> Ruleset {
-    build(&state(prefixes), &RenderConfig::default()).unwrap()
+    let cfg = RenderConfig {
+        endpoint_match: EndpointMatch::Interface,
+        ..RenderConfig::default()
+    };
+    build(&state(prefixes), &cfg).unwrap()
 }
 
 fn web() -> EndpointId {
@@ -53,10 +59,13 @@ fn both_backends_dispatch_every_name_to_the_primary_chains() {
         for name in [primary.clone(), interface_name("cali", &id)] {
             // nftables: one element per name in each verdict map.
             assert!(
-                script.contains(&nft::map_element(&name, &fw)),
+                script.contains(&nft::map_element(DispatchKey::Iface, &name, &fw)),
                 "{name} -> {fw} missing:\n{script}"
             );
-            assert!(script.contains(&nft::map_element(&name, &tw)), "{name}");
+            assert!(
+                script.contains(&nft::map_element(DispatchKey::Iface, &name, &tw)),
+                "{name}"
+            );
             // iptables: one dispatch line per name and direction.
             assert!(
                 ipt.contains(&format!(" -i {name} -j {fw}\n")),

@@ -5,12 +5,18 @@
 mod common;
 
 use palisade_model::Cluster;
+use palisade_render::config::EndpointMatch;
 use palisade_render::{build, iptables, nft, RenderConfig};
 
 fn full_text(cluster: &Cluster) -> (String, String) {
+    full_text_with(cluster, EndpointMatch::Address)
+}
+
+fn full_text_with(cluster: &Cluster, endpoint_match: EndpointMatch) -> (String, String) {
     let state = common::state(cluster, "node-1");
     let cfg = RenderConfig {
         drop_log_group: Some(5),
+        endpoint_match,
         ..RenderConfig::default()
     };
     let rs = build(&state, &cfg).unwrap();
@@ -24,10 +30,14 @@ fn full_text(cluster: &Cluster) -> (String, String) {
     (ipt, nft::render(&rs))
 }
 
+/// Address matching (the default) under `name`, interface matching under `name-iface`.
 fn check(name: &str, cluster: &Cluster) {
     let (ipt, nft) = full_text(cluster);
     insta::assert_snapshot!(format!("{name}-iptables"), ipt);
     insta::assert_snapshot!(format!("{name}-nftables"), nft);
+    let (ipt, nft) = full_text_with(cluster, EndpointMatch::Interface);
+    insta::assert_snapshot!(format!("{name}-iface-iptables"), ipt);
+    insta::assert_snapshot!(format!("{name}-iface-nftables"), nft);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use palisade_store::keys;
 use serde::Serialize;
 
 use super::datastore_args::{self as ds, DatastoreArgs};
+use super::match_args::{EndpointMatchArg, IfaceNameArg};
 
 const AFTER_HELP: &str = "\
 The agent lists the datastore, waits until it is in sync, then programs this node's packet
@@ -75,6 +76,19 @@ struct RunArgs {
     /// pod's chains are named from it.
     #[arg(long, value_name = "PREFIX", default_value = "pal")]
     iface_prefix: Vec<String>,
+    /// How a packet finds its local pod: by its addresses (default; works under any CNI:
+    /// bridge, ptp, flannel, Calico's, cloud CNIs) or by its host-side interface name.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "address")]
+    endpoint_match: EndpointMatchArg,
+    /// Interface matching: how the CNI names pod interfaces (`calico`: `cali` + SHA-1 of
+    /// `namespace.pod`, so Palisade enforces on nodes wired by Calico's CNI).
+    #[arg(long, value_enum, value_name = "NAMING", default_value = "palisade")]
+    iface_name: IfaceNameArg,
+    /// Turn on net.bridge.bridge-nf-call-iptables/-ip6tables (loading br_netfilter) where
+    /// they are off, so bridged pod-to-pod traffic meets the rules; with `false` the agent
+    /// reports not ready while one is off.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    set_bridge_sysctls: bool,
     /// Packet mark bits Palisade may use; every other bit is left alone.
     #[arg(long, value_name = "BITS", default_value = "0xffff0000")]
     mark_mask: String,
@@ -149,6 +163,9 @@ fn config(a: &RunArgs) -> Result<AgentConfig> {
     let pass = parse_mark("--mark-pass", &a.mark_pass)?;
     c.render = render_marks(mask, accept, pass)?;
     c.render.drop_log_group = a.nflog_group;
+    c.render.endpoint_match = a.endpoint_match.into();
+    c.iface_naming = a.iface_name.into();
+    c.set_bridge_sysctls = a.set_bridge_sysctls;
     c.resync_interval = parse_duration(&a.resync_interval)?;
     c.metrics_addr = match a.metrics_addr.trim() {
         "off" | "" => None,

@@ -10,6 +10,7 @@ pub mod delete;
 pub mod explain;
 pub mod get;
 pub mod lab;
+pub mod match_args;
 pub mod matrix;
 pub mod render;
 pub mod validate;

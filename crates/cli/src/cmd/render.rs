@@ -11,6 +11,7 @@ use palisade_calc::{compute_full, CalcConfig, DesiredState, IpSetMember, RulePee
 use palisade_render::{build, iptables, nft, RenderConfig, Ruleset};
 use serde::Serialize;
 
+use super::match_args::{EndpointMatchArg, IfaceNameArg};
 use crate::input;
 
 #[derive(clap::Args)]
@@ -29,6 +30,8 @@ Examples:
   palisade render -f examples/seed --node node-1 --dataplane iptables
   palisade render -f manifests/ --node worker-2 --dataplane nftables --check
   palisade render -f manifests/ --node worker-2 --dataplane iptables --iface-prefix pal,cali
+  palisade render -f manifests/ --node worker-2 --dataplane nftables --endpoint-match interface \
+      --iface-name calico
   palisade render -f manifests/ --node worker-2 --dataplane nftables -o json")]
 pub struct Args {
     /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
@@ -49,6 +52,14 @@ pub struct Args {
     /// from its interface name under every prefix; the first names the chains.
     #[arg(long, value_name = "PREFIX", default_value = palisade_calc::config::DEFAULT_IFACE_PREFIX)]
     pub iface_prefix: Vec<String>,
+    /// How a packet finds its local pod: by its addresses (default; any CNI) or by its
+    /// host-side interface name.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "address")]
+    pub endpoint_match: EndpointMatchArg,
+    /// Interface matching: how the CNI names pod interfaces (`calico`: `cali` + SHA-1 of
+    /// `namespace.pod`, as Calico's CNI does).
+    #[arg(long, value_enum, value_name = "NAMING", default_value = "palisade")]
+    pub iface_name: IfaceNameArg,
     /// NFLOG group for drops at the end of a tier (default: drops are not logged).
     #[arg(long, value_name = "GROUP")]
     pub log_drops: Option<u16>,
@@ -101,11 +112,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let prefixes =
         palisade_agent::config::parse_prefixes(&args.iface_prefix).context("bad --iface-prefix")?;
-    let calc = CalcConfig::with_prefixes(args.node.clone(), &prefixes);
+    let mut calc = CalcConfig::with_prefixes(args.node.clone(), &prefixes);
+    calc.iface_naming = args.iface_name.into();
     let state = compute_full(&calc, &cluster);
     let cfg = RenderConfig {
         drop_log_group: args.log_drops,
         ipv6: has_v6(&state),
+        endpoint_match: args.endpoint_match.into(),
         ..RenderConfig::default()
     };
     let ruleset = build(&state, &cfg).context("cannot render the ruleset")?;

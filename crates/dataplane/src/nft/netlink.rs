@@ -33,6 +33,8 @@ pub enum ElementKey {
     /// `"ifname" : jump chain` in an `ifname : verdict` map (the chain is ignored when the
     /// element is deleted).
     IfnameJump { ifname: String, chain: String },
+    /// `address : jump chain` in an `ipv4_addr`/`ipv6_addr : verdict` map.
+    AddrJump { addr: IpAddr, chain: String },
 }
 
 /// Writes element changes to `table inet palisade` in one transaction.
@@ -43,7 +45,27 @@ pub trait ElementWriter: Send + Sync {
 /// Parses a canonical element of a set with `key_type` (see
 /// [`crate::nft::program::canonical_element`]); `None` when the fast path cannot express it.
 pub fn parse_element(key_type: &[String], interval: bool, e: &str) -> Option<ElementKey> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
     match key_type {
+        [t] if (t == "ipv4_addr" || t == "ipv6_addr") && !interval && e.contains(" : ") => {
+            let (key, verdict) = e.split_once(" : ")?;
+            let addr: IpAddr = key.parse().ok()?;
+            if addr.is_ipv6() != (t == "ipv6_addr") {
+                return None;
+            }
+            let chain = verdict.strip_prefix("jump ")?;
+            if !plain(chain) || chain.len() > 255 {
+                return None;
+            }
+            Some(ElementKey::AddrJump {
+                addr,
+                chain: chain.to_string(),
+            })
+        }
         [t] if (t == "ipv4_addr" || t == "ipv6_addr") && interval => {
             let (start, end) = if let Some((a, b)) = e.split_once('-') {
                 (a.parse().ok()?, b.parse().ok()?)
@@ -77,11 +99,6 @@ pub fn parse_element(key_type: &[String], interval: bool, e: &str) -> Option<Ele
             let (key, verdict) = e.split_once(" : ")?;
             let ifname = key.strip_prefix('"')?.strip_suffix('"')?;
             let chain = verdict.strip_prefix("jump ")?;
-            let plain = |s: &str| {
-                !s.is_empty()
-                    && s.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-            };
             // IFNAMSIZ is 16 with the terminating NUL.
             if ifname.len() > 15 || !plain(ifname) || !plain(chain) || chain.len() > 255 {
                 return None;
@@ -269,6 +286,9 @@ pub fn batch(ops: &[ElementOp], table: &str, seq0: u32) -> Result<(Vec<u8>, u32)
                     let mut key = ifname.as_bytes().to_vec();
                     key.resize(IFNAMSIZ, 0);
                     element_with(&mut buf, &key, 0, add.then_some(chain.as_str()));
+                }
+                ElementKey::AddrJump { addr, chain } => {
+                    element_with(&mut buf, &ip_bytes(addr), 0, add.then_some(chain.as_str()));
                 }
             }
         }
@@ -516,6 +536,24 @@ mod tests {
         ] {
             assert_eq!(parse_element(&ifname, false, odd), None, "{odd}");
         }
+        // Address-keyed dispatch maps (address matching), per family.
+        let v6 = vec!["ipv6_addr".to_string()];
+        let v4map = vec!["ipv4_addr".to_string()];
+        assert_eq!(
+            parse_element(&v6, false, "fd00::1 : jump pal-fw-x"),
+            Some(ElementKey::AddrJump {
+                addr: "fd00::1".parse().unwrap(),
+                chain: "pal-fw-x".into()
+            })
+        );
+        for odd in [
+            "10.0.0.1 : jump c",
+            "fd00::1 : accept",
+            "fd00::1 : jump a b",
+        ] {
+            assert_eq!(parse_element(&v6, false, odd), None, "{odd}");
+        }
+        assert!(parse_element(&v4map, false, "10.0.0.1 : jump c").is_some());
     }
 
     #[test]

@@ -251,6 +251,7 @@ mod tests {
                 let what = match &o.key {
                     ElementKey::Range { start, .. } => start.to_string(),
                     ElementKey::IfnameJump { ifname, chain } => format!("{ifname}->{chain}"),
+                    ElementKey::AddrJump { addr, chain } => format!("{addr}->{chain}"),
                     ElementKey::AddrProtoPort { addr, .. } => addr.to_string(),
                 };
                 format!("{verb} {} {what}", o.set)

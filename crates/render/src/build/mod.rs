@@ -28,11 +28,11 @@ use std::collections::BTreeMap;
 use palisade_calc::{DesiredState, IpSet, IpSetMember, LocalEndpoint};
 use palisade_model::{Direction, EndpointId};
 
-use crate::config::RenderConfig;
+use crate::config::{EndpointMatch, RenderConfig};
 use crate::error::RenderError;
 use crate::ir::{
-    Action, Chain, CtState, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset, SetDef, SetEntry,
-    SetRef,
+    Action, Chain, CtState, DispatchKey, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset,
+    SetDef, SetEntry, SetRef,
 };
 use crate::names;
 
@@ -56,6 +56,9 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
     cfg.validate()?;
     let fams = families(cfg);
     check_endpoints(state)?;
+    if cfg.endpoint_match == EndpointMatch::Address {
+        check_addresses(state)?;
+    }
     let mut sets: Vec<SetDef> = Vec::new();
     for set in state.ip_sets.values() {
         for &f in &fams {
@@ -130,6 +133,88 @@ pub(crate) fn check_changed_endpoints<'a>(
         }
     }
     Ok(())
+}
+
+/// No two endpoints share an address (address matching: one owner per key).
+pub(crate) fn check_addresses(state: &DesiredState) -> Result<(), RenderError> {
+    let mut seen: BTreeMap<std::net::IpAddr, &EndpointId> = BTreeMap::new();
+    for ep in state.endpoints.values() {
+        for ip in dedup_ips(ep) {
+            if let Some(first) = seen.insert(ip, &ep.id) {
+                return Err(duplicate_addr(first, &ep.id, ip));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`check_addresses`] for the endpoints a batch changed, against every other endpoint.
+pub(crate) fn check_changed_addresses<'a>(
+    state: &DesiredState,
+    ids: impl IntoIterator<Item = &'a EndpointId>,
+) -> Result<(), RenderError> {
+    for id in ids {
+        let Some(ep) = state.endpoints.get(id) else {
+            continue;
+        };
+        for other in state.endpoints.values().filter(|o| o.id != ep.id) {
+            if let Some(ip) = ep.ips.iter().find(|ip| other.ips.contains(ip)) {
+                return Err(duplicate_addr(&ep.id, &other.id, *ip));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn duplicate_addr(a: &EndpointId, b: &EndpointId, ip: std::net::IpAddr) -> RenderError {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    RenderError::DuplicateAddress {
+        first: first.to_string(),
+        second: second.to_string(),
+        addr: ip.to_string(),
+    }
+}
+
+/// An endpoint's addresses, each once, in order.
+pub(crate) fn dedup_ips(ep: &LocalEndpoint) -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = Vec::with_capacity(ep.ips.len());
+    for ip in &ep.ips {
+        if !out.contains(ip) {
+            out.push(*ip);
+        }
+    }
+    out
+}
+
+/// The dispatch entries of one endpoint, `(map, key, chain)`: per direction, one per
+/// interface name (interface matching) or one per address of an enabled family (address
+/// matching). The chains are named from the primary interface name either way.
+pub(crate) fn dispatch_entries(
+    ep: &LocalEndpoint,
+    cfg: &RenderConfig,
+) -> Vec<(&'static str, String, String)> {
+    let mut out = Vec::new();
+    for (from, dir) in [(true, Direction::Egress), (false, Direction::Ingress)] {
+        let chain = names::endpoint_chain(dir, &ep.iface);
+        match cfg.endpoint_match {
+            EndpointMatch::Interface => {
+                for name in iface_names(ep) {
+                    let map = names::dispatch_map(from, DispatchKey::Iface);
+                    out.push((map, name.to_string(), chain.clone()));
+                }
+            }
+            EndpointMatch::Address => {
+                for ip in dedup_ips(ep) {
+                    let f = Family::of(&ip);
+                    if (f == Family::V4 && cfg.ipv4) || (f == Family::V6 && cfg.ipv6) {
+                        let map = names::dispatch_map(from, DispatchKey::Addr(f));
+                        out.push((map, ip.to_string(), chain.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 fn duplicate(a: &LocalEndpoint, b: &LocalEndpoint, iface: &str) -> RenderError {
@@ -222,50 +307,65 @@ pub(crate) fn for_each_member_entry(
     }
 }
 
-/// `pal-FORWARD`: conntrack, then dispatch by interface.
+/// ICMPv6 types neighbour discovery needs (router solicitation and advertisement, neighbour
+/// solicitation and advertisement): accepted under any policy, both directions. Redirect (137)
+/// is not: NDP works without it, and a pod could use it to steer others' traffic.
+pub const NDP_TYPES: [u8; 4] = [133, 134, 135, 136];
+
+/// The dispatch keys the config uses, in chain order within one side.
+fn dispatch_keys(cfg: &RenderConfig) -> Vec<DispatchKey> {
+    match cfg.endpoint_match {
+        EndpointMatch::Interface => vec![DispatchKey::Iface],
+        EndpointMatch::Address => families(cfg).into_iter().map(DispatchKey::Addr).collect(),
+    }
+}
+
+/// `pal-FORWARD`: conntrack, NDP, then dispatch by interface or by address.
 pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
-    let mut fw = Vec::new();
-    let mut tw = Vec::new();
+    let mut targets: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
     for ep in state.endpoints.values() {
-        // One entry per name of the interface, all to the chains named from the primary one.
-        let fw_chain = names::endpoint_chain(Direction::Egress, &ep.iface);
-        let tw_chain = names::endpoint_chain(Direction::Ingress, &ep.iface);
-        for name in iface_names(ep) {
-            fw.push((name.to_string(), fw_chain.clone()));
-            tw.push((name.to_string(), tw_chain.clone()));
+        for (map, key, chain) in dispatch_entries(ep, cfg) {
+            targets.entry(map).or_default().push((key, chain));
         }
     }
-    let rules = vec![
-        Rule::new(
-            vec![Match::CtState(vec![CtState::Related, CtState::Established])],
-            Action::Accept,
-        ),
-        Rule::new(vec![Match::CtState(vec![CtState::Invalid])], Action::Drop),
-        Rule::new(vec![], Action::ClearMark(cfg.verdict_marks())),
-        Rule::new(
-            vec![],
-            Action::Dispatch {
-                dir: IfaceDir::In,
-                map: names::FROM_WORKLOAD_MAP.into(),
-                targets: fw,
-            },
-        ),
-        Rule::new(
-            vec![],
-            Action::Dispatch {
-                dir: IfaceDir::Out,
-                map: names::TO_WORKLOAD_MAP.into(),
-                targets: tw,
-            },
-        ),
-        Rule::new(
-            vec![Match::Mark {
-                value: cfg.accept_mark,
-                mask: cfg.accept_mark,
-            }],
-            Action::Accept,
-        ),
-    ];
+    let mut rules = vec![Rule::new(
+        vec![Match::CtState(vec![CtState::Related, CtState::Established])],
+        Action::Accept,
+    )];
+    if cfg.ipv6 {
+        for t in NDP_TYPES {
+            rules.push(Rule::new(
+                vec![Match::Protocol(Proto::Icmpv6), Match::Icmpv6Type(t)],
+                Action::Accept,
+            ));
+        }
+    }
+    rules.push(Rule::new(
+        vec![Match::CtState(vec![CtState::Invalid])],
+        Action::Drop,
+    ));
+    rules.push(Rule::new(vec![], Action::ClearMark(cfg.verdict_marks())));
+    for (from, dir) in [(true, IfaceDir::In), (false, IfaceDir::Out)] {
+        for key in dispatch_keys(cfg) {
+            let map = names::dispatch_map(from, key);
+            rules.push(Rule::new(
+                vec![],
+                Action::Dispatch {
+                    dir,
+                    key,
+                    map: map.into(),
+                    targets: targets.remove(map).unwrap_or_default(),
+                },
+            ));
+        }
+    }
+    rules.push(Rule::new(
+        vec![Match::Mark {
+            value: cfg.accept_mark,
+            mask: cfg.accept_mark,
+        }],
+        Action::Accept,
+    ));
     Chain {
         name: names::FORWARD_CHAIN.into(),
         rules,

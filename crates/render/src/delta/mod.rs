@@ -21,10 +21,10 @@ use palisade_model::{Direction, EndpointId, PolicyId};
 use serde::Serialize;
 
 use crate::build::{
-    check_changed_endpoints, endpoint_chain, families, for_each_member_entry, forward_chain,
-    iface_names, policy_chain, set_ref,
+    check_changed_addresses, check_changed_endpoints, dispatch_entries, endpoint_chain, families,
+    for_each_member_entry, forward_chain, policy_chain, set_ref,
 };
-use crate::config::RenderConfig;
+use crate::config::{EndpointMatch, RenderConfig};
 use crate::error::RenderError;
 use crate::ir::{Action, Chain, Family, IfaceDir, Rule, SetDef, SetEntry, SetRef};
 use crate::names;
@@ -135,6 +135,9 @@ pub fn plan(
     }
     // Endpoints the batch does not name are as they were, and were checked then.
     check_changed_endpoints(next, endpoints.iter().copied())?;
+    if cfg.endpoint_match == EndpointMatch::Address {
+        check_changed_addresses(next, endpoints.iter().copied())?;
+    }
     if !policies.is_empty() {
         plan_policies(prev, next, cfg, &fams, &policies, &mut plan)?;
     }
@@ -231,42 +234,40 @@ fn plan_endpoint(
 ) -> Result<(), RenderError> {
     let old = prev.endpoints.get(id);
     let new = next.endpoints.get(id);
-    let maps = [
-        (Direction::Egress, names::FROM_WORKLOAD_MAP),
-        (Direction::Ingress, names::TO_WORKLOAD_MAP),
-    ];
     // The chains are named from the primary interface: they stay while it does. The dispatch
-    // entries are one per interface name (aliases included); while the chains stay, only the
-    // names that went or came are edited.
+    // entries are one per interface name (aliases included) or one per address; while the
+    // chains stay, only the keys that went or came are edited.
     let same_iface = matches!((old, new), (Some(o), Some(n)) if o.iface == n.iface);
+    let old_entries = old.map(|o| dispatch_entries(o, cfg)).unwrap_or_default();
+    let new_entries = new.map(|n| dispatch_entries(n, cfg)).unwrap_or_default();
+    for e in &old_entries {
+        if !same_iface || !new_entries.contains(e) {
+            plan.dispatch_dels
+                .push((e.0.into(), e.1.clone(), e.2.clone()));
+        }
+    }
     if let Some(old) = old {
-        for (dir, map) in maps {
-            let chain = names::endpoint_chain(dir, &old.iface);
-            for name in iface_names(old) {
-                if !same_iface || new.is_none_or(|n| !iface_names(n).any(|m| m == name)) {
-                    plan.dispatch_dels
-                        .push((map.into(), name.to_string(), chain.clone()));
-                }
-            }
-            if !same_iface {
-                plan.chains_delete.push(chain);
+        if !same_iface {
+            for dir in [Direction::Egress, Direction::Ingress] {
+                plan.chains_delete
+                    .push(names::endpoint_chain(dir, &old.iface));
             }
         }
     }
     if let Some(new) = new {
-        for (dir, map) in maps {
+        for dir in [Direction::Egress, Direction::Ingress] {
             let chain = endpoint_chain(next, cfg, new, dir)?;
-            for name in iface_names(new) {
-                if !same_iface || old.is_none_or(|o| !iface_names(o).any(|m| m == name)) {
-                    plan.dispatch_adds
-                        .push((map.into(), name.to_string(), chain.name.clone()));
-                }
-            }
             if same_iface {
                 plan.chains_rewrite.push(chain);
             } else {
                 plan.chains_new.push(chain);
             }
+        }
+    }
+    for e in &new_entries {
+        if !same_iface || !old_entries.contains(e) {
+            plan.dispatch_adds
+                .push((e.0.into(), e.1.clone(), e.2.clone()));
         }
     }
     Ok(())
@@ -352,13 +353,14 @@ pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
 /// the blocks stay in chain order, which is what the fw-before-tw layout needs.
 fn dispatch_edits(plan: &Plan, forward: &Chain, family: Family) -> String {
     let one = |rule: &Rule, iface: &str, target: &str| -> Option<String> {
-        let Action::Dispatch { dir, map, .. } = &rule.action else {
+        let Action::Dispatch { dir, key, map, .. } = &rule.action else {
             return None;
         };
         let single = Rule {
             matches: rule.matches.clone(),
             action: Action::Dispatch {
                 dir: *dir,
+                key: *key,
                 map: map.clone(),
                 targets: vec![(iface.to_string(), target.to_string())],
             },
@@ -449,18 +451,22 @@ pub fn nft_text(plan: &Plan) -> String {
     for c in plan.chains_new.iter().chain(plan.chains_rewrite.iter()) {
         out.push_str(&nft::chain_rules(c));
     }
-    for (map, iface, _) in &plan.dispatch_dels {
+    for (map, key, _) in &plan.dispatch_dels {
         out.push_str(&nft::elements_line(
             "delete",
             map,
-            &[format!("\"{iface}\"")],
+            &[nft::map_key(names::dispatch_map_kind(map).1, key)],
         ));
     }
     for (map, iface, chain) in &plan.dispatch_adds {
         out.push_str(&nft::elements_line(
             "add",
             map,
-            &[nft::map_element(iface, chain)],
+            &[nft::map_element(
+                names::dispatch_map_kind(map).1,
+                iface,
+                chain,
+            )],
         ));
     }
     for c in &plan.chains_delete {
@@ -475,9 +481,9 @@ pub fn nft_text(plan: &Plan) -> String {
     out
 }
 
-/// Which interface direction a dispatch map uses (for readers of [`Plan::dispatch_adds`]).
+/// Which side a dispatch map uses (for readers of [`Plan::dispatch_adds`]).
 pub fn map_dir(map: &str) -> IfaceDir {
-    if map == names::FROM_WORKLOAD_MAP {
+    if names::dispatch_map_kind(map).0 {
         IfaceDir::In
     } else {
         IfaceDir::Out

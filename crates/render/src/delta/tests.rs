@@ -8,15 +8,21 @@ use palisade_model::EndpointId;
 use super::*;
 use crate::build::build;
 
+/// Pods named by one letter each; a pod's addresses follow from its name (`10.0.0.97` and
+/// `fd00::61` for `a`), so a pod keeps them from one state to the next.
 fn state(pods: &[&str]) -> DesiredState {
     let mut s = DesiredState::default();
-    for (i, pod) in pods.iter().enumerate() {
+    for pod in pods {
+        let i = usize::from(pod.as_bytes()[0]) - 1;
         let id = EndpointId::new("ns", *pod);
         let ep = LocalEndpoint {
             id: id.clone(),
             iface: format!("cali{pod}"),
             iface_aliases: vec![],
-            ips: vec![format!("10.0.0.{}", i + 1).parse().unwrap()],
+            ips: vec![
+                format!("10.0.0.{}", i + 1).parse().unwrap(),
+                format!("fd00::{:x}", i + 1).parse().unwrap(),
+            ],
             tiers: EndpointTiers::default(),
         };
         s.endpoints.insert(id, ep);
@@ -59,8 +65,19 @@ fn restore(chains: &mut BTreeMap<String, Vec<String>>, text: &str) {
     }
 }
 
+fn iface_cfg() -> RenderConfig {
+    RenderConfig {
+        endpoint_match: EndpointMatch::Interface,
+        ..RenderConfig::default()
+    }
+}
+
 fn full(s: &DesiredState, f: Family) -> BTreeMap<String, Vec<String>> {
-    let rs = build(s, &RenderConfig::default()).unwrap();
+    full_with(s, f, &iface_cfg())
+}
+
+fn full_with(s: &DesiredState, f: Family, cfg: &RenderConfig) -> BTreeMap<String, Vec<String>> {
+    let rs = build(s, cfg).unwrap();
     let mut chains = BTreeMap::new();
     restore(&mut chains, &iptables::filter_table(&rs, f, false));
     chains
@@ -72,8 +89,8 @@ fn kinds(rules: &[String]) -> Vec<&'static str> {
     let mut k: Vec<&str> = rules
         .iter()
         .map(|r| match () {
-            _ if r.contains(" -i ") => "fw",
-            _ if r.contains(" -o ") => "tw",
+            _ if r.contains(" -i ") || r.contains(" -s ") => "fw",
+            _ if r.contains(" -o ") || r.contains(" -d ") => "tw",
             _ => "other",
         })
         .collect();
@@ -153,7 +170,12 @@ fn a_shared_ipblock_set_lives_while_any_policy_uses_it() {
 
 #[test]
 fn endpoint_adds_and_removes_edit_single_dispatch_lines() {
-    let cfg = RenderConfig::default();
+    for cfg in [RenderConfig::default(), iface_cfg()] {
+        adds_and_removes_edit_single_dispatch_lines(&cfg);
+    }
+}
+
+fn adds_and_removes_edit_single_dispatch_lines(cfg: &RenderConfig) {
     let steps: [(&[&str], &[&str]); 4] = [
         (&["b", "d"], &["a", "b", "c", "d", "e"]),
         (&["a", "b", "c", "d", "e"], &["b", "e", "f"]),
@@ -173,13 +195,13 @@ fn endpoint_adds_and_removes_edit_single_dispatch_lines() {
                 deltas.push(Delta::EndpointRemoved { id: id.clone() });
             }
         }
-        let d = iptables(&prev, &next, &deltas, &cfg).unwrap();
+        let d = iptables(&prev, &next, &deltas, cfg).unwrap();
         for (f, text) in [(Family::V4, &d.v4), (Family::V6, &d.v6)] {
             let text = text.as_deref().unwrap();
             assert!(!text.contains(":pal-FORWARD"), "{text}");
-            let mut got = full(&prev, f);
+            let mut got = full_with(&prev, f, cfg);
             restore(&mut got, text);
-            let want = full(&next, f);
+            let want = full_with(&next, f, cfg);
             assert_eq!(
                 got.keys().collect::<Vec<_>>(),
                 want.keys().collect::<Vec<_>>()
@@ -214,7 +236,11 @@ fn aliased(pods: &[&str], aliases: &[&str]) -> DesiredState {
 
 /// The verdict maps as the full ruleset fills them: (map, iface) → chain.
 fn maps_of(s: &DesiredState) -> BTreeMap<(String, String), String> {
-    let fwd = forward_chain(s, &RenderConfig::default());
+    maps_with(s, &iface_cfg())
+}
+
+fn maps_with(s: &DesiredState, cfg: &RenderConfig) -> BTreeMap<(String, String), String> {
+    let fwd = forward_chain(s, cfg);
     let mut out = BTreeMap::new();
     for r in &fwd.rules {
         if let Action::Dispatch { map, targets, .. } = &r.action {
@@ -228,7 +254,7 @@ fn maps_of(s: &DesiredState) -> BTreeMap<(String, String), String> {
 
 #[test]
 fn aliases_are_dispatched_and_edited_like_primary_names() {
-    let cfg = RenderConfig::default();
+    let cfg = iface_cfg();
     // (pods, alias prefixes) before → after: endpoints come and go with their aliases, and an
     // endpoint gains or loses an alias while its primary name (and so its chains) stays.
     type Step<'a> = (
@@ -312,4 +338,99 @@ fn an_alias_shared_with_another_endpoint_is_refused() {
         build(&next, &RenderConfig::default()),
         Err(RenderError::DuplicateInterface { .. })
     ));
+}
+
+#[test]
+fn an_address_shared_by_two_endpoints_is_refused_in_address_mode() {
+    let prev = state(&["a", "b"]);
+    let mut next = prev.clone();
+    let b = EndpointId::new("ns", "b");
+    next.endpoints.get_mut(&b).unwrap().ips = vec!["10.0.0.97".parse().unwrap()];
+    let deltas = vec![Delta::EndpointChanged { id: b }];
+    let err = plan(&prev, &next, &deltas, &RenderConfig::default()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::DuplicateAddress { addr, .. } if addr == "10.0.0.97"),
+        "{err}"
+    );
+    assert!(matches!(
+        build(&next, &RenderConfig::default()),
+        Err(RenderError::DuplicateAddress { .. })
+    ));
+    // Interface matching does not care.
+    plan(&prev, &next, &[], &iface_cfg()).unwrap();
+    build(&next, &iface_cfg()).unwrap();
+}
+
+#[test]
+fn address_changes_edit_only_their_map_entries() {
+    let cfg = RenderConfig::default();
+    let prev = state(&["a", "b"]);
+    let mut next = prev.clone();
+    let a = EndpointId::new("ns", "a");
+    // a loses its v6 address and gains another v4 one: chains stay, two entries per side.
+    next.endpoints.get_mut(&a).unwrap().ips =
+        vec!["10.0.0.97".parse().unwrap(), "10.0.9.9".parse().unwrap()];
+    let deltas = vec![Delta::EndpointChanged { id: a }];
+    let p = plan(&prev, &next, &deltas, &cfg).unwrap();
+    assert!(
+        p.chains_new.is_empty() && p.chains_delete.is_empty(),
+        "{p:?}"
+    );
+    assert_eq!(p.chains_rewrite.len(), 2);
+    let keys = |l: &[(String, String, String)]| -> Vec<(String, String)> {
+        l.iter().map(|(m, k, _)| (m.clone(), k.clone())).collect()
+    };
+    assert_eq!(
+        keys(&p.dispatch_dels),
+        vec![
+            (
+                names::FROM_WORKLOAD_MAP6.to_string(),
+                "fd00::61".to_string()
+            ),
+            (names::TO_WORKLOAD_MAP6.to_string(), "fd00::61".to_string()),
+        ]
+    );
+    assert_eq!(
+        keys(&p.dispatch_adds),
+        vec![
+            (
+                names::FROM_WORKLOAD_MAP4.to_string(),
+                "10.0.9.9".to_string()
+            ),
+            (names::TO_WORKLOAD_MAP4.to_string(), "10.0.9.9".to_string()),
+        ]
+    );
+    let mut maps = maps_with(&prev, &cfg);
+    for (m, k, _) in &p.dispatch_dels {
+        assert!(maps.remove(&(m.clone(), k.clone())).is_some());
+    }
+    for (m, k, c) in &p.dispatch_adds {
+        assert!(maps.insert((m.clone(), k.clone()), c.clone()).is_none());
+    }
+    assert_eq!(maps, maps_with(&next, &cfg));
+    // The nft script edits the address maps with bare addresses.
+    let text = nft_text(&p);
+    assert!(
+        text.contains("delete element inet palisade pal-fw-map6 { fd00::61 }"),
+        "{text}"
+    );
+    assert!(
+        text.contains("add element inet palisade pal-tw-map4 { 10.0.9.9 : jump pal-tw-calia }"),
+        "{text}"
+    );
+    // iptables: per-address lines in the family's own table.
+    let d = iptables(&prev, &next, &deltas, &cfg).unwrap();
+    for (f, text) in [(Family::V4, d.v4.unwrap()), (Family::V6, d.v6.unwrap())] {
+        let mut got = full_with(&prev, f, &cfg);
+        restore(&mut got, &text);
+        let want = full_with(&next, f, &cfg);
+        let (mut x, mut y) = (
+            got[names::FORWARD_CHAIN].clone(),
+            want[names::FORWARD_CHAIN].clone(),
+        );
+        assert_eq!(kinds(&x), kinds(&y));
+        x.sort();
+        y.sort();
+        assert_eq!(x, y, "{text}");
+    }
 }

@@ -1,0 +1,41 @@
+//! The flags that say how a node's pods are found, shared by `agent`, `render` and `lab up`:
+//! `--endpoint-match address|interface` and `--iface-name palisade|calico`.
+
+use palisade_calc::IfaceNaming;
+use palisade_render::config::EndpointMatch;
+
+/// How a packet finds its local pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EndpointMatchArg {
+    /// By the pod's addresses (any CNI).
+    Address,
+    /// By the pod's host-side interface name (Palisade's lab, Calico's CNI).
+    Interface,
+}
+
+impl From<EndpointMatchArg> for EndpointMatch {
+    fn from(a: EndpointMatchArg) -> Self {
+        match a {
+            EndpointMatchArg::Address => EndpointMatch::Address,
+            EndpointMatchArg::Interface => EndpointMatch::Interface,
+        }
+    }
+}
+
+/// How the CNI names a pod's host-side interface (interface matching).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IfaceNameArg {
+    /// `<prefix>` + SHA-256 of `namespace/pod` (Palisade's lab).
+    Palisade,
+    /// `cali` + the first 11 hex digits of SHA-1 of `namespace.pod` (Calico's CNI).
+    Calico,
+}
+
+impl From<IfaceNameArg> for IfaceNaming {
+    fn from(a: IfaceNameArg) -> Self {
+        match a {
+            IfaceNameArg::Palisade => IfaceNaming::Palisade,
+            IfaceNameArg::Calico => IfaceNaming::Calico,
+        }
+    }
+}
