@@ -213,10 +213,12 @@ mod tests {
                         TierPolicies {
                             tier: "security".into(),
                             policies: ids("security", 10),
+                            default_action: Default::default(),
                         },
                         TierPolicies {
                             tier: palisade_model::DEFAULT_TIER.into(),
                             policies: ids(palisade_model::DEFAULT_TIER, 10),
+                            default_action: Default::default(),
                         },
                     ],
                     egress: vec![],

@@ -3,7 +3,7 @@
 //! and [`crate::compute_full`] use these, so they agree by construction on the parts that
 //! are a function of one policy.
 
-use palisade_model::{Direction, Peer, Policy, PortMatch, PortSpec, Rule};
+use palisade_model::{Direction, Peer, Policy, PortMatch, PortSpec, Rule, TierAction};
 
 use crate::setdef::SetDef;
 use crate::state::{
@@ -25,7 +25,7 @@ pub fn compile_policy(policy: &Policy) -> Compiled {
         policy.rules(dir).map(|rules| {
             rules
                 .iter()
-                .map(|r| compile_rule(r, &mut sets))
+                .filter_map(|r| compile_rule(r, &mut sets))
                 .collect::<Vec<_>>()
         })
     };
@@ -50,28 +50,35 @@ fn use_set(sets: &mut Vec<(IpSetId, SetDef)>, def: SetDef) -> IpSetId {
     id
 }
 
-fn compile_rule(rule: &Rule, sets: &mut Vec<(IpSetId, SetDef)>) -> CompiledRule {
-    let peers = rule
+/// A rule compiled; `None` for a rule that matches nothing here: every peer it names is one
+/// the dataplane does not match (domain names, which address-based enforcement cannot see;
+/// node peers, which the node set does not carry yet: see docs/policy-model.md).
+fn compile_rule(rule: &Rule, sets: &mut Vec<(IpSetId, SetDef)>) -> Option<CompiledRule> {
+    let peers: Vec<RulePeer> = rule
         .peers
         .iter()
-        .map(|peer| match peer {
-            Peer::Endpoints(ep) => RulePeer::Set(use_set(sets, SetDef::Peer(ep.clone()))),
-            Peer::Cidr { cidr, except } => RulePeer::Cidr {
+        .filter_map(|peer| match peer {
+            Peer::Endpoints(ep) => Some(RulePeer::Set(use_set(sets, SetDef::Peer(ep.clone())))),
+            Peer::Cidr { cidr, except } => Some(RulePeer::Cidr {
                 cidr: cidr.trunc(),
                 except: except.iter().map(|e| e.trunc()).collect(),
-            },
+            }),
+            Peer::Nodes(_) | Peer::DomainNames(_) => None,
         })
         .collect();
+    if peers.is_empty() && !rule.peers.is_empty() {
+        return None;
+    }
     let ports = rule
         .ports
         .iter()
         .map(|spec| compile_port(spec, sets))
         .collect();
-    CompiledRule {
+    Some(CompiledRule {
         action: rule.action,
         peers,
         ports,
-    }
+    })
 }
 
 fn compile_port(spec: &PortSpec, sets: &mut Vec<(IpSetId, SetDef)>) -> RulePort {
@@ -96,37 +103,37 @@ fn compile_port(spec: &PortSpec, sets: &mut Vec<(IpSetId, SetDef)>) -> RulePort 
     }
 }
 
-/// Orders the policies that select an endpoint: tiers by `tier_order` (then name), inside a
+/// Orders the policies that select an endpoint: tiers by `tier_of`'s order (then name), inside a
 /// tier by policy order, then name, then namespace. A tier appears in a direction only if
 /// one of its policies applies to that direction.
 pub fn endpoint_tiers<'a>(
     policies: impl IntoIterator<Item = &'a Policy>,
-    tier_order: impl Fn(&str) -> u32,
+    tier_of: impl Fn(&str) -> (u32, TierAction),
 ) -> EndpointTiers {
-    // The tier's order is looked up once per policy, not once per comparison.
-    let mut keyed: Vec<(u32, &Policy)> = policies
+    // The tier is looked up once per policy, not once per comparison.
+    let mut keyed: Vec<((u32, TierAction), &Policy)> = policies
         .into_iter()
-        .map(|p| (tier_order(&p.id.tier), p))
+        .map(|p| (tier_of(&p.id.tier), p))
         .collect();
-    keyed.sort_by(|(ta, a), (tb, b)| {
+    keyed.sort_by(|((ta, _), a), ((tb, _), b)| {
         let key = |t: &u32, p: &'a Policy| (*t, &p.id.tier, p.order, &p.id.name, &p.id.namespace);
         key(ta, a).cmp(&key(tb, b))
     });
-    let sorted: Vec<&Policy> = keyed.into_iter().map(|(_, p)| p).collect();
     EndpointTiers {
-        ingress: group(&sorted, Direction::Ingress),
-        egress: group(&sorted, Direction::Egress),
+        ingress: group(&keyed, Direction::Ingress),
+        egress: group(&keyed, Direction::Egress),
     }
 }
 
-fn group(sorted: &[&Policy], dir: Direction) -> Vec<TierPolicies> {
+fn group(sorted: &[((u32, TierAction), &Policy)], dir: Direction) -> Vec<TierPolicies> {
     let mut out: Vec<TierPolicies> = Vec::new();
-    for p in sorted.iter().filter(|p| p.rules(dir).is_some()) {
+    for ((_, action), p) in sorted.iter().filter(|(_, p)| p.rules(dir).is_some()) {
         match out.last_mut() {
             Some(t) if t.tier == p.id.tier => t.policies.push(p.id.clone()),
             _ => out.push(TierPolicies {
                 tier: p.id.tier.clone(),
                 policies: vec![p.id.clone()],
+                default_action: *action,
             }),
         }
     }

@@ -54,7 +54,9 @@ pub fn compute_full(config: &CalcConfig, cluster: &Cluster) -> DesiredState {
     }
     for e in local {
         let policies = selecting.get(&e.id).cloned().unwrap_or_default();
-        let tiers = endpoint_tiers(policies, |t| cluster.tier_order(t));
+        let tiers = endpoint_tiers(policies, |t| {
+            (cluster.tier_order(t), cluster.tier_action(t))
+        });
         let iface = config.iface(&e.id);
         state.endpoints.insert(
             e.id.clone(),

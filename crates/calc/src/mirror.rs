@@ -260,6 +260,7 @@ mod tests {
                     ingress: vec![TierPolicies {
                         tier: "default".into(),
                         policies: vec![pid.clone()],
+                        default_action: Default::default(),
                     }],
                     egress: vec![],
                 },

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use palisade_model::{Action, Endpoint, EndpointId, Namespace, Policy, PolicyId, Protocol, Tier};
+use palisade_model::{
+    Action, Endpoint, EndpointId, Namespace, Policy, PolicyId, Protocol, Tier, TierAction,
+};
 use serde::{Deserialize, Serialize};
 
 /// One change to the cluster view, as the agent reads it from the datastore.
@@ -109,6 +111,10 @@ pub struct ActivePolicy {
 pub struct TierPolicies {
     pub tier: String,
     pub policies: Vec<PolicyId>,
+    /// What a flow these policies select but no rule decides gets: Deny (the NetworkPolicy
+    /// tier), or Pass on to the next tier (the ClusterNetworkPolicy tiers).
+    #[serde(default, skip_serializing_if = "TierAction::is_deny")]
+    pub default_action: TierAction,
 }
 
 /// Tiers in order, per direction. An empty list means no policy selects the endpoint in that

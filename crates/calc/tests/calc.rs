@@ -10,6 +10,7 @@ use palisade_calc::{
 };
 use palisade_model::{
     Action, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, Protocol, Rule, Selector, Tier,
+    TierAction,
 };
 
 fn set_of(ns: &str, pods: &str) -> palisade_calc::IpSetId {
@@ -266,11 +267,13 @@ fn namespace_label_change_reevaluates_dependent_sets_and_policies() {
         vec![
             TierPolicies {
                 tier: "admin".into(),
-                policies: vec![global.id.clone()]
+                policies: vec![global.id.clone()],
+                default_action: TierAction::Pass,
             },
             TierPolicies {
                 tier: "default".into(),
-                policies: vec![pid("a", "team-x")]
+                policies: vec![pid("a", "team-x")],
+                default_action: TierAction::Deny,
             },
         ]
     );
@@ -503,6 +506,10 @@ fn tiers_order_policies_per_direction() {
     let tp = |tier: &str, ps: &[&Policy]| TierPolicies {
         tier: tier.into(),
         policies: ps.iter().map(|p| id(p)).collect(),
+        default_action: match tier {
+            "admin" | "baseline" => TierAction::Pass,
+            _ => TierAction::Deny,
+        },
     };
     let [b, a, z, adm, base, unknown] = &policies;
     let tiers = h.calc.state().endpoints[&eid("a/web")].tiers.clone();
@@ -525,6 +532,7 @@ fn tiers_order_policies_per_direction() {
     let d = h.apply(Update::TierUpsert(Tier {
         name: "admin".into(),
         order: 20000,
+        default_action: TierAction::Pass,
     }));
     assert_eq!(d, vec![Delta::EndpointChanged { id: eid("a/web") }]);
     let tiers = &h.calc.state().endpoints[&eid("a/web")].tiers;

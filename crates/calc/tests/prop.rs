@@ -13,7 +13,7 @@ use palisade_calc::{cluster_updates, CalcConfig, Calculator, Update};
 use palisade_model::labels::NAMESPACE_NAME_LABEL;
 use palisade_model::{
     Action, Endpoint, EndpointId, EndpointPeer, Labels, NamedPort, Namespace, NamespaceMatch, Peer,
-    Policy, PolicyId, PortMatch, PortSpec, Protocol, Rule, Selector, Tier,
+    Policy, PolicyId, PortMatch, PortSpec, Protocol, Rule, Selector, Tier, TierAction,
 };
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::prelude::*;
@@ -197,7 +197,7 @@ fn update() -> impl Strategy<Value = Update> {
         5 => policy().prop_map(Update::PolicyUpsert),
         1 => policy_id().prop_map(Update::PolicyRemove),
         1 => (pick(&TIERS), pick(&[50u32, 500, 5000]))
-            .prop_map(|(name, order)| Update::TierUpsert(Tier { name: name.to_string(), order })),
+            .prop_map(|(name, order)| Update::TierUpsert(Tier { name: name.to_string(), order, default_action: TierAction::Deny })),
     ]
 }
 

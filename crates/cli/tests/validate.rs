@@ -162,6 +162,7 @@ fn valid_input_as_json_and_skipped_kinds() {
     assert_eq!(v["namespaces"], 1);
     assert_eq!(v["pods"], 1);
     assert_eq!(v["endpoints"], 0);
+    assert_eq!(v["host_network_pods"], 1);
     assert_eq!(v["skipped"]["Deployment"], 1);
 
     let out = palisade(&["validate", "-f", &f]);
@@ -170,7 +171,7 @@ fn valid_input_as_json_and_skipped_kinds() {
         .contains("warning: skipped objects of kinds Palisade does not use: Deployment (1)"));
     assert_eq!(
         stdout(&out).trim(),
-        "ok: 1 namespaces, 1 pods, 0 networkpolicies (1 pod(s) left out: hostNetwork, finished or being deleted)"
+        "ok: 1 namespaces, 1 pods, 0 networkpolicies (1 host-networked pod(s): flow ends with their node's address, never selected)"
     );
 }
 

@@ -47,21 +47,50 @@ pub fn explain_text(cluster: &Cluster, v: &Verdict) -> String {
 fn side_text(cluster: &Cluster, v: &Verdict, s: &SideTrace, out: &mut String) {
     let verdict = if s.allowed { "allows" } else { "denies" };
     let _ = writeln!(out, "  {} at {}: {verdict}", s.direction, s.endpoint);
+    if s.host_network {
+        let _ = writeln!(
+            out,
+            "    host-networked pod: no policy selects it (never a ClusterNetworkPolicy subject)"
+        );
+    }
     if s.tiers.is_empty() {
         let _ = writeln!(out, "    {}", s.summary());
         return;
     }
     for t in &s.tiers {
-        let names: Vec<String> = t.policies.iter().map(|p| p.to_string()).collect();
-        let _ = writeln!(out, "    tier {}: selected by {}", t.tier, names.join(", "));
+        let names: Vec<String> = t
+            .policies
+            .iter()
+            .map(|id| policy_label(cluster, id))
+            .collect();
+        let _ = writeln!(
+            out,
+            "    tier {}: selected by {}",
+            tier_label(&t.tier),
+            names.join(", ")
+        );
     }
     for r in &s.noted {
-        let what = if r.action == Action::Pass {
-            "passed to the next tier by"
+        if r.action == Action::Pass {
+            let next = r.next.as_deref().unwrap_or("the next tier");
+            let _ = writeln!(
+                out,
+                "    passed by {}: evaluation goes on with {next}",
+                rule_label(r)
+            );
         } else {
-            "logged by"
-        };
-        let _ = writeln!(out, "    {what} {} rule {}", r.policy, r.rule);
+            let _ = writeln!(out, "    logged by {}", rule_label(r));
+        }
+    }
+    for f in &s.fell_through {
+        let _ = writeln!(
+            out,
+            "    tier {}: no rule matched; the tier passes the flow on to {}",
+            f.tier, f.next
+        );
+    }
+    for t in &s.ties {
+        let _ = writeln!(out, "    note: {}", t.note);
     }
     let far = match s.direction {
         Direction::Ingress => format!("from {}", v.flow.src),
@@ -84,11 +113,7 @@ fn side_text(cluster: &Cluster, v: &Verdict, s: &SideTrace, out: &mut String) {
             } else {
                 "denied"
             };
-            let _ = writeln!(
-                out,
-                "    {verb} {what} {far} by {} rule {}{desc}",
-                r.policy, r.rule
-            );
+            let _ = writeln!(out, "    {verb} {what} {far} by {}{desc}", rule_label(r));
         }
         DecisionTrace::EndOfTier { tier, .. } => {
             let _ = writeln!(
@@ -118,6 +143,31 @@ fn side_text(cluster: &Cluster, v: &Verdict, s: &SideTrace, out: &mut String) {
         DecisionTrace::PassedAllTiers => {
             let _ = writeln!(out, "    {}", s.summary());
         }
+    }
+}
+
+/// `admin:x rule 2 ("name")`, or without the name when the rule has none.
+fn rule_label(r: &crate::trace::RuleRef) -> String {
+    match &r.name {
+        Some(name) => format!("{} rule {} ({name:?})", r.policy, r.rule),
+        None => format!("{} rule {}", r.policy, r.rule),
+    }
+}
+
+/// A tier with what it holds: `admin (ClusterNetworkPolicy Admin tier)`.
+fn tier_label(tier: &str) -> String {
+    match tier {
+        palisade_model::ADMIN_TIER => format!("{tier} (ClusterNetworkPolicy Admin tier)"),
+        palisade_model::BASELINE_TIER => format!("{tier} (ClusterNetworkPolicy Baseline tier)"),
+        other => other.to_string(),
+    }
+}
+
+/// A policy with its priority when it is cluster-wide: `admin:x (priority 3)`.
+fn policy_label(cluster: &Cluster, id: &PolicyId) -> String {
+    match cluster.policies.iter().find(|p| p.id == *id) {
+        Some(p) if id.namespace.is_none() => format!("{id} (priority {})", p.order),
+        _ => id.to_string(),
     }
 }
 
@@ -188,5 +238,11 @@ fn describe_peer(peer: &Peer) -> String {
             let ex: Vec<String> = except.iter().map(|e| e.to_string()).collect();
             format!("addresses in {cidr} except {}", ex.join(", "))
         }
+        Peer::Nodes(Selector::All) => "every node's addresses".to_string(),
+        Peer::Nodes(s) => format!("the addresses of nodes {s}"),
+        Peer::DomainNames(names) => format!(
+            "domain names {} (never matched: enforcement is by address)",
+            names.join(", ")
+        ),
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use palisade_model::{
     Action, Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, PortSpec,
-    Protocol, Rule,
+    Protocol, Rule, TierAction,
 };
 
 use crate::flow::{EngineError, Flow, FlowEnd};
@@ -32,7 +32,8 @@ pub(crate) enum Decision {
     Rule(RuleHit),
     /// The pod was selected in this tier and no rule decided or passed: denied.
     EndOfTier(String),
-    /// Every selecting tier passed the flow on: the default (open) applies.
+    /// No tier decided (each passed the flow on, or ended with Pass): the default (open)
+    /// applies.
     PassedAll,
 }
 
@@ -54,6 +55,13 @@ pub(crate) struct SideEval {
     pub decision: Decision,
     /// Log and Pass rules that matched on the way.
     pub noted: Vec<RuleHit>,
+    /// Tiers that selected the pod, had no matching rule and end with Pass.
+    pub fell_through: Vec<String>,
+    /// The pod is host-networked: no policy applies to it.
+    pub host_network: bool,
+    /// For each deciding or passing hit whose policy shares its tier and order with other
+    /// selecting policies that match the flow too: (the hit's policy, those others).
+    pub ties: Vec<(usize, Vec<usize>)>,
 }
 
 impl SideEval {
@@ -152,6 +160,9 @@ pub(crate) fn selecting_policies(
     ep: &Endpoint,
     direction: Direction,
 ) -> Vec<usize> {
+    if cluster.is_host_network(&ep.id) {
+        return Vec::new();
+    }
     let ns_labels = cluster.namespace_labels(&ep.id.namespace);
     let mut out: Vec<usize> = cluster
         .policies
@@ -196,6 +207,7 @@ fn evaluate_side(
 ) -> SideEval {
     let selecting = selecting_policies(cluster, ep, direction);
     let mut noted = Vec::new();
+    let mut fell_through = Vec::new();
     let mut decision = if selecting.is_empty() {
         Decision::Open
     } else {
@@ -237,13 +249,48 @@ fn evaluate_side(
                 }
             }
         }
+        if cluster.tier_action(tier) == TierAction::Pass {
+            fell_through.push(tier.clone());
+            i = j;
+            continue;
+        }
         decision = Decision::EndOfTier(tier.clone());
         break;
     }
+    let hits = noted
+        .iter()
+        .filter(|h| h.action == Action::Pass)
+        .chain(match &decision {
+            Decision::Rule(hit) => Some(hit),
+            _ => None,
+        });
+    let ties = hits
+        .filter_map(|hit| {
+            let chosen = &cluster.policies[hit.policy];
+            let others: Vec<usize> = selecting
+                .iter()
+                .copied()
+                .filter(|&pi| {
+                    let p = &cluster.policies[pi];
+                    pi != hit.policy
+                        && p.id.tier == chosen.id.tier
+                        && p.order == chosen.order
+                        && p.rules(direction).unwrap_or(&[]).iter().any(|r| {
+                            r.action != Action::Log
+                                && rule_matches(cluster, p, r, other, dst, flow).is_some()
+                        })
+                })
+                .collect();
+            (!others.is_empty()).then_some((hit.policy, others))
+        })
+        .collect();
     SideEval {
         selecting,
         decision,
         noted,
+        fell_through,
+        host_network: cluster.is_host_network(&ep.id),
+        ties,
     }
 }
 
@@ -286,7 +333,8 @@ pub(crate) fn peer_matches(
 ) -> bool {
     match peer {
         Peer::Endpoints(ep_peer) => {
-            let Some(pod) = other.pod else {
+            // Host-networked pods never match pod or namespace peers.
+            let Some(pod) = other.pod.filter(|p| !cluster.is_host_network(&p.id)) else {
                 return false;
             };
             let ns_ok = match &ep_peer.namespaces {
@@ -300,6 +348,14 @@ pub(crate) fn peer_matches(
         Peer::Cidr { cidr, except } => other
             .ip
             .is_some_and(|ip| Peer::cidr_contains(cidr, except, ip)),
+        Peer::Nodes(selector) => other.ip.is_some_and(|ip| {
+            cluster
+                .nodes
+                .values()
+                .any(|n| n.has_address(ip) && selector.matches(&n.labels))
+        }),
+        // Address-based enforcement cannot see domain names.
+        Peer::DomainNames(_) => false,
     }
 }
 

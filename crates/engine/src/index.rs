@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use palisade_model::{
     Action, Cluster, Direction, Endpoint, EndpointId, EndpointPeer, NamespaceMatch, Peer,
-    PortMatch, PortSpec,
+    PortMatch, PortSpec, TierAction,
 };
 
 use crate::bitset::BitSet;
@@ -58,8 +58,18 @@ fn representative(profile: usize) -> Vec<IpAddr> {
 enum PeerIx {
     /// Index into `endpoint_sets`.
     Pods(usize),
-    /// Index into `cidr_egress` / `cidr_ingress`.
+    /// Index into `cidr_egress` / `cidr_ingress` (ipBlocks, networks and nodes: matched by
+    /// the flow's address).
     Cidr(usize),
+    /// Matches no far end (domain names).
+    Nothing,
+}
+
+/// What an address-matched peer set is made of, to share it between equal peers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+enum AddressKey<'a> {
+    Cidr(&'a IpNet, &'a [IpNet]),
+    Nodes(&'a palisade_model::Selector),
 }
 
 #[derive(Debug)]
@@ -91,10 +101,13 @@ impl<'a> Index<'a> {
         let eps: Vec<&Endpoint> = order.iter().map(|&i| &cluster.endpoints[i]).collect();
         let n = eps.len();
 
-        // Namespaces and their pods.
+        // Namespaces and their pods; host-networked pods are never selected and never match
+        // pod or namespace peers, so they are left out here.
         let mut ns_pods: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, ep) in eps.iter().enumerate() {
-            ns_pods.entry(ep.id.namespace.as_str()).or_default().push(i);
+            if !cluster.is_host_network(&ep.id) {
+                ns_pods.entry(ep.id.namespace.as_str()).or_default().push(i);
+            }
         }
         let ns_labels: HashMap<&str, _> = ns_pods
             .keys()
@@ -126,6 +139,7 @@ impl<'a> Index<'a> {
         let mut sel_egress = vec![Vec::new(); n];
         for &pi in &pol_order {
             let policy = &cluster.policies[pi];
+            // (`ns_pods` holds no host-networked pod: they are never selected.)
             let candidates = ns_pods.iter().filter(|(ns, _)| match &policy.id.namespace {
                 Some(own) => own == *ns,
                 None => policy.namespace_selector.matches(&ns_labels[*ns]),
@@ -147,9 +161,33 @@ impl<'a> Index<'a> {
         // Peers.
         let mut ep_ids: HashMap<&EndpointPeer, usize> = HashMap::new();
         let mut endpoint_sets: Vec<BitSet> = Vec::new();
-        let mut cidr_ids: HashMap<(&IpNet, &[IpNet]), usize> = HashMap::new();
+        let mut cidr_ids: HashMap<AddressKey<'a>, usize> = HashMap::new();
         let mut cidr_egress: Vec<Vec<BitSet>> = Vec::new();
         let mut cidr_ingress: Vec<Vec<BitSet>> = Vec::new();
+        // The far ends whose flow address `contains` admits, per source profile (egress) and
+        // per destination profile (ingress); returns the index of the new sets.
+        let mut address_sets = |contains: &dyn Fn(IpAddr) -> bool| -> usize {
+            let mut in4 = BitSet::new(n);
+            let mut in6 = BitSet::new(n);
+            for (i, ep) in eps.iter().enumerate() {
+                for (v6, set) in [(false, &mut in4), (true, &mut in6)] {
+                    if ep.ip_of_family(v6).is_some_and(contains) {
+                        set.insert(i);
+                    }
+                }
+            }
+            let combine = |fam6: &BitSet| {
+                let mut s = in6.clone();
+                s.intersect_with(fam6);
+                let mut v4 = in4.clone();
+                v4.difference_with(fam6);
+                s.union_with(&v4);
+                s
+            };
+            cidr_egress.push(fam6_for_src.iter().map(combine).collect());
+            cidr_ingress.push(fam6_for_dst.iter().map(combine).collect());
+            cidr_egress.len() - 1
+        };
         let mut compile_peer = |peer: &'a Peer| -> PeerIx {
             match peer {
                 Peer::Endpoints(ep_peer) => {
@@ -175,34 +213,27 @@ impl<'a> Index<'a> {
                 }
                 Peer::Cidr { cidr, except } => {
                     let id = *cidr_ids
-                        .entry((cidr, except.as_slice()))
+                        .entry(AddressKey::Cidr(cidr, except))
                         .or_insert_with(|| {
-                            let mut in4 = BitSet::new(n);
-                            let mut in6 = BitSet::new(n);
-                            for (i, ep) in eps.iter().enumerate() {
-                                for (v6, set) in [(false, &mut in4), (true, &mut in6)] {
-                                    if ep
-                                        .ip_of_family(v6)
-                                        .is_some_and(|ip| Peer::cidr_contains(cidr, except, ip))
-                                    {
-                                        set.insert(i);
-                                    }
-                                }
-                            }
-                            let combine = |fam6: &BitSet| {
-                                let mut s = in6.clone();
-                                s.intersect_with(fam6);
-                                let mut v4 = in4.clone();
-                                v4.difference_with(fam6);
-                                s.union_with(&v4);
-                                s
-                            };
-                            cidr_egress.push(fam6_for_src.iter().map(combine).collect());
-                            cidr_ingress.push(fam6_for_dst.iter().map(combine).collect());
-                            cidr_egress.len() - 1
+                            address_sets(&|ip| Peer::cidr_contains(cidr, except, ip))
                         });
                     PeerIx::Cidr(id)
                 }
+                Peer::Nodes(selector) => {
+                    let id = *cidr_ids
+                        .entry(AddressKey::Nodes(selector))
+                        .or_insert_with(|| {
+                            let nodes: Vec<&palisade_model::Node> = cluster
+                                .nodes
+                                .values()
+                                .filter(|n| selector.matches(&n.labels))
+                                .collect();
+                            address_sets(&|ip| nodes.iter().any(|n| n.has_address(ip)))
+                        });
+                    PeerIx::Cidr(id)
+                }
+                // Address-based enforcement cannot see domain names: nobody matches.
+                Peer::DomainNames(_) => PeerIx::Nothing,
             }
         };
         let mut compile_rules = |rules: Option<&'a [palisade_model::Rule]>| -> Vec<RuleIx<'a>> {
@@ -382,6 +413,11 @@ impl<'a> Index<'a> {
                     }
                 }
             }
+            // What no rule decided: denied at the end of a Deny tier, on to the next tier at
+            // the end of a Pass tier (as is what a Pass rule matched).
+            if self.cluster.tier_action(tier) == TierAction::Pass {
+                s.passed.union_with(&s.open);
+            }
             s.undecided.copy_from(&s.passed);
             i = j;
         }
@@ -435,6 +471,7 @@ impl<'a> Index<'a> {
             out.clear();
             for peer in &rule.peers {
                 let set = match (peer, side) {
+                    (PeerIx::Nothing, _) => continue,
                     (PeerIx::Pods(k), _) => &self.endpoint_sets[*k],
                     (PeerIx::Cidr(k), Side::Egress { profile, .. }) => {
                         &self.cidr_egress[*k][*profile]

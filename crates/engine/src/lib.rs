@@ -32,4 +32,6 @@ pub use flow::{EngineError, Flow, FlowEnd};
 pub use matrix::{
     matrix, matrix_order, naive_matrix, naive_rows, Matrix, Probe, ProbeMatrix, ProbeParseError,
 };
-pub use trace::{verdict, DecisionTrace, RuleRef, SideTrace, TierTrace, Verdict};
+pub use trace::{
+    verdict, DecisionTrace, FellThrough, RuleRef, SideTrace, TieTrace, TierTrace, Verdict,
+};

@@ -41,6 +41,35 @@ pub struct SideTrace {
     /// Log and Pass rules that matched before the decision.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub noted: Vec<RuleRef>,
+    /// Tiers that selected the pod where no rule matched and that end with Pass (the
+    /// ClusterNetworkPolicy tiers), each with where evaluation went next.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fell_through: Vec<FellThrough>,
+    /// Policies of equal tier and priority that match the flow as well as the one that was
+    /// taken: the API leaves the choice open; Palisade takes the first by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ties: Vec<TieTrace>,
+    /// The pod is host-networked: no policy selects it (it is a flow end only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
+}
+
+/// A tier that had no matching rule and passed the flow on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FellThrough {
+    pub tier: String,
+    /// `tier <name>` of the next tier that selects the pod, or `default allow`.
+    pub next: String,
+}
+
+/// Equal priorities: the policy whose rule was taken, and the others that match too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TieTrace {
+    pub tier: String,
+    pub priority: u32,
+    pub chosen: PolicyId,
+    pub also_matching: Vec<PolicyId>,
+    pub note: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +88,8 @@ pub enum DecisionTrace {
     Rule(RuleRef),
     /// Selected in `tier` by `policies` policies, no rule decided: denied at the end of the tier.
     EndOfTier { tier: String, policies: usize },
-    /// Every tier that selected the pod passed the flow on: the default (open) applies.
+    /// No tier decided (each passed the flow on or ended with Pass): the default (open)
+    /// applies.
     PassedAllTiers,
 }
 
@@ -74,6 +104,12 @@ pub struct RuleRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<usize>,
     pub action: Action,
+    /// The rule's `name` (ClusterNetworkPolicy rules), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// For a Pass: where evaluation went next (`tier <name>` or `default allow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl SideTrace {
@@ -91,16 +127,43 @@ impl SideTrace {
                     Action::Allow => "allowed",
                     _ => "denied",
                 };
-                format!("{verb} by {} rule {}", r.policy, r.rule)
+                match &r.name {
+                    Some(name) => format!("{verb} by {} rule {} ({name:?})", r.policy, r.rule),
+                    None => format!("{verb} by {} rule {}", r.policy, r.rule),
+                }
             }
             DecisionTrace::EndOfTier { tier, policies } => format!(
                 "selected by {policies} {}, no rule allowed it: denied at end of tier {tier}",
                 if *policies == 1 { "policy" } else { "policies" }
             ),
             DecisionTrace::PassedAllTiers => {
-                "every selecting tier passed the flow on: open by default".to_string()
+                "no tier decided (each passed the flow on): allowed by default".to_string()
             }
         }
+    }
+}
+
+fn tie(cluster: &Cluster, chosen: usize, others: &[usize]) -> TieTrace {
+    let p = &cluster.policies[chosen];
+    let also: Vec<PolicyId> = others
+        .iter()
+        .map(|&i| cluster.policies[i].id.clone())
+        .collect();
+    let names: Vec<String> = also.iter().map(|id| id.to_string()).collect();
+    TieTrace {
+        tier: p.id.tier.clone(),
+        priority: p.order,
+        note: format!(
+            "{} shares priority {} in tier {} with {}, which match this flow too; the API \
+             leaves the choice between equal priorities open: Palisade takes {} (first by name)",
+            p.id,
+            p.order,
+            p.id.tier,
+            names.join(", "),
+            p.id
+        ),
+        chosen: p.id.clone(),
+        also_matching: also,
     }
 }
 
@@ -127,14 +190,33 @@ fn to_verdict(cluster: &Cluster, flow: &Flow, ev: &FlowEval<'_>) -> Verdict {
     }
 }
 
-fn rule_ref(cluster: &Cluster, hit: &RuleHit) -> RuleRef {
+fn rule_ref(
+    cluster: &Cluster,
+    hit: &RuleHit,
+    direction: Direction,
+    tiers: &[TierTrace],
+) -> RuleRef {
+    let id = &cluster.policies[hit.policy].id;
     RuleRef {
-        policy: cluster.policies[hit.policy].id.clone(),
+        policy: id.clone(),
         rule: hit.rule,
         peer: hit.peer,
         port: hit.port,
         action: hit.action,
+        name: cluster
+            .rule_name(id, direction, hit.rule)
+            .map(str::to_string),
+        next: (hit.action == Action::Pass).then(|| next_after(tiers, &id.tier)),
     }
+}
+
+/// Where evaluation goes after `tier`: the next tier that selects the pod, or the default.
+fn next_after(tiers: &[TierTrace], tier: &str) -> String {
+    tiers
+        .iter()
+        .skip_while(|t| t.tier != tier)
+        .nth(1)
+        .map_or("default allow".to_string(), |t| format!("tier {}", t.tier))
 }
 
 fn side_trace(
@@ -156,7 +238,7 @@ fn side_trace(
     }
     let decision = match &s.decision {
         Decision::Open => DecisionTrace::Open,
-        Decision::Rule(hit) => DecisionTrace::Rule(rule_ref(cluster, hit)),
+        Decision::Rule(hit) => DecisionTrace::Rule(rule_ref(cluster, hit, direction, &tiers)),
         Decision::EndOfTier(tier) => DecisionTrace::EndOfTier {
             tier: tier.clone(),
             policies: tiers
@@ -166,13 +248,33 @@ fn side_trace(
         },
         Decision::PassedAll => DecisionTrace::PassedAllTiers,
     };
+    let noted = s
+        .noted
+        .iter()
+        .map(|h| rule_ref(cluster, h, direction, &tiers))
+        .collect();
+    let fell_through = s
+        .fell_through
+        .iter()
+        .map(|t| FellThrough {
+            tier: t.clone(),
+            next: next_after(&tiers, t),
+        })
+        .collect();
     SideTrace {
         direction,
         endpoint,
         isolated: !s.selecting.is_empty(),
         allowed: s.allowed(),
         tiers,
+        noted,
+        fell_through,
+        ties: s
+            .ties
+            .iter()
+            .map(|(chosen, others)| tie(cluster, *chosen, others))
+            .collect(),
+        host_network: s.host_network,
         decision,
-        noted: s.noted.iter().map(|h| rule_ref(cluster, h)).collect(),
     }
 }

@@ -1,5 +1,6 @@
 //! Property tests on random clusters: the bitset matrix equals the pair-by-pair one for the
-//! full model (tiers, Deny, Pass, Log, named ports, ipBlocks, dual-stack), and adding a rule
+//! full model (tiers ending in Deny or Pass, Deny, Pass, Log, named ports, ipBlocks, nodes and
+//! domain-name peers, host-networked pods, dual-stack), and adding a rule
 //! to an all-Allow (Kubernetes-style) policy never removes reachability.
 //!
 //! Clusters are drawn from a seed with small vocabularies so that labels, names, ports and
@@ -68,6 +69,11 @@ fn ips(rng: &mut SynthRng) -> Vec<IpAddr> {
 }
 
 fn peer(rng: &mut SynthRng, namespaces: usize) -> Peer {
+    match rng.below(7) {
+        5 => return Peer::Nodes(selector(rng, 0)),
+        6 if rng.one_in(3) => return Peer::DomainNames(vec!["example.com".into()]),
+        _ => {}
+    }
     match rng.below(5) {
         0 | 1 => Peer::Endpoints(EndpointPeer {
             namespaces: NamespaceMatch::Name(format!("n{}", rng.below(namespaces))),
@@ -172,6 +178,22 @@ fn cluster(seed: u64, namespaces: usize, pods: usize, policies: usize, k8s_style
             ips: ips(&mut rng),
             ports,
         });
+    }
+    if !k8s_style {
+        // Nodes whose addresses collide with pod addresses, and host-networked pods.
+        for k in 0..rng.below(3) {
+            c.upsert_node(palisade_model::Node {
+                name: format!("node{k}"),
+                labels: labels(&mut rng),
+                addresses: ips(&mut rng),
+            });
+        }
+        let ids: Vec<EndpointId> = c.endpoints.iter().map(|e| e.id.clone()).collect();
+        for id in ids {
+            if rng.one_in(4) {
+                c.host_network.insert(id);
+            }
+        }
     }
     for _ in 0..policies {
         let namespaced = k8s_style || !rng.one_in(3);

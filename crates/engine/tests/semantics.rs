@@ -500,9 +500,33 @@ fn tiers_deny_pass_log_and_order() {
         vec![rule(Action::Allow, vec![pods("b", "all()")], vec![])],
     ));
     assert!(tcp_ok(&c, "b/client", "a/web", 80));
-    // End of tier: a selecting tier where nothing decides denies.
+    // The baseline tier ends with Pass: a selecting baseline policy where nothing decides
+    // leaves the flow to the default allow.
     c.upsert_policy(tiered(
         "baseline",
+        "nothing",
+        1,
+        "team == 'y'",
+        vec![rule(Action::Log, vec![], vec![])],
+    ));
+    assert!(tcp_ok(&c, "a/web", "b/client", 80));
+    let v = verdict(
+        &c,
+        &Flow::new(end("a/web"), end("b/client"), Protocol::Tcp, 80),
+    )
+    .unwrap();
+    let ing = v.ingress.unwrap();
+    assert_eq!(ing.decision, DecisionTrace::PassedAllTiers);
+    assert_eq!(ing.fell_through[0].tier, "baseline");
+    assert_eq!(ing.fell_through[0].next, "default allow");
+    // End of a Deny tier: a selecting tier where nothing decides denies.
+    c.tiers.push(palisade_model::Tier {
+        name: "strict".into(),
+        order: 20000,
+        default_action: palisade_model::TierAction::Deny,
+    });
+    c.upsert_policy(tiered(
+        "strict",
         "nothing",
         1,
         "team == 'y'",
@@ -517,7 +541,7 @@ fn tiers_deny_pass_log_and_order() {
     assert_eq!(
         v.ingress.unwrap().decision,
         DecisionTrace::EndOfTier {
-            tier: "baseline".into(),
+            tier: "strict".into(),
             policies: 1
         }
     );
@@ -598,7 +622,7 @@ fn explain_text_in_words() {
         "{t}"
     );
     assert!(t.contains("  addresses: 10.0.1.1 -> 10.0.0.1\n"), "{t}");
-    assert!(t.contains("    tier admin: selected by admin:guard\n    tier default: selected by a/web-from-db\n"), "{t}");
+    assert!(t.contains("    tier admin (ClusterNetworkPolicy Admin tier): selected by admin:guard (priority 1)\n    tier default: selected by a/web-from-db\n"), "{t}");
     assert!(
         t.contains("denied TCP/80 from b/client by admin:guard rule 0: denies only from addresses in 10.0.1.0/24 except 10.0.1.128/25 on any port"),
         "{t}"
@@ -606,7 +630,7 @@ fn explain_text_in_words() {
     let t = text("a/db", "a/web");
     assert!(t.starts_with("ALLOWED"), "{t}");
     assert!(
-        t.contains("passed to the next tier by admin:guard rule 1"),
+        t.contains("passed by admin:guard rule 1: evaluation goes on with tier default"),
         "{t}"
     );
     assert!(t.contains("allowed TCP/80 from a/db by a/web-from-db rule 0: allows only from pods app == \"db\" in namespace a on 80/TCP"), "{t}");

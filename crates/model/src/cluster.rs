@@ -1,14 +1,16 @@
-//! A snapshot of everything policy depends on: namespaces, endpoints, policies and tiers.
+//! A snapshot of everything policy depends on: namespaces, endpoints, policies, tiers and
+//! nodes.
 //! The engine computes verdicts over it; the CLI builds one from manifests, the lab from its
 //! live state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::endpoint::{Endpoint, EndpointId, Namespace};
 use crate::labels::Labels;
-use crate::policy::{Policy, Tier};
+use crate::node::Node;
+use crate::policy::{Direction, Policy, PolicyId, Tier};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cluster {
@@ -17,6 +19,39 @@ pub struct Cluster {
     /// Sorted by id.
     pub endpoints: Vec<Endpoint>,
     pub policies: Vec<Policy>,
+    /// Nodes by name (for `nodes` peers and the addresses of host-networked pods).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, Node>,
+    /// Endpoints that are host-networked pods: they have their node's address, are never
+    /// selected by a policy and never match a pod or namespace peer, but are flow ends.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub host_network: BTreeSet<EndpointId>,
+    /// Rule names (ClusterNetworkPolicy `name`s) by policy, for explanations.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rule_names: BTreeMap<PolicyId, RuleNames>,
+}
+
+/// The names of a policy's rules, per direction, by rule index (empty: unnamed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleNames {
+    #[serde(default)]
+    pub ingress: Vec<String>,
+    #[serde(default)]
+    pub egress: Vec<String>,
+}
+
+impl RuleNames {
+    /// The name of rule `index` of a direction, if it has one.
+    pub fn get(&self, direction: Direction, index: usize) -> Option<&str> {
+        let names = match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        };
+        names
+            .get(index)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
 }
 
 impl Cluster {
@@ -61,11 +96,35 @@ impl Cluster {
         }
     }
 
+    /// Whether an endpoint is a host-networked pod.
+    pub fn is_host_network(&self, id: &EndpointId) -> bool {
+        self.host_network.contains(id)
+    }
+
+    /// The name of a rule of a policy, if it has one.
+    pub fn rule_name(&self, policy: &PolicyId, direction: Direction, index: usize) -> Option<&str> {
+        self.rule_names.get(policy)?.get(direction, index)
+    }
+
+    /// Adds or replaces a node.
+    pub fn upsert_node(&mut self, node: Node) {
+        self.nodes.insert(node.name.clone(), node);
+    }
+
     pub fn endpoint(&self, id: &EndpointId) -> Option<&Endpoint> {
         self.endpoints
             .binary_search_by(|e| e.id.cmp(id))
             .ok()
             .map(|i| &self.endpoints[i])
+    }
+
+    /// What ends a tier: its declared default action, `Deny` for a tier that is not declared.
+    pub fn tier_action(&self, tier: &str) -> crate::policy::TierAction {
+        self.tiers
+            .iter()
+            .find(|t| t.name == tier)
+            .map(|t| t.default_action)
+            .unwrap_or_default()
     }
 
     /// The order of a tier, or `u32::MAX` for a tier that is not declared.

@@ -1,8 +1,13 @@
 //! Kubernetes → Palisade model. Each function validates first and converts only valid input,
 //! so callers get either a model value or every field error.
 
+mod cnp;
+#[cfg(test)]
+mod cnp_tests;
 #[cfg(test)]
 mod tests;
+
+pub use cnp::{cluster_network_policy, host_network_pod, node, node_addresses_for_pod};
 
 use std::net::IpAddr;
 
@@ -262,8 +267,15 @@ pub fn cluster(documents: &[Document]) -> Result<Cluster, Vec<ManifestError>> {
     for doc in documents {
         let result = match &doc.object {
             Object::Namespace(ns) => namespace(ns).map(Converted::Namespace),
+            Object::Pod(p) if p.spec.host_network == Some(true) => {
+                host_network_pod(p).map(Converted::HostNetwork)
+            }
             Object::Pod(p) => pod(p).map(Converted::Endpoint),
             Object::NetworkPolicy(np) => network_policy(np).map(Converted::Policy),
+            Object::ClusterNetworkPolicy(cnp) => {
+                cluster_network_policy(cnp).map(|(p, names)| Converted::Cluster(p, names))
+            }
+            Object::Node(n) => node(n).map(Converted::Node),
         };
         match result {
             Ok(c) => converted.push(c),
@@ -282,13 +294,32 @@ pub fn cluster(documents: &[Document]) -> Result<Cluster, Vec<ManifestError>> {
         return Err(errors);
     }
     let mut cluster = Cluster::new();
+    let mut host_network = Vec::new();
     for c in converted {
         match c {
             Converted::Namespace(ns) => cluster.upsert_namespace(ns),
             Converted::Endpoint(Some(ep)) => cluster.upsert_endpoint(ep),
-            Converted::Endpoint(None) => {}
+            Converted::Endpoint(None) | Converted::HostNetwork(None) => {}
+            Converted::HostNetwork(Some(ep)) => host_network.push(ep),
             Converted::Policy(p) => cluster.upsert_policy(p),
+            Converted::Cluster(p, names) => {
+                cluster.rule_names.insert(p.id.clone(), names);
+                cluster.upsert_policy(p);
+            }
+            Converted::Node(n) => cluster.upsert_node(n),
         }
+    }
+    // Host-networked pods have their node's addresses once the node is known.
+    for mut ep in host_network {
+        let node = ep.node.as_ref().and_then(|n| cluster.nodes.get(n));
+        if let Some(addresses) = node.map(node_addresses_for_pod) {
+            if !addresses.is_empty() {
+                ep.ips = addresses;
+            }
+        }
+        // A workload pod of the same name replaces nothing here: the id is what it is.
+        cluster.host_network.insert(ep.id.clone());
+        cluster.upsert_endpoint(ep);
     }
     Ok(cluster)
 }
@@ -296,7 +327,10 @@ pub fn cluster(documents: &[Document]) -> Result<Cluster, Vec<ManifestError>> {
 enum Converted {
     Namespace(Namespace),
     Endpoint(Option<Endpoint>),
+    HostNetwork(Option<Endpoint>),
     Policy(Policy),
+    Cluster(Policy, crate::cluster::RuleNames),
+    Node(crate::node::Node),
 }
 
 fn checked(errors: Vec<FieldError>) -> Result<(), Vec<FieldError>> {

@@ -4,6 +4,10 @@
 //! Values are kept raw (strings for protocols, CIDRs, operators) so that `validate` can say
 //! exactly which field is wrong; `convert` turns validated objects into the model.
 
+mod cnp;
+
+pub use cnp::*;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

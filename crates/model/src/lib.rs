@@ -1,7 +1,8 @@
 //! # palisade-model — the first stage of the pipeline
 //!
 //! ```text
-//!  YAML/JSON manifests ─► manifest::parse_documents ─► k8s::{Namespace, Pod, NetworkPolicy}
+//!  YAML/JSON manifests ─► manifest::parse_documents ─► k8s::{Namespace, Pod, Node, NetworkPolicy,
+//!                                                         ClusterNetworkPolicy}
 //!                                                         │ validate::*  (errors name file, doc, object, field)
 //!                                                         ▼ convert::*   (pure, field by field)
 //!                          Palisade model: Namespace, Endpoint, Policy{tier, order, Selector, Rule{Action, Peer, PortSpec}}
@@ -18,16 +19,19 @@ pub mod endpoint;
 pub mod k8s;
 pub mod labels;
 pub mod manifest;
+pub mod node;
 pub mod policy;
 pub mod selector;
 pub mod sha1;
 pub mod validate;
 
-pub use cluster::Cluster;
+pub use cluster::{Cluster, RuleNames};
 pub use endpoint::{Endpoint, EndpointId, NamedPort, Namespace};
 pub use labels::Labels;
+pub use node::Node;
 pub use policy::{
     Action, Direction, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, PortMatch, PortSpec,
-    Protocol, Rule, Tier, DEFAULT_TIER, KUBERNETES_POLICY_ORDER,
+    Protocol, Rule, Tier, TierAction, ADMIN_TIER, BASELINE_TIER, DEFAULT_TIER,
+    KUBERNETES_POLICY_ORDER,
 };
 pub use selector::Selector;

@@ -34,15 +34,19 @@ pub enum Object {
     Namespace(k8s::Namespace),
     Pod(k8s::Pod),
     NetworkPolicy(k8s::NetworkPolicy),
+    Node(k8s::Node),
+    ClusterNetworkPolicy(k8s::ClusterNetworkPolicy),
 }
 
 impl Object {
-    /// `Kind namespace/name` (or `Kind name` for a Namespace), for messages.
+    /// `Kind namespace/name` (or `Kind name` for a cluster-scoped kind), for messages.
     pub fn describe(&self) -> String {
         let (kind, meta, namespaced) = match self {
             Object::Namespace(n) => ("Namespace", &n.metadata, false),
             Object::Pod(p) => ("Pod", &p.metadata, true),
             Object::NetworkPolicy(p) => ("NetworkPolicy", &p.metadata, true),
+            Object::Node(n) => ("Node", &n.metadata, false),
+            Object::ClusterNetworkPolicy(p) => ("ClusterNetworkPolicy", &p.metadata, false),
         };
         let name = meta.name.as_deref().unwrap_or("<unnamed>");
         if namespaced {
@@ -63,6 +67,8 @@ impl Object {
             Object::Namespace(_) => "Namespace",
             Object::Pod(_) => "Pod",
             Object::NetworkPolicy(_) => "NetworkPolicy",
+            Object::Node(_) => "Node",
+            Object::ClusterNetworkPolicy(_) => "ClusterNetworkPolicy",
         }
     }
 }
@@ -223,6 +229,8 @@ fn read_value(
         }
         "Namespace" => typed(&kind, value).map(Object::Namespace),
         "Pod" => typed(&kind, value).map(Object::Pod),
+        "Node" => typed(&kind, value).map(Object::Node),
+        "ClusterNetworkPolicy" => typed(&kind, value).map(Object::ClusterNetworkPolicy),
         _ => typed(&kind, value).map(Object::NetworkPolicy),
     };
     match object {
@@ -231,11 +239,20 @@ fn read_value(
     }
 }
 
+/// The apiVersion of ClusterNetworkPolicy (network-policy-api).
+pub const CLUSTER_NETWORK_POLICY_API_VERSION: &str = "policy.networking.k8s.io/v1alpha2";
+
+/// Whether a kind Palisade reads is cluster-scoped (no `metadata.namespace`).
+pub fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "Node" | "ClusterNetworkPolicy")
+}
+
 /// The apiVersion Palisade reads a kind in, or `None` for a kind it skips.
 fn api_version_of(kind: &str) -> Option<&'static str> {
     match kind {
-        "Namespace" | "Pod" => Some("v1"),
+        "Namespace" | "Pod" | "Node" => Some("v1"),
         "NetworkPolicy" => Some("networking.k8s.io/v1"),
+        "ClusterNetworkPolicy" => Some(CLUSTER_NETWORK_POLICY_API_VERSION),
         _ => None,
     }
 }
@@ -315,7 +332,7 @@ fn error(source: Source, object: Option<String>, field: &str, message: String) -
 fn describe_value(kind: &str, value: &serde_yaml::Value) -> Option<String> {
     let meta = value.get("metadata")?;
     let name = meta.get("name").and_then(|v| v.as_str())?;
-    if kind == "Namespace" {
+    if is_cluster_scoped(kind) {
         return Some(format!("{kind} {name}"));
     }
     let ns = meta

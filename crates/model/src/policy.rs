@@ -5,8 +5,10 @@
 //! Evaluation for one endpoint and direction: tiers in ascending `order`; within a tier the
 //! policies that select the endpoint, by `order` then name; within a policy its rules in order.
 //! The first `Allow` or `Deny` decides; `Pass` skips to the next tier; `Log` records and goes
-//! on. If a tier had a selecting policy and nothing decided or passed, the end of that tier
-//! denies. If no tier selects the endpoint for the direction, the endpoint is open.
+//! on. If a tier had a selecting policy and nothing decided or passed, the tier's
+//! [`TierAction`] applies: `Deny` (the NetworkPolicy tier) ends evaluation, `Pass` (the
+//! ClusterNetworkPolicy tiers) goes on with the next tier. If no tier decides, the endpoint is
+//! open.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -22,28 +24,58 @@ pub const DEFAULT_TIER: &str = "default";
 /// The order Kubernetes NetworkPolicies get inside their tier (as Calico gives them).
 pub const KUBERNETES_POLICY_ORDER: u32 = 1000;
 
+/// The tier ClusterNetworkPolicies of `tier: Admin` go into (before the NetworkPolicy tier).
+pub const ADMIN_TIER: &str = "admin";
+/// The tier ClusterNetworkPolicies of `tier: Baseline` go into (after the NetworkPolicy tier).
+pub const BASELINE_TIER: &str = "baseline";
+
 /// A tier: a group of policies judged together, before tiers of higher order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tier {
     pub name: String,
     pub order: u32,
+    /// What happens to a flow that policies of this tier select but no rule decides or passes.
+    #[serde(default, skip_serializing_if = "TierAction::is_deny")]
+    pub default_action: TierAction,
+}
+
+/// The end of a tier for an endpoint some policy of the tier selects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TierAction {
+    /// Deny (Kubernetes NetworkPolicy: a selected pod is isolated).
+    #[default]
+    Deny,
+    /// Go on with the next tier (ClusterNetworkPolicy tiers: a rule that does not match has
+    /// no effect).
+    Pass,
+}
+
+impl TierAction {
+    pub fn is_deny(&self) -> bool {
+        *self == TierAction::Deny
+    }
 }
 
 impl Tier {
-    /// The tiers Palisade knows by default: `admin` (100), `default` (1000), `baseline` (10000).
+    /// The tiers Palisade knows by default: `admin` (100, ends with Pass), `default` (1000,
+    /// ends with Deny), `baseline` (10000, ends with Pass): ClusterNetworkPolicy's Admin tier,
+    /// the NetworkPolicy tier and ClusterNetworkPolicy's Baseline tier.
     pub fn defaults() -> Vec<Tier> {
         vec![
             Tier {
-                name: "admin".into(),
+                name: ADMIN_TIER.into(),
                 order: 100,
+                default_action: TierAction::Pass,
             },
             Tier {
                 name: DEFAULT_TIER.into(),
                 order: 1000,
+                default_action: TierAction::Deny,
             },
             Tier {
-                name: "baseline".into(),
+                name: BASELINE_TIER.into(),
                 order: 10000,
+                default_action: TierAction::Pass,
             },
         ]
     }
@@ -171,6 +203,12 @@ pub enum Peer {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         except: Vec<IpNet>,
     },
+    /// The addresses (`status.addresses`) of the nodes whose labels match (a
+    /// ClusterNetworkPolicy `nodes` peer); a host-networked pod has its node's address.
+    Nodes(Selector),
+    /// Domain names (a ClusterNetworkPolicy `domainNames` peer). Address-based enforcement
+    /// cannot see names: such a peer matches no flow.
+    DomainNames(Vec<String>),
 }
 
 /// Pods matching `pods` in the namespaces that `namespaces` names.

@@ -5,9 +5,14 @@
 //! Palisade reads) and `networking.k8s.io/v1` NetworkPolicy; the NetworkPolicy rules are in
 //! [`policy`], the shared pieces (metadata, labels, selectors, ports) here.
 
+mod cnp;
+#[cfg(test)]
+mod cnp_tests;
 mod policy;
 #[cfg(test)]
 mod tests;
+
+pub use cnp::check_domain_name;
 
 pub(crate) use policy::parse_cidr;
 
@@ -98,6 +103,22 @@ pub fn network_policy(np: &k8s::NetworkPolicy) -> Vec<FieldError> {
     let mut errs = Vec::new();
     metadata(&np.metadata, NameRule::DnsSubdomain, true, &mut errs);
     policy::spec(&np.spec, &mut errs);
+    errs
+}
+
+/// A ClusterNetworkPolicy, as its CRD's schema and validation rules would check it.
+pub fn cluster_network_policy(cnp: &k8s::ClusterNetworkPolicy) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    // Cluster-scoped: a metadata.namespace is ignored, as the API server ignores it.
+    metadata(&cnp.metadata, NameRule::DnsSubdomain, false, &mut errs);
+    cnp::spec(cnp.spec.as_ref(), &mut errs);
+    errs
+}
+
+/// A Node: name, labels and `status.addresses`.
+pub fn node(node: &k8s::Node) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    cnp::node(node, &mut errs);
     errs
 }
 

@@ -145,7 +145,7 @@ impl Calculator {
             .iter()
             .filter_map(|&pk| self.policies.get(pk))
             .map(|p| &p.policy);
-        let tiers = endpoint_tiers(policies, |t| Self::tier_order(&self.tiers, t));
+        let tiers = endpoint_tiers(policies, |t| Self::tier_of(&self.tiers, t));
         // The interface names are hashes of the id under fixed prefixes: reuse the ones
         // computed when the endpoint first appeared.
         let (iface, iface_aliases) = match self.state.endpoints.get(&entry.ep.id) {

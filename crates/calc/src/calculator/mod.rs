@@ -18,7 +18,7 @@ mod updates;
 
 use std::collections::{BTreeSet, HashMap};
 
-use palisade_model::{EndpointId, Policy, PolicyId, Tier};
+use palisade_model::{EndpointId, Policy, PolicyId, Tier, TierAction};
 use serde::Serialize;
 
 use crate::catalog::Catalog;
@@ -39,7 +39,8 @@ struct PolicyEntry {
 /// Keeps one node's [`DesiredState`] up to date with the cluster, one [`Update`] at a time.
 pub struct Calculator {
     config: CalcConfig,
-    tiers: HashMap<String, u32>,
+    /// Order and default action of every declared tier.
+    tiers: HashMap<String, (u32, TierAction)>,
     catalog: Catalog,
     policies: Slab<PolicyId, PolicyEntry>,
     /// Policies by their endpoint selector, scoped to their namespace (or any).
@@ -72,7 +73,7 @@ impl Calculator {
             config,
             tiers: Tier::defaults()
                 .into_iter()
-                .map(|t| (t.name, t.order))
+                .map(|t| (t.name, (t.order, t.default_action)))
                 .collect(),
             catalog: Catalog::default(),
             policies: Slab::default(),
@@ -128,7 +129,11 @@ impl Calculator {
         }
     }
 
-    fn tier_order(tiers: &HashMap<String, u32>, tier: &str) -> u32 {
-        tiers.get(tier).copied().unwrap_or(u32::MAX)
+    /// A tier's order and default action; an undeclared tier goes last and ends with Deny.
+    fn tier_of(tiers: &HashMap<String, (u32, TierAction)>, tier: &str) -> (u32, TierAction) {
+        tiers
+            .get(tier)
+            .copied()
+            .unwrap_or((u32::MAX, TierAction::Deny))
     }
 }

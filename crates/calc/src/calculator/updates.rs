@@ -267,10 +267,11 @@ impl Calculator {
     }
 
     fn upsert_tier(&mut self, tier: Tier) {
-        if self.tiers.get(&tier.name) == Some(&tier.order) {
+        let value = (tier.order, tier.default_action);
+        if self.tiers.get(&tier.name) == Some(&value) {
             return;
         }
-        self.tiers.insert(tier.name, tier.order);
+        self.tiers.insert(tier.name, value);
         for ek in self.catalog.local(None) {
             if let Some(e) = self.catalog.endpoints.get(ek) {
                 self.dirty_endpoints.insert(e.ep.id.clone());

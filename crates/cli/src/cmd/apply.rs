@@ -138,6 +138,11 @@ fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
             Object::NetworkPolicy(np) => Some(StoredObject::Policy(
                 convert::network_policy(np).map_err(|e| field_errors(&describe, e))?,
             )),
+            Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
+                "{describe}: the datastore does not hold {}s yet (matrix, explain, validate \
+                 and render read them from manifests); nothing was applied",
+                doc.object.kind()
+            ),
         };
         out.push(Desired {
             describe,

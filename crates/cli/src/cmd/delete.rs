@@ -163,6 +163,11 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
                 Object::Namespace(n) => &n.metadata,
                 Object::Pod(p) => &p.metadata,
                 Object::NetworkPolicy(p) => &p.metadata,
+                Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
+                    "{}: the datastore does not hold {}s yet: nothing to delete",
+                    doc.source,
+                    doc.object.kind()
+                ),
             };
             let name = meta.name.clone().with_context(|| {
                 format!("{}: {} has no metadata.name", doc.source, doc.object.kind())
@@ -176,6 +181,9 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
                 Object::Namespace(_) => Target::Namespace(name),
                 Object::Pod(_) => Target::Pod { namespace, name },
                 Object::NetworkPolicy(_) => Target::Policy { namespace, name },
+                Object::ClusterNetworkPolicy(_) | Object::Node(_) => {
+                    anyhow::bail!("{}: nothing to delete", doc.source)
+                }
             })
         })
         .collect()

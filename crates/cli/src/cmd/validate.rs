@@ -1,5 +1,6 @@
 //! `palisade validate`: read manifests, check every object against the NetworkPolicy contract
-//! (SEMANTICS.md, "Invalid input") and list every error, or summarize what was read.
+//! (SEMANTICS.md, "Invalid input") and the ClusterNetworkPolicy CRD's rules, and list every
+//! error, or summarize what was read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -44,7 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Ok(cluster) => {
             let summary = Summary::new(
                 &manifests.documents,
-                cluster.endpoints.len(),
+                cluster.endpoints.len() - cluster.host_network.len(),
+                cluster.host_network.len(),
                 &manifests.skipped,
             );
             match args.output {
@@ -82,13 +84,23 @@ struct Summary {
     namespaces: usize,
     pods: usize,
     networkpolicies: usize,
-    /// Pods that are workload endpoints (not hostNetwork, finished or being deleted).
+    clusternetworkpolicies: usize,
+    nodes: usize,
+    /// Pods that are workload endpoints (not host-networked, finished or being deleted).
     endpoints: usize,
+    /// Host-networked pods that are running: flow ends (with their node's address), never
+    /// selected by a policy.
+    host_network_pods: usize,
     skipped: BTreeMap<String, usize>,
 }
 
 impl Summary {
-    fn new(documents: &[Document], endpoints: usize, skipped: &BTreeMap<String, usize>) -> Self {
+    fn new(
+        documents: &[Document],
+        endpoints: usize,
+        host_network_pods: usize,
+        skipped: &BTreeMap<String, usize>,
+    ) -> Self {
         let mut seen: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
         for doc in documents {
             seen.entry(doc.object.kind())
@@ -101,7 +113,10 @@ impl Summary {
             namespaces: count("Namespace"),
             pods: count("Pod"),
             networkpolicies: count("NetworkPolicy"),
+            clusternetworkpolicies: count("ClusterNetworkPolicy"),
+            nodes: count("Node"),
             endpoints,
+            host_network_pods,
             skipped: skipped.clone(),
         }
     }
@@ -111,10 +126,27 @@ impl Summary {
             "ok: {} namespaces, {} pods, {} networkpolicies",
             self.namespaces, self.pods, self.networkpolicies
         );
-        let left_out = self.pods.saturating_sub(self.endpoints);
+        if self.clusternetworkpolicies > 0 {
+            s.push_str(&format!(
+                ", {} clusternetworkpolicies",
+                self.clusternetworkpolicies
+            ));
+        }
+        if self.nodes > 0 {
+            s.push_str(&format!(", {} nodes", self.nodes));
+        }
+        if self.host_network_pods > 0 {
+            s.push_str(&format!(
+                " ({} host-networked pod(s): flow ends with their node's address, never selected)",
+                self.host_network_pods
+            ));
+        }
+        let left_out = self
+            .pods
+            .saturating_sub(self.endpoints + self.host_network_pods);
         if left_out > 0 {
             s.push_str(&format!(
-                " ({left_out} pod(s) left out: hostNetwork, finished or being deleted)"
+                " ({left_out} pod(s) left out: finished or being deleted)"
             ));
         }
         s

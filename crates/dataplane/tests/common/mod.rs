@@ -47,6 +47,7 @@ pub fn endpoint(
                 vec![TierPolicies {
                     tier: "default".into(),
                     policies: ingress.to_vec(),
+                    default_action: Default::default(),
                 }]
             },
             egress: vec![],

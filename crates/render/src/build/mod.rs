@@ -11,7 +11,8 @@
 //!             accept mark set → ACCEPT           (egress allowed, receiver not on this node)
 //!             otherwise return                   (not workload traffic: left alone)
 //!  pal-fw-/pal-tw-<iface>, per tier: clear marks; jump to each policy chain while neither
-//!             mark is set; accept mark → RETURN (fw) / ACCEPT (tw); no pass mark → [NFLOG] DROP.
+//!             mark is set; accept mark → RETURN (fw) / ACCEPT (tw); no pass mark → [NFLOG] DROP
+//!             (not in a tier that ends with Pass: the ClusterNetworkPolicy tiers).
 //!             After the last tier (or with no tier: the namespace's default allow):
 //!             fw sets the accept mark, tw accepts.
 //!  pal-pi-/pal-po-<hash>: rules in order; Allow sets the accept mark and returns, Pass the
@@ -26,7 +27,7 @@ mod rules;
 use std::collections::BTreeMap;
 
 use palisade_calc::{DesiredState, IpSet, IpSetMember, LocalEndpoint};
-use palisade_model::{Direction, EndpointId};
+use palisade_model::{Direction, EndpointId, TierAction};
 
 use crate::config::{EndpointMatch, RenderConfig};
 use crate::error::RenderError;
@@ -420,6 +421,11 @@ pub(crate) fn endpoint_chain(
             }],
             on_accept.clone(),
         ));
+        // A tier that ends with Pass (the ClusterNetworkPolicy tiers) lets what no rule decided
+        // go on to the next tier; one that ends with Deny drops it.
+        if tier.default_action == TierAction::Pass {
+            continue;
+        }
         let no_pass = Match::Mark {
             value: 0,
             mask: cfg.pass_mark,

@@ -81,6 +81,11 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
                 }
             },
             Object::NetworkPolicy(np) => policies.push(convert::network_policy(np).map_err(fail)?),
+            Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
+                "{} ({what}): the lab does not enforce {}s yet; nothing was applied",
+                doc.source,
+                doc.object.kind()
+            ),
         }
         done.push(what);
     }
