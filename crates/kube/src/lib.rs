@@ -22,6 +22,8 @@
 //! * [`election`]: leader election through a `coordination.k8s.io/v1` Lease.
 //! * [`metrics`]: Prometheus metrics, `/healthz`, `/readyz`.
 //! * [`connect`]: the Kubernetes client (kubeconfig or in-cluster).
+//! * [`startup`]: what the controller cannot work without (RBAC, the lease namespace),
+//!   checked once before it starts.
 //! * `fake_api` (feature `testing`): an in-process fake API server behind a `kube::Client`,
 //!   for tests and `examples/controller_bench.rs`.
 //!
@@ -38,6 +40,7 @@ pub mod election;
 pub mod metrics;
 pub mod objects;
 pub mod reconcile;
+pub mod startup;
 pub mod writer;
 
 #[cfg(feature = "testing")]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use palisade_kube::startup::{self, Requirements};
 use palisade_kube::{ControllerConfig, ElectionConfig, Elector, Metrics};
 use tokio::sync::watch;
 
@@ -24,12 +25,20 @@ object (unless --no-events) and not stored.
 Several replicas may run: they elect a leader through a coordination.k8s.io/v1 Lease and
 only the leader writes; a standby takes over within the lease duration.
 
+At start-up the controller checks what it cannot work without and exits 1 with what to do
+when something is missing: the lease namespace must exist (create it, or pass
+--lease-namespace or --no-leader-election), and RBAC must let it list and watch Namespaces,
+Pods and NetworkPolicies and get its Lease.
+
 HTTP on --metrics-addr: /metrics (Prometheus), /healthz, /readyz. Logging: RUST_LOG
 (default info).
 
 Example:
   palisade controller --datastore etcd://10.0.0.10:2379 --etcd-ca ca.pem \\
       --etcd-cert client.pem --etcd-key client-key.pem --metrics-addr 0.0.0.0:9096";
+
+/// How long the start-up checks may take before the API server counts as unreachable.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Arguments of `palisade controller`.
 #[derive(clap::Args, Debug)]
@@ -97,6 +106,29 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     let client = palisade_kube::connect::client(args.kubeconfig.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("cannot set up the Kubernetes client: {e}"))?;
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .or_else(|| {
+            std::env::var("POD_NAMESPACE")
+                .ok()
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "palisade-system".to_string());
+    // What the controller cannot work without is asked once, now: a missing namespace or
+    // grant ends the process with what to do, instead of a warning every few seconds.
+    let requirements = Requirements {
+        lease: (!args.no_leader_election)
+            .then(|| (lease_namespace.clone(), args.lease_name.clone())),
+    };
+    match tokio::time::timeout(STARTUP_TIMEOUT, startup::check(&client, &requirements)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!("cannot start: {e}"),
+        Err(_) => anyhow::bail!(
+            "cannot start: the Kubernetes API server did not answer within {} s",
+            STARTUP_TIMEOUT.as_secs()
+        ),
+    }
     let store = args.datastore.connect().await?;
     let metrics = Metrics::new();
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -120,14 +152,7 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     let elector = if args.no_leader_election {
         None
     } else {
-        let namespace = args
-            .lease_namespace
-            .or_else(|| {
-                std::env::var("POD_NAMESPACE")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| "palisade-system".to_string());
+        let namespace = lease_namespace;
         let duration = Duration::from_secs(args.lease_duration.max(3));
         let cfg = ElectionConfig {
             lease_duration: duration,

@@ -1,33 +1,38 @@
 //! `palisade matrix`: which pod can reach which, for a set of probes, computed by the engine
-//! from manifests (no cluster, no packets).
+//! from manifests or from what the datastore holds (no packets).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use palisade_engine::{Matrix, Probe, ProbeMatrix};
+use palisade_engine::{BitSet, Matrix, Probe, ProbeMatrix};
 use palisade_model::EndpointId;
 use serde::Serialize;
 
-use crate::input;
+use crate::source::SourceArgs;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
 Rows are sources (from), columns destinations (to); a pod can always reach itself.
+With --datastore the matrix is computed from what the datastore holds: the state the agents
+enforce. -n only restricts the pods shown: the policies of every namespace still apply.
 
 Examples:
   palisade matrix -f examples/seed --probe 80/TCP
-  palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json")]
+  palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json
+  palisade matrix --datastore etcd://127.0.0.1:2379 -n default --probe 80
+  palisade matrix -f examples/seed --probe 80 --probe 53/udp -o html > reach.html")]
 pub struct Args {
-    /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
-    /// `-` reads standard input.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
-    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Show only the pods of this namespace, as sources and as destinations (repeatable).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespaces: Vec<String>,
     /// What to test, as PORT[/PROTO] (protocol TCP, UDP or SCTP in any case, TCP when
     /// omitted), or `icmp`. Repeat for several probes.
     #[arg(long = "probe", value_name = "PORT/PROTO", required = true)]
     pub probes: Vec<Probe>,
-    /// Output format: `table` (a grid per probe) or `json`
-    /// (`{"pods": [...], "probes": [{"port", "protocol", "allowed": [[bool]]}]}`).
+    /// Output format: `table` (a grid per probe), `json`
+    /// (`{"pods": [...], "probes": [{"port", "protocol", "allowed": [[bool]]}]}`) or `html`
+    /// (one self-contained page: a grid per probe, each cell's explain trace on click).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -36,16 +41,58 @@ pub struct Args {
 pub enum Output {
     Table,
     Json,
+    Html,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cluster = input::load_cluster(&args.files)?;
-    let m = palisade_engine::matrix(&cluster, &args.probes);
+    let cluster = args.source.load()?;
+    for ns in &args.namespaces {
+        if !cluster.endpoints.iter().any(|e| e.id.namespace == *ns) {
+            eprintln!("warning: no pods in namespace {ns:?}");
+        }
+    }
+    let m = restrict(
+        palisade_engine::matrix(&cluster, &args.probes),
+        &args.namespaces,
+    );
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&m))?),
         Output::Table => print!("{}", table(&m)),
+        Output::Html => print!("{}", super::matrix_html::page(&cluster, &m)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The matrix between the pods of `namespaces` only (all pods when none is given).
+pub fn restrict(m: Matrix, namespaces: &[String]) -> Matrix {
+    if namespaces.is_empty() {
+        return m;
+    }
+    let keep: Vec<usize> = (0..m.pods.len())
+        .filter(|&i| namespaces.contains(&m.pods[i].namespace))
+        .collect();
+    Matrix {
+        pods: keep.iter().map(|&i| m.pods[i].clone()).collect(),
+        probes: m
+            .probes
+            .iter()
+            .map(|p| ProbeMatrix {
+                probe: p.probe,
+                rows: keep
+                    .iter()
+                    .map(|&i| {
+                        let mut row = BitSet::new(keep.len());
+                        for (j, &to) in keep.iter().enumerate() {
+                            if p.allowed(i, to) {
+                                row.insert(j);
+                            }
+                        }
+                        row
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 /// The JSON shape other tools read (`lab probe` prints it too, with more fields).
@@ -93,7 +140,7 @@ fn groups(pods: &[EndpointId]) -> Vec<(&str, usize, usize)> {
 fn table(m: &Matrix) -> String {
     let mut out = String::new();
     if m.pods.is_empty() {
-        out.push_str("no pods in the manifests: the matrix is empty\n");
+        out.push_str("no pods: the matrix is empty\n");
         return out;
     }
     for (k, p) in m.probes.iter().enumerate() {
@@ -173,7 +220,6 @@ fn probe_table(pods: &[EndpointId], p: &ProbeMatrix) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_engine::BitSet;
     use palisade_model::Protocol;
 
     #[test]

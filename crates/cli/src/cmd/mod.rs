@@ -12,5 +12,6 @@ pub mod get;
 pub mod lab;
 pub mod match_args;
 pub mod matrix;
+pub mod matrix_html;
 pub mod render;
 pub mod validate;
