@@ -204,6 +204,8 @@ impl State<'_> {
             }
             Match::CtState(states) => states.contains(&p.ct),
             Match::Mark { value, mask } => self.mark & mask == *value,
+            // A rate limit only thins out logging: taken as never exceeded.
+            Match::Limit { .. } => true,
             Match::Set { set, dir } => {
                 let def = self
                     .rs

@@ -342,6 +342,9 @@ fn match_text(m: &Match) -> String {
             format!("ct state {{ {} }}", list.join(", "))
         }
         Match::Mark { value, mask } => format!("meta mark & {mask:#010x} == {value:#010x}"),
+        Match::Limit { per_second, burst } => {
+            format!("limit rate {per_second}/second burst {burst} packets")
+        }
     }
 }
 
