@@ -110,7 +110,8 @@ async fn drops(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> 
         first.push_str(line);
         first.push('\n');
     }
-    let head = futures_util::stream::iter([Ok::<Bytes, std::convert::Infallible>(Bytes::from(first))]);
+    let head =
+        futures_util::stream::iter([Ok::<Bytes, std::convert::Infallible>(Bytes::from(first))]);
     let tail = futures_util::stream::unfold(rx, move |mut rx| async move {
         loop {
             match rx.recv().await {

@@ -180,3 +180,208 @@ pub fn attribute(
         endpoint: endpoint.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_calc::{compute_full, CalcConfig};
+    use palisade_model::{Cluster, Namespace, PortMatch, PortSpec, Protocol, Rule, Selector};
+    use palisade_render::ir::Action as IrAction;
+    use palisade_render::{build, names, RenderConfig};
+
+    fn ep(ns: &str, name: &str, node: &str, ip: &str) -> Endpoint {
+        Endpoint {
+            id: EndpointId::new(ns, name),
+            node: Some(node.into()),
+            labels: [("app".to_string(), name.to_string())].into(),
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+        }
+    }
+
+    fn pid(tier: &str, ns: Option<&str>, name: &str) -> PolicyId {
+        PolicyId {
+            tier: tier.into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    /// `shop/web` on n1 (10.0.0.1) with a deny-all ingress policy in the default tier and an
+    /// admin-tier policy whose egress rule 1 denies DNS; `bob/client` on n2 (10.0.1.1).
+    fn state() -> DesiredState {
+        let mut c = Cluster::new();
+        for ns in ["shop", "bob"] {
+            c.namespaces.insert(
+                ns.into(),
+                Namespace {
+                    name: ns.into(),
+                    labels: Default::default(),
+                },
+            );
+        }
+        c.endpoints = vec![
+            ep("bob", "client", "n2", "10.0.1.1"),
+            ep("shop", "web", "n1", "10.0.0.1"),
+        ];
+        let web = Selector::parse("app == \"web\"").unwrap();
+        c.policies = vec![
+            palisade_model::Policy {
+                id: pid("default", Some("shop"), "web-deny-all"),
+                order: 1000,
+                selector: web.clone(),
+                namespace_selector: Selector::All,
+                ingress: Some(vec![]),
+                egress: None,
+            },
+            palisade_model::Policy {
+                id: pid("admin", None, "no-dns"),
+                order: 10,
+                selector: web,
+                namespace_selector: Selector::All,
+                ingress: None,
+                egress: Some(vec![
+                    Rule {
+                        action: Action::Pass,
+                        peers: vec![],
+                        ports: vec![PortSpec {
+                            protocol: Protocol::Tcp,
+                            port: PortMatch::Any,
+                        }],
+                    },
+                    Rule {
+                        action: Action::Deny,
+                        peers: vec![],
+                        ports: vec![PortSpec {
+                            protocol: Protocol::Udp,
+                            port: PortMatch::Range { start: 53, end: 53 },
+                        }],
+                    },
+                ]),
+            },
+        ];
+        compute_full(&CalcConfig::new("n1"), &c)
+    }
+
+    fn headers(src: &str, dst: &str, protocol: u8, port: Option<u16>) -> PacketHeaders {
+        PacketHeaders {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol,
+            port,
+        }
+    }
+
+    fn book(state: &DesiredState) -> AddressBook {
+        let mut b = AddressBook::default();
+        b.upsert(&ep("bob", "client", "n2", "10.0.1.1"));
+        for e in state.endpoints.values() {
+            b.upsert(&Endpoint {
+                id: e.id.clone(),
+                node: Some("n1".into()),
+                labels: Default::default(),
+                ips: e.ips.clone(),
+                ports: vec![],
+            });
+        }
+        b
+    }
+
+    /// Every drop prefix the renderer writes has its key in the index, and only those.
+    #[test]
+    fn every_rendered_drop_key_is_indexed() {
+        let s = state();
+        let cfg = RenderConfig {
+            drop_log_group: Some(2),
+            ..RenderConfig::default()
+        };
+        let rs = build(&s, &cfg).unwrap();
+        let index = DropIndex::of(&s);
+        let mut keys = Vec::new();
+        for chain in &rs.chains {
+            for r in &chain.rules {
+                if let IrAction::Log { prefix, group: 2 } = &r.action {
+                    keys.push(names::drop_key_of_prefix(prefix).unwrap().to_string());
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        // web: ingress default tier, egress admin tier; no-dns rule 1.
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert_eq!(index.len(), 3);
+        for k in &keys {
+            assert!(index.get(k).is_some(), "{k} not indexed");
+        }
+    }
+
+    #[test]
+    fn a_default_deny_names_the_selecting_policies_and_no_rule() {
+        let s = state();
+        let key = drop_key(DropSite::EndOfTier {
+            direction: Direction::Ingress,
+            endpoint: &EndpointId::new("shop", "web"),
+            tier: "default",
+        });
+        let r = attribute(
+            &DropIndex::of(&s),
+            &book(&s),
+            "n1",
+            "t".into(),
+            &key,
+            &headers("10.0.1.1", "10.0.0.1", 6, Some(80)),
+        )
+        .unwrap();
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("bob/client", "shop/web"));
+        assert_eq!((r.protocol.as_str(), r.port), ("TCP", Some(80)));
+        assert_eq!(
+            (r.direction.as_str(), r.tier.as_str()),
+            ("ingress", "default")
+        );
+        assert_eq!(
+            r.policy,
+            PolicyNames::Many(vec!["shop/web-deny-all".into()])
+        );
+        assert_eq!((r.rule, r.endpoint.as_str()), (None, "shop/web"));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["rule"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_deny_rule_is_named_with_its_index() {
+        let s = state();
+        let key = drop_key(DropSite::DenyRule {
+            direction: Direction::Egress,
+            policy: &pid("admin", None, "no-dns"),
+            rule: 1,
+        });
+        let r = attribute(
+            &DropIndex::of(&s),
+            &book(&s),
+            "n1",
+            "t".into(),
+            &key,
+            &headers("10.0.0.1", "192.0.2.53", 17, Some(53)),
+        )
+        .unwrap();
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("shop/web", "192.0.2.53"));
+        assert_eq!((r.direction.as_str(), r.tier.as_str()), ("egress", "admin"));
+        assert_eq!(r.policy, PolicyNames::One("admin:no-dns".into()));
+        assert_eq!(r.rule, Some(1));
+        assert_eq!(serde_json::to_value(&r).unwrap()["policy"], "admin:no-dns");
+    }
+
+    #[test]
+    fn unknown_keys_are_not_attributed_and_moved_pods_are_forgotten() {
+        let s = state();
+        let index = DropIndex::of(&s);
+        let mut b = book(&s);
+        let h = headers("10.0.1.1", "10.0.0.1", 1, None);
+        assert!(attribute(&index, &b, "n1", "t".into(), "0000000000000000", &h).is_none());
+        b.upsert(&ep("bob", "client", "n2", "10.0.1.9"));
+        assert_eq!(b.name(&"10.0.1.1".parse().unwrap()), "10.0.1.1");
+        assert_eq!(b.name(&"10.0.1.9".parse().unwrap()), "bob/client");
+        b.remove(&EndpointId::new("bob", "client"));
+        assert_eq!(b.get(&"10.0.1.9".parse().unwrap()), None);
+    }
+}

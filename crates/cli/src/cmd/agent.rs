@@ -420,10 +420,22 @@ mod tests {
     fn drop_logging_can_be_turned_off_or_tuned() {
         let mut args = BASE.to_vec();
         args.push("--no-drop-log");
-        assert_eq!(config(&parse(&args).unwrap().run).unwrap().render.drop_log_group, None);
+        assert_eq!(
+            config(&parse(&args).unwrap().run)
+                .unwrap()
+                .render
+                .drop_log_group,
+            None
+        );
         let mut args = BASE.to_vec();
         args.extend(["--drop-log-rate", "5"]);
-        assert_eq!(config(&parse(&args).unwrap().run).unwrap().render.drop_log_rate, 5);
+        assert_eq!(
+            config(&parse(&args).unwrap().run)
+                .unwrap()
+                .render
+                .drop_log_rate,
+            5
+        );
     }
 
     #[test]

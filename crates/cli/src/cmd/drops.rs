@@ -16,12 +16,14 @@ use super::agent::{render_table, Output};
 use super::datastore_args::{self as ds, DatastoreArgs};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Without --datastore (and PALISADE_DATASTORE) the agents of the running \
+#[command(
+    after_help = "Without --datastore (and PALISADE_DATASTORE) the agents of the running \
     lab are asked (`palisade lab up`; --lab names it).\n\nExamples:\n  \
     palisade drops                                  (the lab's latest drops)\n  \
     palisade drops --namespace default --follow     (stream them)\n  \
     palisade drops --node n2 -o json                (JSON lines)\n  \
-    palisade drops --datastore etcd://127.0.0.1:2379")]
+    palisade drops --datastore etcd://127.0.0.1:2379"
+)]
 pub struct Args {
     #[command(flatten)]
     pub filter: Filter,
