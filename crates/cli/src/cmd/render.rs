@@ -49,7 +49,8 @@ pub struct Args {
     /// from its interface name under every prefix; the first names the chains.
     #[arg(long, value_name = "PREFIX", default_value = palisade_calc::config::DEFAULT_IFACE_PREFIX)]
     pub iface_prefix: Vec<String>,
-    /// NFLOG group for drops at the end of a tier (default: drops are not logged).
+    /// NFLOG group for drops (end of each tier, Deny rules), rate-limited as the agent does
+    /// (default: drops are not logged; the agent logs them to group 2).
     #[arg(long, value_name = "GROUP")]
     pub log_drops: Option<u16>,
     /// Output format: `text` (the ruleset to feed the tools) or `json` (the typed rule IR and
