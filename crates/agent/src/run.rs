@@ -56,6 +56,12 @@ pub async fn run_agent(
     let mut agent = Agent::new(config.clone(), store, dataplane)?;
     // Logged drops: read in process, inside the node's namespace. Enforcement does not
     // depend on it, so a group that cannot be bound is reported, not fatal.
+    if config.render.drop_log_group.is_none() {
+        agent
+            .shared()
+            .drops
+            .set_reader_error(Some("drop logging is off (--no-drop-log)".into()));
+    }
     let _drop_reader = config.render.drop_log_group.and_then(|group| {
         match DropReader::start(agent.shared(), config.netns.clone(), group) {
             Ok(r) => {

@@ -5,7 +5,8 @@
 //! * `/readyz`: 200 when the datastore is in sync and the last apply succeeded, else 503 and why;
 //! * `/counters`: JSON [`crate::report::CountersReport`] read from the kernel;
 //! * `/drops`: the latest attributed drops, one JSON [`crate::drops::DropRecord`] a line,
-//!   oldest first; `/drops?follow` then keeps the connection open and streams new ones.
+//!   oldest first; `/drops?follow` then keeps the connection open and streams new ones; 503
+//!   and why when the agent does not read drops (logging off, NFLOG group taken).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -92,6 +93,13 @@ async fn drops(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> 
         q.split('&')
             .any(|p| p == "follow" || (p.starts_with("follow=") && p != "follow=false"))
     });
+    if let Some(why) = shared.drops.reader_error() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("drops are not read on this node: {why}\n"),
+        )
+            .into_response();
+    }
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
     if !follow {
         let mut body = String::new();

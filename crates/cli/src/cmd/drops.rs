@@ -109,16 +109,24 @@ pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<E
         return runtime.block_on(follow(agents, filter.clone(), timeout));
     }
     let mut drops = Vec::new();
+    let mut failed = Vec::new();
     for (node, addr) in &agents {
-        let (code, body) = runtime
+        let answer = runtime
             .block_on(palisade_agent::client::get(*addr, "/drops", timeout))
-            .with_context(|| format!("cannot read the drops of node {node}"))?;
-        if code != 200 {
-            bail!(
-                "the agent of node {node} at {addr} answered {code}: {}",
-                body.trim()
-            );
-        }
+            .map_err(|e| e.to_string())
+            .and_then(|(code, body)| match code {
+                200 => Ok(body),
+                _ => Err(format!("{addr} answered {code}: {}", body.trim())),
+            });
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                // The other nodes' drops are still worth showing.
+                eprintln!("warning: cannot read the drops of node {node}: {e}");
+                failed.push(node.clone());
+                continue;
+            }
+        };
         for line in body.lines().filter(|l| !l.trim().is_empty()) {
             let d: DropRecord = serde_json::from_str(line)
                 .with_context(|| format!("bad /drops line from node {node}: {line}"))?;
@@ -126,6 +134,9 @@ pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<E
                 drops.push(d);
             }
         }
+    }
+    if failed.len() == agents.len() {
+        bail!("no agent answered (nodes: {})", failed.join(", "));
     }
     drops.sort_by(|a, b| a.time.cmp(&b.time));
     match filter.output {
