@@ -4,7 +4,9 @@
 #   1. lab up with the seed's namespaces, pods and two policies (web-deny-all held back);
 #   2. app-web's labels; curl app-web:80 and ping it from other pods: both work;
 #   3. apply web-deny-all: curl and ping now fail, and the node's counters show the drops,
-#      attributed to default/web-deny-all (before and after the traffic);
+#      attributed to default/web-deny-all (before and after the traffic); `palisade drops`
+#      shows each dropped packet (curl's SYNs, ping's echo request), attributed to
+#      default/web-deny-all;
 #   4. delete the policy: traffic flows again;
 #   5. lab down (also on error or Ctrl-C).
 # Needs root, etcd, curl and ping. PALISADE=/path/to/palisade overrides the binary (default:
@@ -82,6 +84,11 @@ if lab exec default/client -- ping -c 1 -W 1 "$web_ip"; then echo "demo: ping sh
 echo "ping failed, as it should"
 echo "counters of node $web_node for default/web-deny-all, after the traffic (the end-of-chain drop of app-web's ingress):"
 p counters --node "$web_node" --policy default/web-deny-all --datastore "$ds"
+
+say "the dropped packets, as the agents read them from NFLOG: curl's SYNs and ping's echo request"
+p drops --namespace default --datastore "$ds"
+p drops --namespace default --datastore "$ds" -o json | grep '"from":"bob/client"' | grep -q '"default/web-deny-all"' \
+  || { echo "demo: curl's dropped SYNs should be attributed to default/web-deny-all" >&2; exit 1; }
 
 say "the whole matrix, packets against the engine"
 lab probe --probe 80/TCP --probe icmp

@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use crate::batch::{Batcher, Decision};
 use crate::config::{AgentConfig, ConfigError};
+use crate::drops::DropIndex;
 use crate::metrics::ErrorKind;
 use crate::shared::{ApplyTiming, Shared};
 use crate::status::{self, EndpointPolicies, NodeStatus};
@@ -70,6 +71,8 @@ enum Done {
         stats: CalcStats,
         /// `None`: the batch changed no local endpoint or policy, the summary stands.
         summary: Option<Vec<EndpointPolicies>>,
+        /// `None` with `summary`: the drop sites stand.
+        drop_index: Option<DropIndex>,
         elapsed: Duration,
         calc_time: Duration,
         revision: Revision,
@@ -232,6 +235,7 @@ impl<'a> Loop<'a> {
             let revision = Translator::revision(&ev);
             match self.translator.translate(ev) {
                 Translated::Update(u) => {
+                    note_addresses(shared, &u);
                     self.queue.push(u);
                     self.batcher.changed();
                     self.seen(revision);
@@ -241,6 +245,7 @@ impl<'a> Loop<'a> {
                     tracing::warn!(%key, %error, "undecodable object in the datastore; treated as deleted");
                     shared.metrics.error(ErrorKind::InvalidObject);
                     if let Some(u) = update {
+                        note_addresses(shared, &u);
                         self.queue.push(u);
                         self.batcher.changed();
                     }
@@ -312,11 +317,13 @@ impl<'a> Loop<'a> {
             // ~1 ms at 110 pods: not for the batches that only change set members.
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
+            let drop_index = endpoints_changed.then(|| DropIndex::of(calc.state()));
             Done::Apply {
                 calc,
                 result,
                 stats,
                 summary,
+                drop_index,
                 elapsed: t.elapsed(),
                 calc_time,
                 revision,
@@ -352,6 +359,7 @@ impl<'a> Loop<'a> {
                 result,
                 stats,
                 summary,
+                drop_index,
                 elapsed,
                 calc_time,
                 revision,
@@ -386,6 +394,9 @@ impl<'a> Loop<'a> {
                                 p.endpoints = summary;
                             }
                         });
+                        if let Some(index) = drop_index {
+                            shared.drops.set_index(index);
+                        }
                         shared.set_applied(revision);
                     }
                     Err(e) => {
@@ -452,6 +463,15 @@ impl<'a> Loop<'a> {
                 true
             }
         });
+    }
+}
+
+/// Keeps the address book of `/drops` current (every pod, local or remote).
+fn note_addresses(shared: &Shared, update: &Update) {
+    match update {
+        Update::EndpointUpsert(ep) => shared.drops.endpoint_upsert(ep),
+        Update::EndpointRemove(id) => shared.drops.endpoint_remove(id),
+        _ => {}
     }
 }
 

@@ -73,6 +73,60 @@ pub async fn get(
         })?
 }
 
+/// `GET path` at `addr` for a streamed answer (`/drops?follow`): connects within `timeout`,
+/// then hands each line of a 200 answer's body to `on_line` as it arrives, until the server
+/// closes the connection or `on_line` returns `false`.
+pub async fn get_lines(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    mut on_line: impl FnMut(&str) -> bool,
+) -> Result<(), HttpError> {
+    use tokio::io::AsyncBufReadExt;
+    let a = addr.to_string();
+    let io = |source| HttpError::Connect {
+        addr: a.clone(),
+        source,
+    };
+    let mut stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| HttpError::Timeout {
+            addr: a.clone(),
+            path: path.to_string(),
+            timeout,
+        })?
+        .map_err(io)?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {a}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.map_err(io)?;
+    let mut lines = tokio::io::BufReader::new(stream).lines();
+    let bad = |reason: String| HttpError::BadResponse {
+        addr: a.clone(),
+        path: path.to_string(),
+        reason,
+    };
+    let status = lines
+        .next_line()
+        .await
+        .map_err(io)?
+        .ok_or_else(|| bad("no status line".into()))?;
+    let code = status.split_whitespace().nth(1).unwrap_or_default();
+    if code != "200" {
+        return Err(bad(format!("status {status:?}")));
+    }
+    // Headers end with an empty line.
+    while let Some(h) = lines.next_line().await.map_err(io)? {
+        if h.is_empty() {
+            break;
+        }
+    }
+    while let Some(line) = lines.next_line().await.map_err(io)? {
+        if !on_line(&line) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn parse(buf: &[u8]) -> Result<(u16, String), String> {
     let text = String::from_utf8_lossy(buf);
     let (head, body) = text

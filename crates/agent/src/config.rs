@@ -73,6 +73,10 @@ impl FromStr for DataplaneKind {
     }
 }
 
+/// NFLOG group the agent logs policy drops to and reads them from (group 1 is the policies'
+/// `Log` rules').
+pub const DEFAULT_DROP_LOG_GROUP: u16 = 2;
+
 /// Default minimum time between two applies under load.
 pub const DEFAULT_BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Default time between two dataplane resyncs (re-read the kernel, repair drift).
@@ -111,15 +115,18 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults for `node`: iptables, prefix `pal`, default marks, 30 s resync, 50 ms batches,
-    /// no metrics server.
+    /// Defaults for `node`: iptables, prefix `pal`, default marks, drops logged to NFLOG group
+    /// [`DEFAULT_DROP_LOG_GROUP`] (rate-limited), 30 s resync, 50 ms batches, no metrics server.
     pub fn new(node: impl Into<String>) -> Self {
         AgentConfig {
             node: node.into(),
             dataplane: DataplaneKind::Iptables,
             netns: None,
             iface_prefixes: vec![palisade_calc::config::DEFAULT_IFACE_PREFIX.to_string()],
-            render: RenderConfig::default(),
+            render: RenderConfig {
+                drop_log_group: Some(DEFAULT_DROP_LOG_GROUP),
+                ..RenderConfig::default()
+            },
             iface_naming: IfaceNaming::Palisade,
             set_bridge_sysctls: true,
             resync_interval: DEFAULT_RESYNC_INTERVAL,

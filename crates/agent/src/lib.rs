@@ -4,7 +4,8 @@
 //!  store::Syncer ─► translate ─► batch ─► calc::Calculator ─► dataplane::Dataplane ─► kernel
 //!       (watch)     (SyncEvent    (when)     (DesiredState)      (render, diff, write)
 //!                    → Update)
-//!  metrics + server: /metrics /healthz /readyz /counters      status: /palisade/v1/status/<node>
+//!  metrics + server: /metrics /healthz /readyz /counters /drops    status: /palisade/v1/status/<node>
+//!  drops: NFLOG reader thread → attributed drops (ring, stream, metric); see [`drops`]
 //! ```
 //!
 //! [`agent`] wires the pipeline (its module docs have the full diagram); [`batch`] and
@@ -16,6 +17,7 @@ pub mod batch;
 pub mod client;
 pub mod config;
 pub mod direct;
+pub mod drops;
 pub mod metrics;
 pub mod report;
 pub mod run;

@@ -11,6 +11,7 @@
 //! | `resyncs_total` | counter | dataplane resyncs (re-read the kernel, repair drift) |
 //! | `in_sync` | gauge | 1 while the datastore copy is in sync |
 //! | `applied_revision` | gauge | datastore revision the dataplane was last programmed from |
+//! | `policy_drops_total{namespace,pod,direction}` | counter | logged policy drops by the local pod whose chain dropped them (at most [`MAX_DROP_SERIES`] pods, the rest as `_other/_other`) |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -59,6 +60,13 @@ impl ErrorKind {
 
 type Labels = Vec<(String, String)>;
 
+/// Most distinct pods `policy_drops_total` has series for; drops of further pods are counted
+/// under `namespace="_other",pod="_other"`, so a node with many pods (or much churn) cannot
+/// grow the exposition without bound.
+pub const MAX_DROP_SERIES: usize = 256;
+/// The namespace and pod label of drops past [`MAX_DROP_SERIES`].
+pub const OTHER_LABEL: &str = "_other";
+
 /// The agent's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +81,8 @@ pub struct Metrics {
     pub resyncs: Counter,
     pub in_sync: Gauge,
     pub applied_revision: Gauge,
+    policy_drops: Family<Labels, Counter>,
+    drop_pods: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -103,6 +113,8 @@ impl Metrics {
             resyncs: Counter::default(),
             in_sync: Gauge::default(),
             applied_revision: Gauge::default(),
+            policy_drops: Family::default(),
+            drop_pods: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,6 +160,11 @@ impl Metrics {
             "Datastore revision the dataplane was last programmed from",
             m.applied_revision.clone(),
         );
+        registry.register(
+            "policy_drops",
+            "Packets dropped by policy and logged (rate-limited in the kernel), by the local pod whose policies dropped them",
+            m.policy_drops.clone(),
+        );
         for kind in ErrorKind::ALL {
             drop(m.errors.get_or_create(&kind.labels()));
         }
@@ -161,6 +178,26 @@ impl Metrics {
     /// Errors of one kind so far.
     pub fn errors(&self, kind: ErrorKind) -> u64 {
         self.errors.get_or_create(&kind.labels()).get()
+    }
+
+    /// Counts one logged drop of the local pod `namespace/pod` in `direction`.
+    pub fn policy_drop(&self, namespace: &str, pod: &str, direction: &str) {
+        let known = {
+            let mut pods = self.drop_pods.lock().unwrap_or_else(|e| e.into_inner());
+            let key = (namespace.to_string(), pod.to_string());
+            pods.contains(&key) || (pods.len() < MAX_DROP_SERIES && pods.insert(key))
+        };
+        let (ns, pod) = if known {
+            (namespace, pod)
+        } else {
+            (OTHER_LABEL, OTHER_LABEL)
+        };
+        let labels = vec![
+            ("namespace".to_string(), ns.to_string()),
+            ("pod".to_string(), pod.to_string()),
+            ("direction".to_string(), direction.to_string()),
+        ];
+        self.policy_drops.get_or_create(&labels).inc();
     }
 
     /// Sizes of what is in force, after a successful apply.
@@ -209,5 +246,26 @@ mod tests {
             assert!(text.contains(name), "missing {name:?} in\n{text}");
         }
         assert_eq!(m.errors(ErrorKind::Apply), 2);
+    }
+
+    #[test]
+    fn policy_drops_have_bounded_cardinality() {
+        let m = Metrics::new();
+        for i in 0..MAX_DROP_SERIES + 10 {
+            m.policy_drop("ns", &format!("pod-{i}"), "ingress");
+        }
+        m.policy_drop("ns", "pod-0", "egress");
+        let text = m.encode();
+        assert!(text.contains(
+            "palisade_agent_policy_drops_total{namespace=\"ns\",pod=\"pod-0\",direction=\"egress\"} 1"
+        ));
+        assert!(text.contains(
+            "palisade_agent_policy_drops_total{namespace=\"_other\",pod=\"_other\",direction=\"ingress\"} 10"
+        ));
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("palisade_agent_policy_drops_total{"))
+            .count();
+        assert_eq!(series, MAX_DROP_SERIES + 2);
     }
 }

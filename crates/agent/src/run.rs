@@ -12,6 +12,7 @@ use palisade_store::Datastore;
 
 use crate::agent::{Agent, AgentError};
 use crate::config::{AgentConfig, DataplaneKind};
+use crate::drops::DropReader;
 use crate::server;
 
 /// The kernel dataplane `config` asks for, running its commands through `runner`, which
@@ -53,6 +54,27 @@ pub async fn run_agent(
     config.validate()?;
     let dataplane = build_dataplane(&config, kernel_runner(&config));
     let mut agent = Agent::new(config.clone(), store, dataplane)?;
+    // Logged drops: read in process, inside the node's namespace. Enforcement does not
+    // depend on it, so a group that cannot be bound is reported, not fatal.
+    if config.render.drop_log_group.is_none() {
+        agent
+            .shared()
+            .drops
+            .set_reader_error(Some("drop logging is off (--no-drop-log)".into()));
+    }
+    let _drop_reader = config.render.drop_log_group.and_then(|group| {
+        match DropReader::start(agent.shared(), config.netns.clone(), group) {
+            Ok(r) => {
+                tracing::info!(group, "reading logged drops from NFLOG");
+                Some(r)
+            }
+            Err(e) => {
+                tracing::warn!(group, error = %e, "cannot read logged drops; /drops stays empty");
+                agent.shared().drops.set_reader_error(Some(e));
+                None
+            }
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_task = None;
     if let Some(addr) = config.metrics_addr {
@@ -66,7 +88,7 @@ pub async fn run_agent(
             addr: addr.to_string(),
             source,
         })?;
-        tracing::info!(%bound, "serving /metrics, /healthz, /readyz and /counters");
+        tracing::info!(%bound, "serving /metrics, /healthz, /readyz, /counters and /drops");
         agent = agent.with_metrics_addr(bound.to_string());
         let shared = agent.shared();
         let mut rx = stop_rx.clone();

@@ -3,13 +3,17 @@
 //! * `/metrics`: Prometheus (OpenMetrics text) of [`crate::metrics::Metrics`];
 //! * `/healthz`: 200 while the process runs;
 //! * `/readyz`: 200 when the datastore is in sync and the last apply succeeded, else 503 and why;
-//! * `/counters`: JSON [`crate::report::CountersReport`] read from the kernel.
+//! * `/counters`: JSON [`crate::report::CountersReport`] read from the kernel;
+//! * `/drops`: the latest attributed drops, one JSON [`crate::drops::DropRecord`] a line,
+//!   oldest first; `/drops?follow` then keeps the connection open and streams new ones; 503
+//!   and why when the agent does not read drops (logging off, NFLOG group taken).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +29,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/counters", get(counters))
+        .route("/drops", get(drops))
         .with_state(shared)
 }
 
@@ -81,4 +86,56 @@ async fn counters(State(shared): State<Arc<Shared>>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn drops(State(shared): State<Arc<Shared>>, RawQuery(query): RawQuery) -> Response {
+    let follow = query.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "follow" || (p.starts_with("follow=") && p != "follow=false"))
+    });
+    if let Some(why) = shared.drops.reader_error() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("drops are not read on this node: {why}\n"),
+        )
+            .into_response();
+    }
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson")];
+    if !follow {
+        let mut body = String::new();
+        for (_, line) in shared.drops.recent() {
+            body.push_str(&line);
+            body.push('\n');
+        }
+        return (headers, body).into_response();
+    }
+    // Subscribe before taking the ring, then skip what the ring already had.
+    let rx = shared.drops.subscribe();
+    let recent = shared.drops.recent();
+    let last = recent.last().map_or(0, |(seq, _)| *seq);
+    let mut first = String::new();
+    for (_, line) in &recent {
+        first.push_str(line);
+        first.push('\n');
+    }
+    let head =
+        futures_util::stream::iter([Ok::<Bytes, std::convert::Infallible>(Bytes::from(first))]);
+    let tail = futures_util::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok((seq, line)) if seq > last => {
+                    let mut text = String::with_capacity(line.len() + 1);
+                    text.push_str(&line);
+                    text.push('\n');
+                    return Some((Ok(Bytes::from(text)), rx));
+                }
+                Ok(_) => continue,
+                // A slow follower misses what it could not keep up with.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt as _;
+    (headers, Body::from_stream(head.chain(tail))).into_response()
 }

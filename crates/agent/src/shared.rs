@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use palisade_dataplane::Dataplane;
 
 use crate::config::DataplaneKind;
+use crate::drops::DropLog;
 use crate::metrics::Metrics;
 use crate::report::CountersReport;
 use crate::status::EndpointPolicies;
@@ -85,6 +86,8 @@ pub struct Shared {
     pub dataplane_kind: DataplaneKind,
     pub metrics: Metrics,
     pub dataplane: SharedDataplane,
+    /// Attributed drops (the reader writes, `/drops` reads).
+    pub drops: DropLog,
     progress: Mutex<Progress>,
     applied: tokio::sync::watch::Sender<i64>,
 }
@@ -105,6 +108,7 @@ impl Shared {
             dataplane_kind,
             metrics: Metrics::new(),
             dataplane,
+            drops: DropLog::new(crate::drops::log::DEFAULT_RING),
             progress: Mutex::new(Progress::default()),
             applied: tokio::sync::watch::Sender::new(0),
         }

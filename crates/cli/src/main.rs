@@ -48,6 +48,9 @@ enum Command {
     Agent(Box<cmd::agent::Args>),
     /// Per-rule packet counters and drops of a node, with the policies active on its pods.
     Counters(cmd::counters::Args),
+    /// Packets policy dropped, as they happen: pods, protocol and port, direction, tier,
+    /// policy and rule (from every agent's /drops).
+    Drops(cmd::drops::Args),
 }
 
 /// Commands that only compute and print: when the reader of stdout goes away (`palisade
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Lab(args) => cmd::lab::run(args),
         Command::Agent(args) => cmd::agent::run(*args),
         Command::Counters(args) => cmd::counters::run(args),
+        Command::Drops(args) => cmd::drops::run(args),
     };
     match result {
         Ok(code) => code,

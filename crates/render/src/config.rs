@@ -6,7 +6,7 @@ use crate::error::RenderError;
 
 /// How the ruleset is laid out. `Default` gives the documented defaults: mark mask
 /// `0xffff0000` with accept `0x10000`, pass `0x20000`, scratch `0x40000`/`0x80000`; no NFLOG on
-/// end-of-tier drops; policy `Log` rules to NFLOG group 1; both address families.
+/// drops (end of tier, Deny rules), at most 100 logged per second and rule when on; policy `Log` rules to NFLOG group 1; both address families.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RenderConfig {
     /// The mark bits Palisade may use; every other bit is left alone.
@@ -17,8 +17,12 @@ pub struct RenderConfig {
     pub pass_mark: u32,
     /// Reserved for later use; validated to be distinct bits inside the mask.
     pub scratch_marks: [u32; 2],
-    /// NFLOG group for the drop at the end of a tier; `None` (default): no log.
+    /// NFLOG group for drops (the end of a tier, and Deny rules); `None` (default): no log.
     pub drop_log_group: Option<u16>,
+    /// Most drops per second each drop rule logs (a kernel `limit`, so that a flood cannot
+    /// overload the reader); the burst is as large. 0: no limit.
+    #[serde(default = "default_drop_log_rate")]
+    pub drop_log_rate: u32,
     /// NFLOG group for policy rules with action Log.
     pub log_group: u16,
     /// Render IPv4 (iptables, `pal4-` sets).
@@ -72,6 +76,13 @@ impl std::str::FromStr for EndpointMatch {
     }
 }
 
+/// Default [`RenderConfig::drop_log_rate`]: logged drops per second and drop rule.
+pub const DEFAULT_DROP_LOG_RATE: u32 = 100;
+
+fn default_drop_log_rate() -> u32 {
+    DEFAULT_DROP_LOG_RATE
+}
+
 impl Default for RenderConfig {
     fn default() -> Self {
         RenderConfig {
@@ -80,6 +91,7 @@ impl Default for RenderConfig {
             pass_mark: 0x2_0000,
             scratch_marks: [0x4_0000, 0x8_0000],
             drop_log_group: None,
+            drop_log_rate: DEFAULT_DROP_LOG_RATE,
             log_group: 1,
             ipv4: true,
             ipv6: true,
@@ -123,6 +135,14 @@ impl RenderConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The matches a drop's log rule carries besides its own: the rate limit, if any.
+    pub fn drop_log_limit(&self) -> Option<crate::ir::Match> {
+        (self.drop_log_rate > 0).then_some(crate::ir::Match::Limit {
+            per_second: self.drop_log_rate,
+            burst: self.drop_log_rate,
+        })
     }
 
     /// Accept and pass bits together (cleared at the start of every tier).

@@ -219,6 +219,8 @@ impl State<'_> {
             // For ICMP the packet's `dst_port` carries the message type.
             Match::Icmpv6Type(t) => self.proto() == Proto::Icmpv6 && p.dst_port == u16::from(*t),
             Match::Mark { value, mask } => self.mark & mask == *value,
+            // A rate limit only thins out logging: taken as never exceeded.
+            Match::Limit { .. } => true,
             Match::Set { set, dir } => {
                 let def = self
                     .rs

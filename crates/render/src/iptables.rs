@@ -233,6 +233,9 @@ fn matches_text(rule: &Rule) -> String {
             Match::Mark { value, mask } => {
                 let _ = write!(s, "-m mark --mark {value:#x}/{mask:#x}");
             }
+            Match::Limit { per_second, burst } => {
+                let _ = write!(s, "-m limit --limit {per_second}/sec --limit-burst {burst}");
+            }
         }
     }
     s

@@ -182,6 +182,13 @@ pub enum Match {
         value: u32,
         mask: u32,
     },
+    /// At most `per_second` packets a second (token bucket of `burst`), per rule: iptables
+    /// `-m limit`, nftables `limit rate`. Only on log rules (the interpreter takes it as
+    /// always matching).
+    Limit {
+        per_second: u32,
+        burst: u32,
+    },
 }
 
 impl Match {

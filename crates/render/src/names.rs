@@ -185,12 +185,100 @@ pub fn sanitize(text: &str, max: usize) -> String {
         .collect()
 }
 
-/// NFLOG prefix for the drop at the end of a tier: names direction and endpoint.
-pub fn drop_log_prefix(direction: Direction, endpoint: &EndpointId) -> String {
-    let tail = ": no policy allowed it";
-    let head = format!("pal {direction} ");
-    let room = MAX_LOG_PREFIX - head.len() - tail.len();
-    format!("{head}{}{tail}", sanitize(&endpoint.to_string(), room))
+/// First word of every drop's NFLOG prefix; the second is its [`drop_key`].
+pub const DROP_PREFIX_TAG: &str = "pal-drop";
+/// Length of a drop key (hex characters).
+pub const DROP_KEY_LEN: usize = 16;
+
+/// Where a logged drop comes from: what the compact key in its NFLOG prefix stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropSite<'a> {
+    /// The drop at the end of `tier` in `endpoint`'s chain for `direction` (a default deny:
+    /// policies of the tier selected the endpoint, none allowed the packet).
+    EndOfTier {
+        direction: Direction,
+        endpoint: &'a EndpointId,
+        tier: &'a str,
+    },
+    /// Rule `rule` (action Deny) of `policy` in `direction`.
+    DenyRule {
+        direction: Direction,
+        policy: &'a PolicyId,
+        rule: usize,
+    },
+}
+
+/// The compact key of a drop site ([`DROP_KEY_LEN`] hex characters): what the agent maps a
+/// logged packet back to its endpoint, tier, policy and rule with.
+pub fn drop_key(site: DropSite<'_>) -> String {
+    match site {
+        DropSite::EndOfTier {
+            direction,
+            endpoint,
+            tier,
+        } => hash_hex(
+            &[
+                "drop-end",
+                dir_word(direction),
+                &endpoint.namespace,
+                &endpoint.name,
+                tier,
+            ],
+            DROP_KEY_LEN,
+        ),
+        DropSite::DenyRule {
+            direction,
+            policy,
+            rule,
+        } => hash_hex(
+            &[
+                "drop-deny",
+                dir_word(direction),
+                &policy.tier,
+                policy.namespace.as_deref().unwrap_or("\0"),
+                &policy.name,
+                &rule.to_string(),
+            ],
+            DROP_KEY_LEN,
+        ),
+    }
+}
+
+/// NFLOG prefix of a drop: `pal-drop <key> <direction> <what>` (the tail, sanitized and cut to
+/// fit [`MAX_LOG_PREFIX`], is for humans reading the log elsewhere; the agent reads the key).
+pub fn drop_log_prefix(site: DropSite<'_>) -> String {
+    let (direction, what) = match site {
+        DropSite::EndOfTier {
+            direction,
+            endpoint,
+            ..
+        } => (direction, endpoint.to_string()),
+        DropSite::DenyRule {
+            direction,
+            policy,
+            rule,
+        } => (direction, format!("{policy} rule {rule}")),
+    };
+    let head = format!("{DROP_PREFIX_TAG} {} {direction} ", drop_key(site));
+    let room = MAX_LOG_PREFIX.saturating_sub(head.len());
+    format!("{head}{}", sanitize(&what, room))
+}
+
+fn dir_word(direction: Direction) -> &'static str {
+    match direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+/// The key of a drop's NFLOG prefix, if it is one ([`drop_log_prefix`]).
+pub fn drop_key_of_prefix(prefix: &str) -> Option<&str> {
+    let mut words = prefix.split(' ');
+    if words.next()? != DROP_PREFIX_TAG {
+        return None;
+    }
+    let key = words.next()?;
+    (key.len() == DROP_KEY_LEN && key.bytes().all(|b| b.is_ascii_hexdigit())).then_some(key)
 }
 
 /// NFLOG prefix for a policy rule with action Log.
@@ -297,10 +385,25 @@ mod tests {
     #[test]
     fn log_prefixes_are_sanitized_and_short() {
         let e = EndpointId::new("ns\"\n}", "p;".repeat(100));
-        let p = drop_log_prefix(Direction::Ingress, &e);
+        let site = DropSite::EndOfTier {
+            direction: Direction::Ingress,
+            endpoint: &e,
+            tier: "default",
+        };
+        let p = drop_log_prefix(site);
         assert!(p.len() <= MAX_LOG_PREFIX);
-        assert!(p.ends_with("no policy allowed it"));
         assert!(!p.contains(['"', '\n', '}', ';']));
+        assert_eq!(drop_key_of_prefix(&p), Some(drop_key(site).as_str()));
+        let deny = pid("x\"y", &"z".repeat(90));
+        let d = drop_log_prefix(DropSite::DenyRule {
+            direction: Direction::Egress,
+            policy: &deny,
+            rule: 2,
+        });
+        assert!(d.len() <= MAX_LOG_PREFIX && !d.contains('"'), "{d}");
+        assert_ne!(drop_key_of_prefix(&d), drop_key_of_prefix(&p));
+        assert_eq!(drop_key_of_prefix("pal log egress rule 0 x"), None);
+        assert_eq!(drop_key_of_prefix("pal-drop short ingress"), None);
         let r = rule_log_prefix(Direction::Egress, &pid("x\"y", &"z".repeat(90)), 3);
         assert!(r.len() <= MAX_LOG_PREFIX && !r.contains('"'));
     }

@@ -370,6 +370,9 @@ fn match_text(m: &Match) -> String {
         }
         Match::Icmpv6Type(t) => format!("icmpv6 type {t}"),
         Match::Mark { value, mask } => format!("meta mark & {mask:#010x} == {value:#010x}"),
+        Match::Limit { per_second, burst } => {
+            format!("limit rate {per_second}/second burst {burst} packets")
+        }
     }
 }
 

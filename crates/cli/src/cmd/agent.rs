@@ -105,10 +105,17 @@ struct RunArgs {
     /// Where to serve /metrics, /healthz, /readyz and /counters; `off` serves nothing.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9095")]
     metrics_addr: String,
-    /// Log the drop at the end of each endpoint's policies to this NFLOG group (with a
-    /// prefix naming the endpoint and direction); default: no log.
-    #[arg(long, value_name = "N")]
-    nflog_group: Option<u16>,
+    /// Log policy drops (the end of each endpoint's policies, and Deny rules) to this NFLOG
+    /// group, which the agent reads itself and serves at /drops (`palisade drops`).
+    #[arg(long, value_name = "N", default_value_t = palisade_agent::config::DEFAULT_DROP_LOG_GROUP)]
+    nflog_group: u16,
+    /// At most this many logged drops per second and drop rule (a kernel rate limit, so a
+    /// flood cannot overload the agent); 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = palisade_render::config::DEFAULT_DROP_LOG_RATE)]
+    drop_log_rate: u32,
+    /// Do not log drops (no NFLOG rules, no /drops, no policy_drops_total).
+    #[arg(long, conflicts_with = "nflog_group")]
+    no_drop_log: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -162,7 +169,8 @@ fn config(a: &RunArgs) -> Result<AgentConfig> {
     let accept = parse_mark("--mark-accept", &a.mark_accept)?;
     let pass = parse_mark("--mark-pass", &a.mark_pass)?;
     c.render = render_marks(mask, accept, pass)?;
-    c.render.drop_log_group = a.nflog_group;
+    c.render.drop_log_group = (!a.no_drop_log).then_some(a.nflog_group);
+    c.render.drop_log_rate = a.drop_log_rate;
     c.render.endpoint_match = a.endpoint_match.into();
     c.iface_naming = a.iface_name.into();
     c.set_bridge_sysctls = a.set_bridge_sysctls;
@@ -238,7 +246,7 @@ fn status(a: StatusArgs) -> Result<ExitCode> {
 }
 
 /// Every node's status record (key, value) in the datastore.
-fn stored_statuses(datastore: &DatastoreArgs) -> Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn stored_statuses(datastore: &DatastoreArgs) -> Result<Vec<(String, Vec<u8>)>> {
     ds::runtime()?.block_on(async move {
         let store = datastore.connect().await?;
         let listing = store
@@ -413,9 +421,38 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = config(&parse(&BASE).unwrap().run).unwrap();
         assert_eq!(c.iface_prefixes, vec!["pal"]);
-        assert_eq!(c.render, palisade_render::RenderConfig::default());
+        assert_eq!(
+            c.render,
+            palisade_render::RenderConfig {
+                drop_log_group: Some(2),
+                ..palisade_render::RenderConfig::default()
+            }
+        );
+        assert_eq!(c.render.drop_log_rate, 100);
         assert_eq!(c.resync_interval, std::time::Duration::from_secs(30));
         assert_eq!(c.metrics_addr, Some("127.0.0.1:9095".parse().unwrap()));
+    }
+
+    #[test]
+    fn drop_logging_can_be_turned_off_or_tuned() {
+        let mut args = BASE.to_vec();
+        args.push("--no-drop-log");
+        assert_eq!(
+            config(&parse(&args).unwrap().run)
+                .unwrap()
+                .render
+                .drop_log_group,
+            None
+        );
+        let mut args = BASE.to_vec();
+        args.extend(["--drop-log-rate", "5"]);
+        assert_eq!(
+            config(&parse(&args).unwrap().run)
+                .unwrap()
+                .render
+                .drop_log_rate,
+            5
+        );
     }
 
     #[test]

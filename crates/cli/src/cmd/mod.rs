@@ -7,6 +7,7 @@ pub mod controller;
 pub mod counters;
 pub mod datastore_args;
 pub mod delete;
+pub mod drops;
 pub mod explain;
 pub mod get;
 pub mod lab;

@@ -60,7 +60,8 @@ pub struct Args {
     /// `namespace.pod`, as Calico's CNI does).
     #[arg(long, value_enum, value_name = "NAMING", default_value = "palisade")]
     pub iface_name: IfaceNameArg,
-    /// NFLOG group for drops at the end of a tier (default: drops are not logged).
+    /// NFLOG group for drops (end of each tier, Deny rules), rate-limited as the agent does
+    /// (default: drops are not logged; the agent logs them to group 2).
     #[arg(long, value_name = "GROUP")]
     pub log_drops: Option<u16>,
     /// Output format: `text` (the ruleset to feed the tools) or `json` (the typed rule IR and

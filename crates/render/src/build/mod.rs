@@ -11,12 +11,12 @@
 //!             accept mark set → ACCEPT           (egress allowed, receiver not on this node)
 //!             otherwise return                   (not workload traffic: left alone)
 //!  pal-fw-/pal-tw-<iface>, per tier: clear marks; jump to each policy chain while neither
-//!             mark is set; accept mark → RETURN (fw) / ACCEPT (tw); no pass mark → [NFLOG] DROP
-//!             (not in a tier that ends with Pass: the ClusterNetworkPolicy tiers).
+//!             mark is set; accept mark → RETURN (fw) / ACCEPT (tw); no pass mark → [NFLOG,
+//!             rate-limited] DROP (not in a tier that ends with Pass: the ClusterNetworkPolicy tiers).
 //!             After the last tier (or with no tier: the namespace's default allow):
 //!             fw sets the accept mark, tw accepts.
 //!  pal-pi-/pal-po-<hash>: rules in order; Allow sets the accept mark and returns, Pass the
-//!             pass mark, Deny drops, Log logs and continues.
+//!             pass mark, Deny [NFLOGs, rate-limited, and] drops, Log logs and continues.
 //! ```
 //!
 //! A packet between two endpoints of this node goes through the sender's fw chain first,
@@ -431,11 +431,18 @@ pub(crate) fn endpoint_chain(
             mask: cfg.pass_mark,
         };
         if let Some(group) = cfg.drop_log_group {
+            let site = names::DropSite::EndOfTier {
+                direction,
+                endpoint: &ep.id,
+                tier: &tier.tier,
+            };
             rules.push(Rule::new(
-                vec![no_pass.clone()],
+                std::iter::once(no_pass.clone())
+                    .chain(cfg.drop_log_limit())
+                    .collect(),
                 Action::Log {
                     group,
-                    prefix: names::drop_log_prefix(direction, &ep.id),
+                    prefix: names::drop_log_prefix(site),
                 },
             ));
         }

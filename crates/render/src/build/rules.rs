@@ -2,7 +2,7 @@
 //! (family, peer, port group) alternative: peers are ORed, port groups are ORed (protocols
 //! apart, multiport chunks of at most 15 slots, one per named port), and every alternative
 //! carries the rule's action. Allow and Pass set their mark and are followed by one
-//! `mark → RETURN` rule; Deny drops; Log logs and continues.
+//! `mark → RETURN` rule; Deny drops (logged first, rate-limited, when drops are logged); Log logs and continues.
 
 use ipnet::IpNet;
 use palisade_calc::{ActivePolicy, CompiledRule, DesiredState, IpSetKind, RulePeer, RulePort};
@@ -67,7 +67,24 @@ pub(crate) fn policy_chain(
             ),
         };
         let any = !variants.is_empty();
-        out.extend(variants.into_iter().map(|m| Rule::new(m, action.clone())));
+        let deny_log = match (rule.action, cfg.drop_log_group) {
+            (ModelAction::Deny, Some(group)) => Some(Action::Log {
+                group,
+                prefix: names::drop_log_prefix(names::DropSite::DenyRule {
+                    direction,
+                    policy: &policy.id,
+                    rule: index,
+                }),
+            }),
+            _ => None,
+        };
+        for m in variants {
+            if let Some(log) = &deny_log {
+                let limited = m.iter().cloned().chain(cfg.drop_log_limit()).collect();
+                out.push(Rule::new(limited, log.clone()));
+            }
+            out.push(Rule::new(m, action.clone()));
+        }
         if let (true, Some(mark)) = (any, mark) {
             out.push(Rule::new(
                 vec![Match::Mark {

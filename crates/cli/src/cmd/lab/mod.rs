@@ -6,6 +6,7 @@ mod apply;
 mod bench;
 mod counters;
 mod daemon;
+mod drops;
 mod exec;
 mod probe;
 mod status;
@@ -52,6 +53,8 @@ pub enum LabCommand {
     Down(status::DownArgs),
     /// A node's rule counters and drops, from its agent (works with the embedded datastore).
     Counters(counters::CountersArgs),
+    /// Packets policy dropped, attributed (as `palisade drops`, for any lab).
+    Drops(drops::DropsArgs),
     /// Connection rate, latency and policy-apply-to-enforcement time on real namespaces.
     Bench(bench::BenchArgs),
     /// The lab's background process (started by `up`).
@@ -70,6 +73,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         LabCommand::Status(a) => status::run(&names, a),
         LabCommand::Down(a) => status::down(&names, a),
         LabCommand::Counters(a) => counters::run(&names, a),
+        LabCommand::Drops(a) => drops::run(&names, a),
         LabCommand::Bench(a) => bench::run(a),
         LabCommand::Daemon => daemon::run(names),
     }

@@ -1,0 +1,387 @@
+//! From a logged packet to an attributed drop: the key in its NFLOG prefix names the drop
+//! site (rendered from the same [`DesiredState`] by `palisade_render::names::drop_key`), and
+//! the packet's addresses name the pods (any pod of the cluster, local or remote, by the
+//! address book the agent keeps from the datastore's endpoints).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use palisade_calc::DesiredState;
+use palisade_model::{Action, Direction, Endpoint, EndpointId, PolicyId};
+use palisade_render::names::{drop_key, DropSite};
+
+use super::packet::PacketHeaders;
+use super::record::{DropRecord, PolicyNames};
+
+/// What a drop key stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropOrigin {
+    /// The local endpoint whose chain dropped the packet.
+    pub endpoint: EndpointId,
+    pub direction: Direction,
+    pub tier: String,
+    /// The Deny rule's policy, or every policy of the tier that selected the endpoint.
+    pub policies: Vec<PolicyId>,
+    /// The Deny rule's index; `None` for the drop at the end of a tier (a default deny).
+    pub rule: Option<usize>,
+}
+
+/// Drop key → origin, for every drop site of a node's [`DesiredState`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DropIndex {
+    sites: HashMap<String, DropOrigin>,
+}
+
+impl DropIndex {
+    /// Every end-of-tier drop of every local endpoint and every Deny rule of every active
+    /// policy (attributed to a local endpoint the policy is active on in that direction).
+    pub fn of(state: &DesiredState) -> DropIndex {
+        let mut sites = HashMap::new();
+        for ep in state.endpoints.values() {
+            for (direction, tiers) in [
+                (Direction::Ingress, &ep.tiers.ingress),
+                (Direction::Egress, &ep.tiers.egress),
+            ] {
+                for tier in tiers {
+                    let key = drop_key(DropSite::EndOfTier {
+                        direction,
+                        endpoint: &ep.id,
+                        tier: &tier.tier,
+                    });
+                    sites.insert(
+                        key,
+                        DropOrigin {
+                            endpoint: ep.id.clone(),
+                            direction,
+                            tier: tier.tier.clone(),
+                            policies: tier.policies.clone(),
+                            rule: None,
+                        },
+                    );
+                    for pid in &tier.policies {
+                        let Some(p) = state.policies.get(pid) else {
+                            continue;
+                        };
+                        let rules = match direction {
+                            Direction::Ingress => p.ingress.as_deref(),
+                            Direction::Egress => p.egress.as_deref(),
+                        };
+                        for (i, r) in rules.unwrap_or(&[]).iter().enumerate() {
+                            if r.action != Action::Deny {
+                                continue;
+                            }
+                            let key = drop_key(DropSite::DenyRule {
+                                direction,
+                                policy: pid,
+                                rule: i,
+                            });
+                            // A policy chain is shared by its endpoints: the packet's own
+                            // address picks the endpoint later ([`DropIndex::attribute`]).
+                            sites.entry(key).or_insert_with(|| DropOrigin {
+                                endpoint: ep.id.clone(),
+                                direction,
+                                tier: tier.tier.clone(),
+                                policies: vec![pid.clone()],
+                                rule: Some(i),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        DropIndex { sites }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&DropOrigin> {
+        self.sites.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sites.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sites.is_empty()
+    }
+}
+
+/// Every pod's addresses (local and remote), kept current from the datastore's endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct AddressBook {
+    by_ip: HashMap<IpAddr, EndpointId>,
+    by_id: HashMap<EndpointId, Vec<IpAddr>>,
+}
+
+impl AddressBook {
+    pub fn upsert(&mut self, ep: &Endpoint) {
+        self.remove(&ep.id);
+        for ip in &ep.ips {
+            self.by_ip.insert(*ip, ep.id.clone());
+        }
+        self.by_id.insert(ep.id.clone(), ep.ips.clone());
+    }
+
+    pub fn remove(&mut self, id: &EndpointId) {
+        for ip in self.by_id.remove(id).unwrap_or_default() {
+            if self.by_ip.get(&ip) == Some(id) {
+                self.by_ip.remove(&ip);
+            }
+        }
+    }
+
+    pub fn get(&self, ip: &IpAddr) -> Option<&EndpointId> {
+        self.by_ip.get(ip)
+    }
+
+    /// `NAMESPACE/POD` of the pod with this address, else the address.
+    pub fn name(&self, ip: &IpAddr) -> String {
+        match self.get(ip) {
+            Some(id) => id.to_string(),
+            None => ip.to_string(),
+        }
+    }
+}
+
+/// The record of one dropped packet: `None` when the key is not one of this node's drop
+/// sites (a log of a program older than the index, or another program's prefix).
+pub fn attribute(
+    index: &DropIndex,
+    book: &AddressBook,
+    node: &str,
+    time: String,
+    key: &str,
+    packet: &PacketHeaders,
+) -> Option<DropRecord> {
+    let origin = index.get(key)?;
+    // The side that dropped it: ingress at the receiver, egress at the sender.
+    let own_ip = match origin.direction {
+        Direction::Ingress => packet.dst,
+        Direction::Egress => packet.src,
+    };
+    let endpoint = book
+        .get(&own_ip)
+        .cloned()
+        .unwrap_or_else(|| origin.endpoint.clone());
+    let policy = match origin.rule {
+        Some(_) => PolicyNames::One(origin.policies.first().map(|p| p.to_string())?),
+        None => PolicyNames::Many(origin.policies.iter().map(|p| p.to_string()).collect()),
+    };
+    Some(DropRecord {
+        time,
+        node: node.to_string(),
+        from: book.name(&packet.src),
+        to: book.name(&packet.dst),
+        protocol: packet.protocol_name(),
+        port: packet.port,
+        direction: origin.direction.to_string(),
+        tier: origin.tier.clone(),
+        policy,
+        rule: origin.rule,
+        endpoint: endpoint.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_calc::{compute_full, CalcConfig};
+    use palisade_model::{Cluster, Namespace, PortMatch, PortSpec, Protocol, Rule, Selector};
+    use palisade_render::ir::Action as IrAction;
+    use palisade_render::{build, names, RenderConfig};
+
+    fn ep(ns: &str, name: &str, node: &str, ip: &str) -> Endpoint {
+        Endpoint {
+            id: EndpointId::new(ns, name),
+            node: Some(node.into()),
+            labels: [("app".to_string(), name.to_string())].into(),
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+        }
+    }
+
+    fn pid(tier: &str, ns: Option<&str>, name: &str) -> PolicyId {
+        PolicyId {
+            tier: tier.into(),
+            namespace: ns.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    /// `shop/web` on n1 (10.0.0.1) with a deny-all ingress policy in the default tier and an
+    /// admin-tier policy whose egress rule 1 denies DNS; `bob/client` on n2 (10.0.1.1).
+    fn state() -> DesiredState {
+        let mut c = Cluster::new();
+        for ns in ["shop", "bob"] {
+            c.namespaces.insert(
+                ns.into(),
+                Namespace {
+                    name: ns.into(),
+                    labels: Default::default(),
+                },
+            );
+        }
+        c.endpoints = vec![
+            ep("bob", "client", "n2", "10.0.1.1"),
+            ep("shop", "web", "n1", "10.0.0.1"),
+        ];
+        let web = Selector::parse("app == \"web\"").unwrap();
+        c.policies = vec![
+            palisade_model::Policy {
+                id: pid("default", Some("shop"), "web-deny-all"),
+                order: 1000,
+                selector: web.clone(),
+                namespace_selector: Selector::All,
+                ingress: Some(vec![]),
+                egress: None,
+            },
+            palisade_model::Policy {
+                id: pid("admin", None, "no-dns"),
+                order: 10,
+                selector: web,
+                namespace_selector: Selector::All,
+                ingress: None,
+                egress: Some(vec![
+                    Rule {
+                        action: Action::Pass,
+                        peers: vec![],
+                        ports: vec![PortSpec {
+                            protocol: Protocol::Tcp,
+                            port: PortMatch::Any,
+                        }],
+                    },
+                    Rule {
+                        action: Action::Deny,
+                        peers: vec![],
+                        ports: vec![PortSpec {
+                            protocol: Protocol::Udp,
+                            port: PortMatch::Range { start: 53, end: 53 },
+                        }],
+                    },
+                ]),
+            },
+        ];
+        compute_full(&CalcConfig::new("n1"), &c)
+    }
+
+    fn headers(src: &str, dst: &str, protocol: u8, port: Option<u16>) -> PacketHeaders {
+        PacketHeaders {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            protocol,
+            port,
+        }
+    }
+
+    fn book(state: &DesiredState) -> AddressBook {
+        let mut b = AddressBook::default();
+        b.upsert(&ep("bob", "client", "n2", "10.0.1.1"));
+        for e in state.endpoints.values() {
+            b.upsert(&Endpoint {
+                id: e.id.clone(),
+                node: Some("n1".into()),
+                labels: Default::default(),
+                ips: e.ips.clone(),
+                ports: vec![],
+            });
+        }
+        b
+    }
+
+    /// Every drop prefix the renderer writes has its key in the index, and only those.
+    #[test]
+    fn every_rendered_drop_key_is_indexed() {
+        let s = state();
+        let cfg = RenderConfig {
+            drop_log_group: Some(2),
+            ..RenderConfig::default()
+        };
+        let rs = build(&s, &cfg).unwrap();
+        let index = DropIndex::of(&s);
+        let mut keys = Vec::new();
+        for chain in &rs.chains {
+            for r in &chain.rules {
+                if let IrAction::Log { prefix, group: 2 } = &r.action {
+                    keys.push(names::drop_key_of_prefix(prefix).unwrap().to_string());
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        // web: ingress default tier, egress admin tier; no-dns rule 1.
+        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert_eq!(index.len(), 3);
+        for k in &keys {
+            assert!(index.get(k).is_some(), "{k} not indexed");
+        }
+    }
+
+    #[test]
+    fn a_default_deny_names_the_selecting_policies_and_no_rule() {
+        let s = state();
+        let key = drop_key(DropSite::EndOfTier {
+            direction: Direction::Ingress,
+            endpoint: &EndpointId::new("shop", "web"),
+            tier: "default",
+        });
+        let r = attribute(
+            &DropIndex::of(&s),
+            &book(&s),
+            "n1",
+            "t".into(),
+            &key,
+            &headers("10.0.1.1", "10.0.0.1", 6, Some(80)),
+        )
+        .unwrap();
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("bob/client", "shop/web"));
+        assert_eq!((r.protocol.as_str(), r.port), ("TCP", Some(80)));
+        assert_eq!(
+            (r.direction.as_str(), r.tier.as_str()),
+            ("ingress", "default")
+        );
+        assert_eq!(
+            r.policy,
+            PolicyNames::Many(vec!["shop/web-deny-all".into()])
+        );
+        assert_eq!((r.rule, r.endpoint.as_str()), (None, "shop/web"));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["rule"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn a_deny_rule_is_named_with_its_index() {
+        let s = state();
+        let key = drop_key(DropSite::DenyRule {
+            direction: Direction::Egress,
+            policy: &pid("admin", None, "no-dns"),
+            rule: 1,
+        });
+        let r = attribute(
+            &DropIndex::of(&s),
+            &book(&s),
+            "n1",
+            "t".into(),
+            &key,
+            &headers("10.0.0.1", "192.0.2.53", 17, Some(53)),
+        )
+        .unwrap();
+        assert_eq!((r.from.as_str(), r.to.as_str()), ("shop/web", "192.0.2.53"));
+        assert_eq!((r.direction.as_str(), r.tier.as_str()), ("egress", "admin"));
+        assert_eq!(r.policy, PolicyNames::One("admin:no-dns".into()));
+        assert_eq!(r.rule, Some(1));
+        assert_eq!(serde_json::to_value(&r).unwrap()["policy"], "admin:no-dns");
+    }
+
+    #[test]
+    fn unknown_keys_are_not_attributed_and_moved_pods_are_forgotten() {
+        let s = state();
+        let index = DropIndex::of(&s);
+        let mut b = book(&s);
+        let h = headers("10.0.1.1", "10.0.0.1", 1, None);
+        assert!(attribute(&index, &b, "n1", "t".into(), "0000000000000000", &h).is_none());
+        b.upsert(&ep("bob", "client", "n2", "10.0.1.9"));
+        assert_eq!(b.name(&"10.0.1.1".parse().unwrap()), "10.0.1.1");
+        assert_eq!(b.name(&"10.0.1.9".parse().unwrap()), "bob/client");
+        b.remove(&EndpointId::new("bob", "client"));
+        assert_eq!(b.get(&"10.0.1.9".parse().unwrap()), None);
+    }
+}

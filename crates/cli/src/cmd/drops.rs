@@ -1,0 +1,286 @@
+//! `palisade drops [--node N] [--namespace NS] [--follow] [-o table|json]`: the packets policy
+//! dropped, as they happen, each attributed to node, pods, protocol and port, direction, tier,
+//! policy and rule. Read from every agent's `/drops` (each agent reads its node's NFLOG group
+//! itself); the agents' addresses come from their status in the datastore, or, without
+//! `--datastore`, from the running lab.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use palisade_agent::drops::DropRecord;
+use palisade_agent::NodeStatus;
+
+use super::agent::{render_table, Output};
+use super::datastore_args::{self as ds, DatastoreArgs};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Without --datastore (and PALISADE_DATASTORE) the agents of the running \
+    lab are asked (`palisade lab up`; --lab names it).\n\nExamples:\n  \
+    palisade drops                                  (the lab's latest drops)\n  \
+    palisade drops --namespace default --follow     (stream them)\n  \
+    palisade drops --node n2 -o json                (JSON lines)\n  \
+    palisade drops --datastore etcd://127.0.0.1:2379"
+)]
+pub struct Args {
+    #[command(flatten)]
+    pub filter: Filter,
+    /// Without a datastore: the lab whose agents to ask.
+    #[arg(long, value_name = "NAME", default_value = "lab")]
+    pub lab: String,
+    #[command(flatten)]
+    pub datastore: DatastoreArgs,
+}
+
+/// What to show and how: the flags `palisade drops` and `palisade lab drops` share.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Filter {
+    /// Only the drops of this node.
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Only drops from or to pods of this namespace.
+    #[arg(short = 'n', long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Keep running and print new drops as they happen (Ctrl-C ends).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Output format: a table, or JSON lines (one drop a line).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Seconds to wait for each agent's answer.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let records = match &args.datastore.datastore {
+        Some(_) => super::agent::stored_statuses(&args.datastore)?,
+        None => super::lab::agent_statuses(&args.lab)?,
+    };
+    let agents = agents_of(&records)?;
+    show(&agents, &args.filter)
+}
+
+/// (node, address of its agent's HTTP server) of every decodable status.
+pub(crate) fn agents_of(records: &[(String, Vec<u8>)]) -> Result<Vec<(String, SocketAddr)>> {
+    let mut out = Vec::new();
+    for (key, value) in records {
+        let s = match NodeStatus::decode(key, value) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("warning: skipping {key}: {e}");
+                continue;
+            }
+        };
+        let Some(addr) = s.metrics_addr.as_deref() else {
+            eprintln!(
+                "warning: the agent of node {} serves no HTTP address (--metrics-addr off?): its drops cannot be read",
+                s.node
+            );
+            continue;
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("node {}'s status has a bad address {addr:?}", s.node))?;
+        out.push((s.node, addr));
+    }
+    Ok(out)
+}
+
+/// Reads `/drops` of `agents` (those `filter` names) and prints them; with `--follow`,
+/// streams until Ctrl-C.
+pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<ExitCode> {
+    let agents: Vec<(String, SocketAddr)> = agents
+        .iter()
+        .filter(|(n, _)| filter.node.as_ref().is_none_or(|want| want == n))
+        .cloned()
+        .collect();
+    if agents.is_empty() {
+        match &filter.node {
+            Some(n) => bail!("no agent of node {n} reports an HTTP address"),
+            None => bail!("no agent reports an HTTP address"),
+        }
+    }
+    let timeout = Duration::from_secs(filter.timeout.max(1));
+    let runtime = ds::runtime()?;
+    if filter.follow {
+        return runtime.block_on(follow(agents, filter.clone(), timeout));
+    }
+    let mut drops = Vec::new();
+    let mut failed = Vec::new();
+    for (node, addr) in &agents {
+        let answer = runtime
+            .block_on(palisade_agent::client::get(*addr, "/drops", timeout))
+            .map_err(|e| e.to_string())
+            .and_then(|(code, body)| match code {
+                200 => Ok(body),
+                _ => Err(format!("{addr} answered {code}: {}", body.trim())),
+            });
+        let body = match answer {
+            Ok(body) => body,
+            Err(e) => {
+                // The other nodes' drops are still worth showing.
+                eprintln!("warning: cannot read the drops of node {node}: {e}");
+                failed.push(node.clone());
+                continue;
+            }
+        };
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let d: DropRecord = serde_json::from_str(line)
+                .with_context(|| format!("bad /drops line from node {node}: {line}"))?;
+            if keep(&d, filter) {
+                drops.push(d);
+            }
+        }
+    }
+    if failed.len() == agents.len() {
+        bail!("no agent answered (nodes: {})", failed.join(", "));
+    }
+    drops.sort_by(|a, b| a.time.cmp(&b.time));
+    match filter.output {
+        Output::Json => {
+            for d in &drops {
+                println!("{}", serde_json::to_string(d)?);
+            }
+        }
+        Output::Table => print!("{}", table(&drops, true)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn follow(
+    agents: Vec<(String, SocketAddr)>,
+    filter: Filter,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    if filter.output == Output::Table {
+        print!("{}", table(&[], true));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (node, addr) in agents {
+        let filter = filter.clone();
+        tasks.spawn(async move {
+            palisade_agent::client::get_lines(addr, "/drops?follow", timeout, |line| {
+                if let Ok(d) = serde_json::from_str::<DropRecord>(line) {
+                    if keep(&d, &filter) {
+                        match filter.output {
+                            Output::Json => println!("{line}"),
+                            Output::Table => print!("{}", table(&[d], false)),
+                        }
+                    }
+                }
+                true
+            })
+            .await
+            .with_context(|| format!("cannot follow the drops of node {node}"))
+        });
+    }
+    tokio::select! {
+        _ = crate::signals::wait_for_shutdown() => Ok(ExitCode::SUCCESS),
+        done = async {
+            while let Some(r) = tasks.join_next().await {
+                r.context("follow task failed")??;
+            }
+            Ok::<(), anyhow::Error>(())
+        } => done.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+/// Whether `d` passes the namespace filter (from or to a pod of it).
+fn keep(d: &DropRecord, filter: &Filter) -> bool {
+    let Some(ns) = &filter.namespace else {
+        return true;
+    };
+    let in_ns = |who: &str| who.split_once('/').is_some_and(|(n, _)| n == ns);
+    in_ns(&d.from) || in_ns(&d.to)
+}
+
+/// Rows (fixed widths when following, so lines printed one by one still line up).
+fn table(drops: &[DropRecord], header: bool) -> String {
+    let mut rows = Vec::new();
+    if header {
+        rows.push(
+            [
+                "TIME",
+                "NODE",
+                "FROM",
+                "TO",
+                "PROTOCOL",
+                "PORT",
+                "DIRECTION",
+                "TIER",
+                "POLICY",
+                "RULE",
+            ]
+            .map(String::from),
+        );
+    }
+    for d in drops {
+        rows.push([
+            d.time.clone(),
+            d.node.clone(),
+            d.from.clone(),
+            d.to.clone(),
+            d.protocol.clone(),
+            d.port.map_or("-".into(), |p| p.to_string()),
+            d.direction.clone(),
+            d.tier.clone(),
+            d.policy.to_string(),
+            d.rule.map_or("-".into(), |r| r.to_string()),
+        ]);
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    render_table(&rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_agent::drops::PolicyNames;
+
+    fn d(from: &str, to: &str) -> DropRecord {
+        DropRecord {
+            time: "2026-01-01T00:00:00.000Z".into(),
+            node: "n2".into(),
+            from: from.into(),
+            to: to.into(),
+            protocol: "TCP".into(),
+            port: Some(80),
+            direction: "ingress".into(),
+            tier: "default".into(),
+            policy: PolicyNames::Many(vec!["default/web-deny-all".into()]),
+            rule: None,
+            endpoint: to.into(),
+        }
+    }
+
+    #[test]
+    fn namespace_filter_matches_either_side() {
+        let f = Filter {
+            node: None,
+            namespace: Some("bob".into()),
+            follow: false,
+            output: Output::Json,
+            timeout: 1,
+        };
+        assert!(keep(&d("bob/client", "default/app-web"), &f));
+        assert!(keep(&d("10.0.0.1", "bob/x"), &f));
+        assert!(!keep(&d("bobby/client", "default/app-web"), &f));
+        assert!(!keep(&d("10.0.0.1", "default/app-web"), &f));
+    }
+
+    #[test]
+    fn table_names_the_policy_and_shows_null_fields_as_dashes() {
+        let mut x = d("bob/client", "default/app-web");
+        x.port = None;
+        x.protocol = "ICMP".into();
+        let t = table(&[x], true);
+        assert!(t.contains("default/web-deny-all"), "{t}");
+        assert!(t.lines().nth(1).unwrap().contains("ICMP"));
+        assert!(t.lines().nth(1).unwrap().trim_end().ends_with('-'));
+    }
+}
