@@ -1,6 +1,8 @@
 //! `palisade bench`: timings of Palisade's computations on synthetic clusters
 //! (`palisade_engine::synth`), for capacity planning and regressions. Run release builds.
 
+mod fanout;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,14 @@ Measure each size in a fresh process (peak memory is per process), with a releas
   cargo run --release -p palisade-cli -- bench matrix --pods 1000 --policies 200
   cargo run --release -p palisade-cli -- bench matrix --pods 5000 --policies 1000 -o json")]
     Matrix(MatrixArgs),
+    /// How fast a change in etcd reaches many agents: N simulated agents (syncer, translator,
+    /// calculator; no kernel) in one process against one etcd.
+    #[command(after_help = "\
+Starts its own etcd on 127.0.0.1 (a free port, a temporary directory) unless --datastore is given.
+Run a release build; the issue's target size:
+  cargo run --release -p palisade-cli -- bench fanout --agents 1000 --pods 10000 --policies 2000
+  cargo run --release -p palisade-cli -- bench fanout --agents 20 --pods 400 --changes 10 -o json")]
+    Fanout(fanout::FanoutArgs),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +91,7 @@ struct Report {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Matrix(a) => bench_matrix(a),
+        What::Fanout(a) => fanout::run(a),
     }
 }
 

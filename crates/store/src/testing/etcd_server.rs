@@ -223,6 +223,11 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.member.client_port)
     }
 
+    /// `127.0.0.1:<port>` of the plain-HTTP listener serving `/metrics` and `/health`.
+    pub fn metrics_endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.member.metrics_port)
+    }
+
     /// `etcd://127.0.0.1:<port>`, for `palisade --datastore`.
     pub fn url(&self) -> String {
         format!("etcd://{}", self.endpoint())
