@@ -23,6 +23,8 @@ Measure each size in a fresh process (peak memory is per process), with a releas
   cargo run --release -p palisade-cli -- bench matrix --pods 1000 --policies 200
   cargo run --release -p palisade-cli -- bench matrix --pods 5000 --policies 1000 -o json")]
     Matrix(MatrixArgs),
+    /// What-if (`palisade matrix --what-if-f`): one changed policy against the live matrix.
+    Whatif(super::bench_whatif::Args),
 }
 
 #[derive(clap::Args)]
@@ -81,6 +83,7 @@ struct Report {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Matrix(a) => bench_matrix(a),
+        What::Whatif(a) => super::bench_whatif::run(a),
     }
 }
 

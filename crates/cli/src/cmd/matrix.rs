@@ -8,6 +8,7 @@ use palisade_engine::{Matrix, Probe, ProbeMatrix};
 use palisade_model::EndpointId;
 use serde::Serialize;
 
+use super::whatif;
 use crate::input;
 
 #[derive(clap::Args)]
@@ -16,7 +17,11 @@ Rows are sources (from), columns destinations (to); a pod can always reach itsel
 
 Examples:
   palisade matrix -f examples/seed --probe 80/TCP
-  palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json")]
+  palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json
+
+What-if (only the pairs whose verdict would change, with the policy and rule that cause it):
+  palisade matrix -f current/ --what-if-f new-policy.yaml --probe 80
+  palisade matrix -f current/ --what-if-f /dev/null --delete networkpolicy default/web-deny-all --probe 80")]
 pub struct Args {
     /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
     /// `-` reads standard input.
@@ -30,6 +35,16 @@ pub struct Args {
     /// (`{"pods": [...], "probes": [{"port", "protocol", "allowed": [[bool]]}]}`).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// What-if: manifests laid over the current ones (same kind, namespace and name replaces,
+    /// others are added); prints only the pairs whose verdict would change
+    /// (`-o json`: `{"changes":[{"from","to","port","protocol","now","then","because"}]}`).
+    #[arg(long = "what-if-f", value_name = "PATH", num_args = 1..)]
+    pub what_if_files: Vec<PathBuf>,
+    /// What-if: an object the change deletes, as `palisade delete` names it
+    /// (`--delete networkpolicy NS/NAME`, `--delete pod NS/NAME`, `--delete namespace NAME`).
+    /// Repeat for several.
+    #[arg(long = "delete", value_names = ["KIND", "NAME"], num_args = 2, action = clap::ArgAction::Append)]
+    pub delete: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,11 +54,43 @@ pub enum Output {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.what_if_files.is_empty() || !args.delete.is_empty() {
+        return run_what_if(&args);
+    }
     let cluster = input::load_cluster(&args.files)?;
     let m = palisade_engine::matrix(&cluster, &args.probes);
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&m))?),
         Output::Table => print!("{}", table(&m)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `-f CURRENT… --what-if-f NEW… [--delete KIND NAME]…`: the pairs whose verdict flips.
+fn run_what_if(args: &Args) -> anyhow::Result<ExitCode> {
+    let (manifests, checked) = input::check(&args.files)?;
+    input::warn_skipped(&manifests);
+    let now = checked.map_err(|errors| {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        anyhow::anyhow!(
+            "{} error(s) in the current manifests; nothing was used",
+            errors.len()
+        )
+    })?;
+    let changes = if args.what_if_files.is_empty() {
+        Vec::new()
+    } else {
+        whatif::read_changes(&args.what_if_files)?.documents
+    };
+    let deletions = whatif::deletions(&args.delete)?;
+    let documents = whatif::overlay(&manifests.documents, &changes, &deletions)?;
+    let then = whatif::cluster_of(&documents, "the manifests after the change")?;
+    let w = palisade_engine::what_if(&now, &then, &args.probes);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&whatif::to_json(&w))?),
+        Output::Table => print!("{}", whatif::table(&w, &args.probes)),
     }
     Ok(ExitCode::SUCCESS)
 }
