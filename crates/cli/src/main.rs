@@ -7,6 +7,7 @@
 mod cmd;
 mod input;
 mod signals;
+mod source;
 
 use std::process::ExitCode;
 
@@ -85,7 +86,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(err) if err.is::<cmd::datastore_args::NoDatastore>() => {
+        Err(err)
+            if err.is::<cmd::datastore_args::NoDatastore>() || err.is::<source::UsageError>() =>
+        {
             eprintln!("error: {err:#}\n\nFor more information, try '--help'.");
             ExitCode::from(2)
         }

@@ -224,20 +224,113 @@ fn apply_dry_run_says_what_would_change_and_writes_nothing() {
     let text = String::from_utf8_lossy(&o.stdout);
     let first = text.lines().next().unwrap_or_default();
     assert_eq!(
-        first,
-        "what-if: 4 pair(s) newly denied, 0 newly allowed (probes 80/TCP) (dry run)",
+        first, "what-if: 4 pair(s) newly denied, 0 newly allowed (probes 80/TCP) (dry run)",
         "{text}"
     );
-    assert!(text.contains("networkpolicy default/web-deny-all created (dry run)"), "{text}");
+    assert!(
+        text.contains("networkpolicy default/web-deny-all created (dry run)"),
+        "{text}"
+    );
     assert_eq!(stored(&server), before, "a dry run writes nothing");
 
     // The same in JSON, with the count matching `matrix --what-if-f` on the same files.
-    let j = json(&run(&["apply", "-f", deny, "--dry-run", "--probe", "80", "-o", "json"]));
+    let j = json(&run(&[
+        "apply",
+        "-f",
+        deny,
+        "--dry-run",
+        "--probe",
+        "80",
+        "-o",
+        "json",
+    ]));
     let m = json(&palisade(&[
-        "matrix", "-f", current, "--what-if-f", deny, "--probe", "80", "-o", "json",
+        "matrix",
+        "-f",
+        current,
+        "--what-if-f",
+        deny,
+        "--probe",
+        "80",
+        "-o",
+        "json",
     ]));
     assert_eq!(j["what_if"]["newly_denied"], m["newly_denied"]);
     assert_eq!(j["what_if"]["newly_allowed"], 0);
     assert_eq!(j["dry_run"], true);
     assert_eq!(stored(&server), before);
+}
+
+#[test]
+fn what_if_against_the_datastore_equals_what_if_between_files() {
+    let server = palisade_store::testing::EtcdServer::start().expect("etcd");
+    let url = server.url();
+    let dir = seed_without_deny();
+    let current = dir.path().to_str().expect("utf-8 path");
+    let o = palisade(&["apply", "-f", current, "--datastore", &url]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deny = seed("web-deny-all.yaml");
+    let deny = deny.to_str().expect("utf-8 path");
+    let probes = ["--probe", "80", "--probe", "6379"];
+
+    let mut live = vec![
+        "matrix",
+        "--datastore",
+        &url,
+        "--what-if",
+        "-f",
+        deny,
+        "-o",
+        "json",
+    ];
+    live.extend(probes);
+    let mut files = vec!["matrix", "-f", current, "--what-if-f", deny, "-o", "json"];
+    files.extend(probes);
+    let (l, f) = (json(&palisade(&live)), json(&palisade(&files)));
+    assert!(l["newly_denied"].as_u64().unwrap_or(0) > 0, "{l}");
+    assert_eq!(l["changes"], f["changes"]);
+
+    // A deletion from the datastore's state.
+    let mut del = vec![
+        "matrix",
+        "--datastore",
+        &url,
+        "--what-if",
+        "--delete",
+        "np",
+        "myns/backend-allow-frontend",
+        "-o",
+        "json",
+    ];
+    del.extend(probes);
+    let d = json(&palisade(&del));
+    assert!(d["newly_allowed"].as_u64().unwrap_or(0) > 0, "{d}");
+    assert_eq!(d["newly_denied"], 0);
+    let mut bad = vec![
+        "matrix",
+        "--datastore",
+        &url,
+        "--what-if",
+        "--delete",
+        "np",
+        "x/y",
+    ];
+    bad.extend(probes);
+    let o = palisade(&bad);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("NetworkPolicy x/y"));
+
+    // --what-if needs the datastore: a usage error without one.
+    let o = Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(["matrix", "--what-if", "-f", deny, "--probe", "80"])
+        .env_remove("PALISADE_DATASTORE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run palisade");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

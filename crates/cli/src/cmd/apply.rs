@@ -155,6 +155,15 @@ fn field_errors(describe: &str, errors: Vec<FieldError>) -> anyhow::Error {
     anyhow::anyhow!("{describe}: {}", list.join("; "))
 }
 
+/// The objects `apply` would store for these documents (pods that are no workload endpoint
+/// left out), for what-if.
+pub fn stored_objects(documents: &[Document]) -> Result<Vec<StoredObject>> {
+    Ok(desired_objects(documents)?
+        .into_iter()
+        .filter_map(|d| d.object)
+        .collect())
+}
+
 fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
     let mut out = Vec::with_capacity(documents.len());
     for doc in documents {

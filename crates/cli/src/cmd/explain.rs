@@ -1,32 +1,38 @@
 //! `palisade explain`: the verdict for one flow and, in plain words, the tiers, policies and
-//! rules behind it, computed by the engine from manifests.
+//! rules behind it, computed by the engine from manifests or from what the datastore holds.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use palisade_engine::{Flow, FlowEnd, Probe};
 
-use crate::input;
+use crate::source::SourceArgs;
 
 #[derive(clap::Args)]
 #[command(after_help = "\
-Exit status: 0 when the flow was judged (allowed or denied), 1 on bad input or an unknown pod.
+With --datastore the flow is judged on what the datastore holds: the state the agents enforce.
+
+Exit status: 0 when the flow was judged (allowed or denied), 1 on bad input or an unknown pod,
+2 on a usage error (neither or both of -f and --datastore).
 
 Examples:
   palisade explain -f examples/seed --from default/client --to myns/backend --port 6379/TCP
-  palisade explain -f manifests/ --from 192.0.2.10 --to web/frontend-0 --port 443 -o json")]
+  palisade explain -f manifests/ --from 192.0.2.10 --to web/frontend-0 --port 443 -o json
+  palisade explain --datastore etcd://127.0.0.1:2379 -n bob --from client --to default/app-web --port 80")]
 pub struct Args {
-    /// Manifest files or directories (searched recursively for *.yaml, *.yml, *.json);
-    /// `-` reads standard input.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
-    pub files: Vec<PathBuf>,
-    /// Source: NAMESPACE/POD, or an IP address (a pod's own address stands for the pod).
+    #[command(flatten)]
+    pub source: SourceArgs,
+    /// Source: NAMESPACE/POD, POD (in the namespace of -n), or an IP address (a pod's own
+    /// address stands for the pod).
     #[arg(long, value_name = "NS/POD|IP")]
     pub from: String,
-    /// Destination: NAMESPACE/POD, or an IP address (a pod's own address stands for the pod).
+    /// Destination: NAMESPACE/POD, POD (in the namespace of -n), or an IP address (a pod's
+    /// own address stands for the pod).
     #[arg(long, value_name = "NS/POD|IP")]
     pub to: String,
+    /// The namespace of a --from or --to given as a bare pod name.
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
     /// Destination port and protocol: PORT[/PROTO] (TCP when omitted), or `icmp`.
     #[arg(long, value_name = "PORT/PROTO")]
     pub port: Probe,
@@ -42,9 +48,9 @@ pub enum Output {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let src: FlowEnd = args.from.parse().context("--from")?;
-    let dst: FlowEnd = args.to.parse().context("--to")?;
-    let cluster = input::load_cluster(&args.files)?;
+    let src = flow_end(&args.from, args.namespace.as_deref()).context("--from")?;
+    let dst = flow_end(&args.to, args.namespace.as_deref()).context("--to")?;
+    let cluster = args.source.load()?;
     let src = as_pod(&cluster, src, "--from");
     let dst = as_pod(&cluster, dst, "--to");
     let flow = Flow::new(src, dst, args.port.protocol, args.port.port);
@@ -54,6 +60,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Text => print!("{}", palisade_engine::explain_text(&cluster, &verdict)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A flow end as written; a bare pod name is in `namespace`, when one is given.
+fn flow_end(text: &str, namespace: Option<&str>) -> Result<FlowEnd, palisade_engine::EngineError> {
+    match namespace {
+        Some(ns) if !text.contains('/') && text.parse::<std::net::IpAddr>().is_err() => {
+            format!("{ns}/{text}").parse()
+        }
+        _ => text.parse(),
+    }
 }
 
 /// An address that belongs to a pod of the manifests is that pod: packets from or to it are

@@ -12,6 +12,7 @@ pub mod explain;
 pub mod get;
 pub mod lab;
 pub mod matrix;
+pub mod matrix_html;
 pub mod render;
 pub mod validate;
 pub mod whatif;

@@ -103,6 +103,56 @@ pub fn overlay(
     Ok(out)
 }
 
+/// Removes what `deletions` name from a cluster (a namespace with its pods and policies);
+/// a deletion that names nothing there is an error.
+pub fn delete_from(cluster: &mut Cluster, deletions: &[Deletion]) -> Result<()> {
+    for d in deletions {
+        let (ns, name) = match d.name.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, d.name.as_str()),
+        };
+        let found = match d.kind {
+            "NetworkPolicy" => {
+                let before = cluster.policies.len();
+                cluster.policies.retain(|p| {
+                    !(p.id.tier == palisade_model::DEFAULT_TIER
+                        && p.id.namespace.as_deref() == ns
+                        && p.id.name == name)
+                });
+                before != cluster.policies.len()
+            }
+            "ClusterNetworkPolicy" => {
+                let before = cluster.policies.len();
+                cluster.policies.retain(|p| {
+                    !(p.id.namespace.is_none()
+                        && p.id.tier != palisade_model::DEFAULT_TIER
+                        && p.id.name == name)
+                });
+                before != cluster.policies.len()
+            }
+            "Pod" => {
+                let before = cluster.endpoints.len();
+                cluster
+                    .endpoints
+                    .retain(|e| !(Some(e.id.namespace.as_str()) == ns && e.id.name == name));
+                before != cluster.endpoints.len()
+            }
+            _ => {
+                let found = cluster.namespaces.remove(name).is_some();
+                cluster.endpoints.retain(|e| e.id.namespace != name);
+                cluster
+                    .policies
+                    .retain(|p| p.id.namespace.as_deref() != Some(name));
+                found
+            }
+        };
+        if !found {
+            bail!("--delete: {} is not in the datastore", d.describe());
+        }
+    }
+    Ok(())
+}
+
 /// Lays stored objects over a cluster (same key replaces); agent statuses are ignored.
 pub fn upsert_stored<'a>(
     cluster: &mut Cluster,
