@@ -55,6 +55,17 @@ impl SourceArgs {
         }
     }
 
+    /// For `matrix --what-if`: the datastore is the input (the -f files are the change).
+    pub fn live_choice(&self) -> Result<Choice<'_>, UsageError> {
+        match &self.datastore.datastore {
+            Some(_) => Ok(Choice::Datastore(&self.datastore)),
+            None => Err(UsageError(format!(
+                "--what-if compares a change with the datastore: pass --datastore URL or set \
+                 {DATASTORE_ENV} (to compare manifests: -f CURRENT --what-if-f NEW)"
+            ))),
+        }
+    }
+
     /// The cluster: from the manifests, or from the datastore.
     pub fn load(&self) -> Result<Cluster> {
         match self.choice()? {

@@ -44,6 +44,7 @@
 //! # Ok::<(), palisade_dataplane::DataplaneError>(())
 //! ```
 
+pub mod conntrack;
 pub mod error;
 pub mod exec;
 pub mod fake;

@@ -121,6 +121,28 @@ impl BitSet {
         })
     }
 
+    /// The indices in exactly one of the two sets (same length), ascending.
+    pub fn symmetric_difference<'a>(
+        &'a self,
+        other: &'a BitSet,
+    ) -> impl Iterator<Item = usize> + 'a {
+        self.words
+            .iter()
+            .zip(&other.words)
+            .enumerate()
+            .flat_map(|(wi, (&a, &b))| {
+                let mut w = a ^ b;
+                std::iter::from_fn(move || {
+                    if w == 0 {
+                        return None;
+                    }
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    Some(wi * 64 + bit)
+                })
+            })
+    }
+
     /// Bytes held by the words (for memory reports).
     pub fn heap_bytes(&self) -> usize {
         self.words.len() * 8

@@ -4,6 +4,7 @@
 //!  model::Cluster ──► verdict(cluster, &Flow) ──► Verdict { allowed, trace per side }  (explain)
 //!                 └─► matrix(cluster, probes) ──► Matrix (bitset set algebra)          (matrix)
 //!                     naive_matrix(...)        ──► the same, pair by pair (tests, bench)
+//!  what_if(now, then, probes) ──► WhatIf { changes: pairs whose verdict flips, with why }
 //!  synth::generate(SynthConfig) ──► a realistic synthetic Cluster (benchmarks of every stage)
 //! ```
 //!
@@ -25,6 +26,7 @@ mod index;
 mod matrix;
 pub mod synth;
 mod trace;
+mod whatif;
 
 pub use bitset::BitSet;
 pub use describe::{describe_rule, explain_text};
@@ -35,3 +37,4 @@ pub use matrix::{
 pub use trace::{
     verdict, DecisionTrace, FellThrough, RuleRef, SideTrace, TieTrace, TierTrace, Verdict,
 };
+pub use whatif::{what_if, Change, WhatIf};

@@ -15,6 +15,7 @@ use palisade_store::{
 use serde::Serialize;
 
 use super::datastore_args::{self as ds, DatastoreArgs};
+use super::whatif;
 use crate::input;
 
 #[derive(clap::Args)]
@@ -29,9 +30,14 @@ pub struct Args {
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Validate and compare with the datastore, but write nothing.
+    /// Validate and compare with the datastore, but write nothing; also says how many pod
+    /// pairs the change would newly deny and newly allow (what-if against the stored state).
     #[arg(long)]
     pub dry_run: bool,
+    /// Probes of the dry run's what-if, as PORT[/PROTO] or `icmp` (default: every port the
+    /// stored and applied policies name, TCP/80 and ICMP; at most 16).
+    #[arg(long = "probe", value_name = "PORT/PROTO", requires = "dry_run")]
+    pub probes: Vec<palisade_engine::Probe>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +64,9 @@ struct Report<'a> {
     /// The datastore revision of the write (absent when nothing was written).
     revision: Option<i64>,
     dry_run: bool,
+    /// With `--dry-run`: pairs the change would newly deny and allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    what_if: Option<whatif::JsonSummary>,
     objects: &'a [Outcome],
 }
 
@@ -78,6 +87,9 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     // 2. Compare with what is stored and plan one batch.
     let store = args.datastore.connect().await?;
     let plan = plan(store.as_ref(), &desired).await?;
+    let what_if = args
+        .dry_run
+        .then(|| dry_run_what_if(&args, &plan, &desired));
 
     // 3. Write it, all or nothing.
     let revision = if plan.ops.is_empty() || args.dry_run {
@@ -97,8 +109,27 @@ async fn run_async(args: Args) -> Result<ExitCode> {
             }
         })?)
     };
-    print(&args, revision, &plan.outcomes)?;
+    print(&args, revision, what_if, &plan.outcomes)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The what-if of a dry run: the stored state against the stored state with the applied
+/// objects laid over it.
+fn dry_run_what_if(
+    args: &Args,
+    plan: &Plan,
+    desired: &[Desired],
+) -> (palisade_engine::WhatIf, Vec<palisade_engine::Probe>) {
+    let mut now = palisade_model::Cluster::new();
+    whatif::upsert_stored(&mut now, &plan.current);
+    let mut then = now.clone();
+    whatif::upsert_stored(&mut then, desired.iter().filter_map(|d| d.object.as_ref()));
+    let probes = if args.probes.is_empty() {
+        whatif::default_probes(&now, &then)
+    } else {
+        args.probes.clone()
+    };
+    (palisade_engine::what_if(&now, &then, &probes), probes)
 }
 
 /// Prints every error and the "nothing written" summary; exit code 1.
@@ -122,6 +153,15 @@ struct Desired {
 fn field_errors(describe: &str, errors: Vec<FieldError>) -> anyhow::Error {
     let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
     anyhow::anyhow!("{describe}: {}", list.join("; "))
+}
+
+/// The objects `apply` would store for these documents (pods that are no workload endpoint
+/// left out), for what-if.
+pub fn stored_objects(documents: &[Document]) -> Result<Vec<StoredObject>> {
+    Ok(desired_objects(documents)?
+        .into_iter()
+        .filter_map(|d| d.object)
+        .collect())
 }
 
 fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
@@ -156,6 +196,8 @@ fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
 struct Plan {
     ops: Vec<Op>,
     outcomes: Vec<Outcome>,
+    /// What the datastore holds now (namespaces, endpoints, policies), for the dry run.
+    current: Vec<StoredObject>,
 }
 
 async fn list_raw(store: &dyn Datastore, prefix: &str) -> Result<HashMap<String, KeyValue>> {
@@ -261,20 +303,37 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
             note,
         });
     }
-    Ok(Plan { ops, outcomes })
+    let current = existing
+        .values()
+        .filter_map(|kv| StoredObject::decode(&kv.key, &kv.value).ok())
+        .collect();
+    Ok(Plan {
+        ops,
+        outcomes,
+        current,
+    })
 }
 
-fn print(args: &Args, revision: Option<i64>, outcomes: &[Outcome]) -> Result<()> {
+fn print(
+    args: &Args,
+    revision: Option<i64>,
+    what_if: Option<(palisade_engine::WhatIf, Vec<palisade_engine::Probe>)>,
+    outcomes: &[Outcome],
+) -> Result<()> {
     match args.output {
         Output::Json => {
             let report = Report {
                 revision,
                 dry_run: args.dry_run,
+                what_if: what_if.as_ref().map(|(w, p)| whatif::json_summary(w, p)),
                 objects: outcomes,
             };
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         Output::Text => {
+            if let Some((w, probes)) = &what_if {
+                println!("{} (dry run)", whatif::summary(w, probes));
+            }
             let suffix = if args.dry_run { " (dry run)" } else { "" };
             for o in outcomes {
                 match &o.note {

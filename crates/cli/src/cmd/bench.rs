@@ -33,6 +33,8 @@ Run a release build; the issue's target size:
   cargo run --release -p palisade-cli -- bench fanout --agents 1000 --pods 10000 --policies 2000
   cargo run --release -p palisade-cli -- bench fanout --agents 20 --pods 400 --changes 10 -o json")]
     Fanout(fanout::FanoutArgs),
+    /// What-if (`palisade matrix --what-if-f`): one changed policy against the live matrix.
+    Whatif(super::bench_whatif::Args),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.what {
         What::Matrix(a) => bench_matrix(a),
         What::Fanout(a) => fanout::run(a),
+        What::Whatif(a) => super::bench_whatif::run(a),
     }
 }
 

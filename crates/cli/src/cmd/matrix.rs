@@ -1,12 +1,14 @@
 //! `palisade matrix`: which pod can reach which, for a set of probes, computed by the engine
 //! from manifests or from what the datastore holds (no packets).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use palisade_engine::{BitSet, Matrix, Probe, ProbeMatrix};
 use palisade_model::EndpointId;
 use serde::Serialize;
 
+use super::whatif;
 use crate::source::SourceArgs;
 
 #[derive(clap::Args)]
@@ -19,7 +21,12 @@ Examples:
   palisade matrix -f examples/seed --probe 80/TCP
   palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json
   palisade matrix --datastore etcd://127.0.0.1:2379 -n default --probe 80
-  palisade matrix -f examples/seed --probe 80 --probe 53/udp -o html > reach.html")]
+  palisade matrix -f examples/seed --probe 80 --probe 53/udp -o html > reach.html
+
+What-if (only the pairs whose verdict would change, with the policy and rule that cause it):
+  palisade matrix --datastore etcd://127.0.0.1:2379 --what-if -f new-policy.yaml --probe 80
+  palisade matrix --datastore etcd://127.0.0.1:2379 --what-if --delete networkpolicy default/web-deny-all --probe 80
+  palisade matrix -f current/ --what-if-f new-policy.yaml --probe 80 -o json")]
 pub struct Args {
     #[command(flatten)]
     pub source: SourceArgs,
@@ -35,6 +42,20 @@ pub struct Args {
     /// (one self-contained page: a grid per probe, each cell's explain trace on click).
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// What-if against the datastore: the -f files are the change (new or replaced objects),
+    /// --delete names what it removes; prints only the pairs whose verdict would change.
+    #[arg(long = "what-if", conflicts_with = "what_if_files")]
+    pub what_if: bool,
+    /// What-if from files: manifests laid over the -f ones (same kind, namespace and name replaces,
+    /// others are added); prints only the pairs whose verdict would change
+    /// (`-o json`: `{"changes":[{"from","to","port","protocol","now","then","because"}]}`).
+    #[arg(long = "what-if-f", value_name = "PATH", num_args = 1..)]
+    pub what_if_files: Vec<PathBuf>,
+    /// What-if: an object the change deletes, as `palisade delete` names it
+    /// (`--delete networkpolicy NS/NAME`, `--delete pod NS/NAME`, `--delete namespace NAME`).
+    /// Repeat for several.
+    #[arg(long = "delete", value_names = ["KIND", "NAME"], num_args = 2, action = clap::ArgAction::Append)]
+    pub delete: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,6 +66,9 @@ pub enum Output {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.what_if || !args.what_if_files.is_empty() || !args.delete.is_empty() {
+        return run_what_if(&args);
+    }
     let cluster = args.source.load()?;
     for ns in &args.namespaces {
         if !cluster.endpoints.iter().any(|e| e.id.namespace == *ns) {
@@ -59,6 +83,71 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&to_json(&m))?),
         Output::Table => print!("{}", table(&m)),
         Output::Html => print!("{}", super::matrix_html::page(&cluster, &m)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What-if: `--datastore URL --what-if [-f CHANGES…] [--delete KIND NAME]…`, or
+/// `-f CURRENT… --what-if-f NEW… [--delete KIND NAME]…`: the pairs whose verdict flips.
+fn run_what_if(args: &Args) -> anyhow::Result<ExitCode> {
+    let deletions = whatif::deletions(&args.delete)?;
+    let (now, then) = if args.what_if {
+        let crate::source::Choice::Datastore(ds_args) = args.source.live_choice()? else {
+            unreachable!("live_choice gives the datastore")
+        };
+        let changes = if args.source.files.is_empty() {
+            Vec::new()
+        } else {
+            whatif::read_changes(&args.source.files)?.documents
+        };
+        let objects = super::apply::stored_objects(&changes)?;
+        let now = super::datastore_args::runtime()?.block_on(async {
+            let store = ds_args.connect().await?;
+            crate::source::load_live(store.as_ref()).await
+        })?;
+        let mut then = now.clone();
+        whatif::delete_from(&mut then, &deletions)?;
+        whatif::upsert_stored(&mut then, &objects);
+        (now, then)
+    } else {
+        let crate::source::Choice::Files(files) = args.source.choice()? else {
+            anyhow::bail!(crate::source::UsageError(
+                "--what-if-f compares manifests: give the current ones with -f, or use \
+                 --datastore URL --what-if -f CHANGES"
+                    .into()
+            ));
+        };
+        let (manifests, checked) = crate::input::check(files)?;
+        crate::input::warn_skipped(&manifests);
+        let now = checked.map_err(|errors| {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            anyhow::anyhow!(
+                "{} error(s) in the current manifests; nothing was used",
+                errors.len()
+            )
+        })?;
+        let changes = if args.what_if_files.is_empty() {
+            Vec::new()
+        } else {
+            whatif::read_changes(&args.what_if_files)?.documents
+        };
+        let documents = whatif::overlay(&manifests.documents, &changes, &deletions)?;
+        let then = whatif::cluster_of(&documents, "the manifests after the change")?;
+        (now, then)
+    };
+    let mut w = palisade_engine::what_if(&now, &then, &args.probes);
+    if !args.namespaces.is_empty() {
+        let shown = |id: &EndpointId| args.namespaces.contains(&id.namespace);
+        w.changes.retain(|c| shown(&c.from) && shown(&c.to));
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&whatif::to_json(&w))?),
+        Output::Table => print!("{}", whatif::table(&w, &args.probes)),
+        Output::Html => anyhow::bail!(crate::source::UsageError(
+            "what-if prints a list of changes: use -o table or -o json".into()
+        )),
     }
     Ok(ExitCode::SUCCESS)
 }

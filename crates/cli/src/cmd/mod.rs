@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apply;
 pub mod bench;
+pub mod bench_whatif;
 pub mod controller;
 pub mod counters;
 pub mod datastore_args;
@@ -16,3 +17,4 @@ pub mod matrix;
 pub mod matrix_html;
 pub mod render;
 pub mod validate;
+pub mod whatif;

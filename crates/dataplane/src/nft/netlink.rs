@@ -331,7 +331,7 @@ impl NetlinkElements {
     }
 }
 
-fn os_err(what: &str) -> DataplaneError {
+pub(crate) fn os_err(what: &str) -> DataplaneError {
     DataplaneError::Netlink(format!("{what}: {}", std::io::Error::last_os_error()))
 }
 
@@ -346,56 +346,65 @@ struct Conn {
 const SEND_BUFFER: libc::c_int = 16 << 20;
 
 impl Conn {
-    /// Opens the socket in `netns` (in a thread of our own: setns changes only the calling
-    /// thread, and the socket keeps the namespace it was made in).
     fn open(netns: Option<&str>) -> Result<Conn, DataplaneError> {
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<Conn, DataplaneError> {
-                if let Some(ns) = netns {
-                    crate::netns::enter(ns)?;
+        let fd = open_netfilter_socket(netns, SEND_BUFFER)?;
+        Ok(Conn { fd, seq: 1 })
+    }
+}
+
+/// Opens a `NETLINK_NETFILTER` socket in `netns` (in a thread of our own: setns changes only
+/// the calling thread, and the socket keeps the namespace it was made in), with a 2 s receive
+/// timeout and a send buffer of `send_buffer` bytes where the kernel allows it.
+pub(crate) fn open_netfilter_socket(
+    netns: Option<&str>,
+    send_buffer: libc::c_int,
+) -> Result<OwnedFd, DataplaneError> {
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<OwnedFd, DataplaneError> {
+            if let Some(ns) = netns {
+                crate::netns::enter(ns)?;
+            }
+            // SAFETY: plain socket syscalls on a descriptor we then own.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_NETLINK,
+                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                    NETLINK_NETFILTER,
+                );
+                if fd < 0 {
+                    return Err(os_err("netlink socket"));
                 }
-                // SAFETY: plain socket syscalls on a descriptor we then own.
-                unsafe {
-                    let fd = libc::socket(
-                        libc::AF_NETLINK,
-                        libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                        NETLINK_NETFILTER,
-                    );
-                    if fd < 0 {
-                        return Err(os_err("netlink socket"));
-                    }
-                    let fd = OwnedFd::from_raw_fd(fd);
-                    let tv = libc::timeval {
-                        tv_sec: 2,
-                        tv_usec: 0,
-                    };
-                    libc::setsockopt(
+                let fd = OwnedFd::from_raw_fd(fd);
+                let tv = libc::timeval {
+                    tv_sec: 2,
+                    tv_usec: 0,
+                };
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    &tv as *const _ as *const libc::c_void,
+                    std::mem::size_of::<libc::timeval>() as u32,
+                );
+                // Root may exceed the system's maximum; otherwise take what we get.
+                for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+                    let ok = libc::setsockopt(
                         fd.as_raw_fd(),
                         libc::SOL_SOCKET,
-                        libc::SO_RCVTIMEO,
-                        &tv as *const _ as *const libc::c_void,
-                        std::mem::size_of::<libc::timeval>() as u32,
+                        opt,
+                        &send_buffer as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as u32,
                     );
-                    // Root may exceed the system's maximum; otherwise take what we get.
-                    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-                        let ok = libc::setsockopt(
-                            fd.as_raw_fd(),
-                            libc::SOL_SOCKET,
-                            opt,
-                            &SEND_BUFFER as *const _ as *const libc::c_void,
-                            std::mem::size_of::<libc::c_int>() as u32,
-                        );
-                        if ok == 0 {
-                            break;
-                        }
+                    if ok == 0 {
+                        break;
                     }
-                    Ok(Conn { fd, seq: 1 })
                 }
-            })
-            .join()
-            .unwrap_or_else(|_| Err(DataplaneError::Netlink("netlink thread panicked".into())))
+                Ok(fd)
+            }
         })
-    }
+        .join()
+        .unwrap_or_else(|_| Err(DataplaneError::Netlink("netlink thread panicked".into())))
+    })
 }
 
 impl ElementWriter for NetlinkElements {
