@@ -298,6 +298,7 @@ impl<'a> Loop<'a> {
         // last apply failed or this is the first apply after (re)gaining sync.
         let p = self.agent.shared.progress();
         let force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
+        let log_drops = self.agent.config.render.drop_log_group.is_some();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
             let deltas = calc.apply_all(updates);
@@ -317,7 +318,7 @@ impl<'a> Loop<'a> {
             // ~1 ms at 110 pods: not for the batches that only change set members.
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
-            let drop_index = endpoints_changed.then(|| DropIndex::of(calc.state()));
+            let drop_index = (endpoints_changed && log_drops).then(|| DropIndex::of(calc.state()));
             Done::Apply {
                 calc,
                 result,

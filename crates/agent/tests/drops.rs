@@ -166,3 +166,35 @@ async fn logged_drops_are_attributed_served_and_followed() {
     let _ = stop_tx.send(());
     srv.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn drops_says_why_when_they_are_not_read() {
+    let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
+    let kernel = Arc::new(FakeKernel::new());
+    let mut cfg = config(DataplaneKind::Iptables);
+    cfg.render.drop_log_group = None;
+    let dp = Box::new(iptables_dataplane(
+        cfg.render.clone(),
+        kernel,
+        Arc::new(RecordingSleeper::new()),
+        RetryPolicy::none(),
+    ));
+    let agent = Agent::new(cfg, store, dp).unwrap();
+    let shared = agent.shared();
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let srv = tokio::spawn(server::serve(listener, shared.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let (code, body) = client::get(addr, "/drops", T).await.unwrap();
+    assert_eq!((code, body.as_str()), (200, ""), "nothing dropped yet");
+    shared
+        .drops
+        .set_reader_error(Some("drop logging is off (--no-drop-log)".into()));
+    let (code, body) = client::get(addr, "/drops", T).await.unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("drop logging is off"), "{body}");
+    let _ = stop_tx.send(());
+    srv.await.unwrap().unwrap();
+}

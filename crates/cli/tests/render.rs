@@ -127,7 +127,14 @@ fn nftables_output_is_one_script() {
     );
     assert!(text.contains("iifname vmap @pal-fw-map"));
     assert!(text.contains("ipv6_addr . inet_proto . inet_service"));
-    assert!(text.contains("log prefix \"pal ingress prod/web: no policy allowed it\" group 4"));
+    let web_drop = text
+        .lines()
+        .find(|l| l.contains("log prefix \"pal-drop ") && l.contains(" ingress prod/web\" group 4"))
+        .unwrap_or_else(|| panic!("no logged drop of prod/web's ingress in\n{text}"));
+    assert!(
+        web_drop.contains("limit rate 100/second burst 100 packets"),
+        "{web_drop}"
+    );
 }
 
 #[test]

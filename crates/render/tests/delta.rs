@@ -209,7 +209,8 @@ proptest! {
         c in any::<u64>(),
         prefixes in proptest::sample::select(&PREFIXES[..]),
     ) {
-        let cfg = RenderConfig::default();
+        // Drops logged, as the agent does by default.
+        let cfg = RenderConfig { drop_log_group: Some(2), ..RenderConfig::default() };
         // One interface prefix, or several: aliases are dispatched and edited too.
         let mut calc = Calculator::new(CalcConfig::with_prefixes(NODE, prefixes));
         let mut model = Model::of(&build(&DesiredState::default(), &cfg).unwrap());

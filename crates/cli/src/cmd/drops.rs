@@ -139,14 +139,19 @@ pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<E
         bail!("no agent answered (nodes: {})", failed.join(", "));
     }
     drops.sort_by(|a, b| a.time.cmp(&b.time));
-    match filter.output {
+    let text = match filter.output {
         Output::Json => {
+            let mut text = String::new();
             for d in &drops {
-                println!("{}", serde_json::to_string(d)?);
+                text.push_str(&serde_json::to_string(d)?);
+                text.push('\n');
             }
+            text
         }
-        Output::Table => print!("{}", table(&drops, true)),
-    }
+        Output::Table => table(&drops, true),
+    };
+    // A reader that went away (`| head`) is not an error.
+    emit(&text);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -156,22 +161,20 @@ async fn follow(
     timeout: Duration,
 ) -> Result<ExitCode> {
     if filter.output == Output::Table {
-        print!("{}", table(&[], true));
+        emit(&follow_header());
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (node, addr) in agents {
         let filter = filter.clone();
         tasks.spawn(async move {
             palisade_agent::client::get_lines(addr, "/drops?follow", timeout, |line| {
-                if let Ok(d) = serde_json::from_str::<DropRecord>(line) {
-                    if keep(&d, &filter) {
-                        match filter.output {
-                            Output::Json => println!("{line}"),
-                            Output::Table => print!("{}", table(&[d], false)),
-                        }
-                    }
+                match serde_json::from_str::<DropRecord>(line) {
+                    Ok(d) if keep(&d, &filter) => emit(&match filter.output {
+                        Output::Json => format!("{line}\n"),
+                        Output::Table => table(&[d], false),
+                    }),
+                    _ => true,
                 }
-                true
             })
             .await
             .with_context(|| format!("cannot follow the drops of node {node}"))
@@ -188,6 +191,16 @@ async fn follow(
     }
 }
 
+/// Writes `text` to stdout at once (lines of several followed agents do not interleave);
+/// `false` when stdout is closed.
+fn emit(text: &str) -> bool {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
 /// Whether `d` passes the namespace filter (from or to a pod of it).
 fn keep(d: &DropRecord, filter: &Filter) -> bool {
     let Some(ns) = &filter.namespace else {
@@ -197,44 +210,66 @@ fn keep(d: &DropRecord, filter: &Filter) -> bool {
     in_ns(&d.from) || in_ns(&d.to)
 }
 
-/// Rows (fixed widths when following, so lines printed one by one still line up).
+const HEADER: [&str; 10] = [
+    "TIME",
+    "NODE",
+    "FROM",
+    "TO",
+    "PROTOCOL",
+    "PORT",
+    "DIRECTION",
+    "TIER",
+    "POLICY",
+    "RULE",
+];
+/// Column widths of `--follow` tables (rows are printed one by one as they come, so they
+/// cannot be measured first); longer values push the rest of their row right.
+const FOLLOW_WIDTHS: [usize; 10] = [24, 8, 24, 24, 8, 5, 9, 8, 28, 4];
+
+fn cells(d: &DropRecord) -> [String; 10] {
+    [
+        d.time.clone(),
+        d.node.clone(),
+        d.from.clone(),
+        d.to.clone(),
+        d.protocol.clone(),
+        d.port.map_or("-".into(), |p| p.to_string()),
+        d.direction.clone(),
+        d.tier.clone(),
+        d.policy.to_string(),
+        d.rule.map_or("-".into(), |r| r.to_string()),
+    ]
+}
+
+/// A table of `drops`: measured (with its header) when `header`, else rows of the fixed
+/// `--follow` widths (whose header is `table(&[], true)` with `follow`).
 fn table(drops: &[DropRecord], header: bool) -> String {
-    let mut rows = Vec::new();
     if header {
-        rows.push(
-            [
-                "TIME",
-                "NODE",
-                "FROM",
-                "TO",
-                "PROTOCOL",
-                "PORT",
-                "DIRECTION",
-                "TIER",
-                "POLICY",
-                "RULE",
-            ]
-            .map(String::from),
-        );
+        let mut rows = vec![HEADER.map(String::from)];
+        rows.extend(drops.iter().map(cells));
+        return render_table(&rows);
     }
-    for d in drops {
-        rows.push([
-            d.time.clone(),
-            d.node.clone(),
-            d.from.clone(),
-            d.to.clone(),
-            d.protocol.clone(),
-            d.port.map_or("-".into(), |p| p.to_string()),
-            d.direction.clone(),
-            d.tier.clone(),
-            d.policy.to_string(),
-            d.rule.map_or("-".into(), |r| r.to_string()),
-        ]);
+    drops.iter().map(|d| fixed(&cells(d))).collect()
+}
+
+/// One row in the `--follow` widths, three spaces apart.
+fn fixed(cells: &[String; 10]) -> String {
+    let mut line = String::new();
+    for (i, (c, w)) in cells.iter().zip(FOLLOW_WIDTHS).enumerate() {
+        if i + 1 == cells.len() {
+            line.push_str(c);
+        } else {
+            line.push_str(&format!("{c:<w$}   "));
+        }
     }
-    if rows.is_empty() {
-        return String::new();
-    }
-    render_table(&rows)
+    line.truncate(line.trim_end().len());
+    line.push('\n');
+    line
+}
+
+/// The header of a `--follow` table.
+fn follow_header() -> String {
+    fixed(&HEADER.map(String::from))
 }
 
 #[cfg(test)]
@@ -271,6 +306,15 @@ mod tests {
         assert!(keep(&d("10.0.0.1", "bob/x"), &f));
         assert!(!keep(&d("bobby/client", "default/app-web"), &f));
         assert!(!keep(&d("10.0.0.1", "default/app-web"), &f));
+    }
+
+    #[test]
+    fn follow_rows_line_up_with_their_header() {
+        let head = follow_header();
+        let row = table(&[d("bob/client", "default/app-web")], false);
+        let col = |s: &str, name: &str| s.find(name).unwrap();
+        assert_eq!(col(&head, "POLICY"), col(&row, "default/web-deny-all"));
+        assert_eq!(col(&head, "TO"), col(&row, "default/app-web"));
     }
 
     #[test]
