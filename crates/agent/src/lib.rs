@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod batch;
+pub mod bindings;
 pub mod client;
 pub mod config;
 pub mod direct;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod server;
 pub mod shared;
 pub mod status;
+pub mod sysctl;
 pub mod translate;
 
 pub use agent::{Agent, AgentError};

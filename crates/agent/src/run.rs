@@ -52,8 +52,9 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     config.validate()?;
-    let dataplane = build_dataplane(&config, kernel_runner(&config));
-    let mut agent = Agent::new(config.clone(), store, dataplane)?;
+    let runner = kernel_runner(&config);
+    let dataplane = build_dataplane(&config, Arc::clone(&runner));
+    let mut agent = Agent::new(config.clone(), store, dataplane)?.with_kernel(runner);
     // Logged drops: read in process, inside the node's namespace. Enforcement does not
     // depend on it, so a group that cannot be bound is reported, not fatal.
     if config.render.drop_log_group.is_none() {

@@ -54,6 +54,7 @@ pub fn create_line(set: &SetRef) -> String {
     let ty = match set.kind {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
+        SetKind::NetIface => "hash:net,iface",
     };
     let fam = match set.family {
         Family::V4 => "inet",
@@ -88,6 +89,12 @@ pub fn push_member_line(out: &mut String, verb: &str, set: &str, entry: &SetEntr
                 proto_name(*proto)
             )
         }
+        // On a bridge the port decides (`physdev:`, matched against the bridge port the
+        // packet came in through); the bridge itself is what the routing layer sees.
+        SetEntry::NetIface { ip, iface, port } => match port {
+            Some(p) => writeln!(out, "{verb} {set} {ip},physdev:{p} -exist"),
+            None => writeln!(out, "{verb} {set} {ip},{iface} -exist"),
+        },
     };
 }
 
@@ -189,6 +196,8 @@ fn matches_text(rule: &Rule) -> String {
             Match::Set { set, dir } => {
                 let flags = match (set.kind, dir) {
                     (SetKind::NetPort, _) => "dst,dst",
+                    (SetKind::NetIface, Dir::Src) => "src,src",
+                    (SetKind::NetIface, Dir::Dst) => "dst,dst",
                     (SetKind::Net, Dir::Src) => "src",
                     (SetKind::Net, Dir::Dst) => "dst",
                 };

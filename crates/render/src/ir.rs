@@ -112,6 +112,10 @@ pub enum SetKind {
     /// Destination address, protocol and destination port (ipset `hash:ip,port`, nft
     /// concatenation `ipv4_addr . inet_proto . inet_service`).
     NetPort,
+    /// Source address and the interface the packet came in on (ipset `hash:net,iface` with
+    /// `src,src`, where a `physdev:` entry matches the bridge port; nft concatenation
+    /// `ipv4_addr . ifname`, where the bridge itself stands for its ports).
+    NetIface,
 }
 
 /// A reference to a set from a rule.
@@ -132,6 +136,13 @@ pub enum SetEntry {
         ip: IpAddr,
         proto: Proto,
         port: u16,
+    },
+    /// `ip` entering on `iface` (checked by [`crate::names::iface_ok`]); with `port`, on a
+    /// bridge `iface` through its port `port`.
+    NetIface {
+        ip: IpAddr,
+        iface: String,
+        port: Option<String>,
     },
 }
 
