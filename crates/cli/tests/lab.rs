@@ -1238,16 +1238,28 @@ fn a_spoofed_source_address_gets_nothing_through() {
                 "dev",
                 "eth0",
             ]);
-            let script = format!(
-                "import socket\n\
-                 t = socket.socket(); t.settimeout(1); t.bind(('{good_ip}', 0))\n\
-                 try: t.connect(('{web_ip}', 80))\nexcept OSError: pass\n\
-                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('{good_ip}', 0))\n\
-                 for _ in range(3): u.sendto(b'spoofed', ('{web_ip}', 80))\n"
-            );
+            // TCP (curl binds good's address) and UDP (netcat, three datagrams) from it.
             let seen = captured(&web_ns, &filter, || {
+                let _ = run(&[
+                    "lab",
+                    "--name",
+                    &name,
+                    "exec",
+                    "s/bad",
+                    "--",
+                    "curl",
+                    "-s",
+                    "-m",
+                    "1",
+                    "--interface",
+                    &good_ip,
+                    &format!("http://{web_ip}/"),
+                ]);
+                let udp = format!(
+                    "for i in 1 2 3; do echo spoofed | nc -u -w 0 -s {good_ip} {web_ip} 80; done"
+                );
                 ok(&[
-                    "lab", "--name", &name, "exec", "s/bad", "--", "python3", "-c", &script,
+                    "lab", "--name", &name, "exec", "s/bad", "--", "sh", "-c", &udp,
                 ]);
             });
             assert_eq!(seen, 0, "{what}: spoofed packets reached web");
