@@ -966,8 +966,8 @@ fn host_snapshot() -> (BTreeSet<String>, String, String) {
     )
 }
 
-/// `lab down` of a dual-stack lab under each real CNI, with a pod added and one deleted
-/// while it ran: no namespace, interface, route, CNI state (records, host-local leases) or
+/// `lab down` of a lab under each real CNI (dual-stack under bridge, IPv6 only under ptp),
+/// with a pod added and one deleted while it ran: no namespace, interface, route, CNI state (records, host-local leases) or
 /// process is left, and nothing was written under /var/lib/cni.
 #[test]
 fn lab_down_leaves_nothing_behind() {
@@ -979,7 +979,7 @@ fn lab_down_leaves_nothing_behind() {
     let dir = tempfile::tempdir().expect("tempdir");
     let extra = dir.path().join("extra.yaml");
     std::fs::write(&extra, pod_yaml("fresh", "extra", "n2", 8080)).expect("write");
-    for cni in ["bridge", "ptp"] {
+    for (cni, family) in [("bridge", "dual"), ("ptp", "ipv6")] {
         let before = host_snapshot();
         let var_lib_cni = std::fs::read_dir("/var/lib/cni/networks")
             .map(|d| d.count())
@@ -996,15 +996,28 @@ fn lab_down_leaves_nothing_behind() {
             "--cni",
             cni,
             "--ip-family",
-            "dual",
+            family,
             "-o",
             "json",
         ]);
+        assert_eq!(status["ip_family"], family);
         let pods = status["pods"].as_array().expect("pods");
+        let families = |p: &Value| -> Vec<bool> {
+            p["ips"]
+                .as_array()
+                .expect("ips")
+                .iter()
+                .map(|ip| ip.as_str().expect("ip").contains(':'))
+                .collect()
+        };
+        let want = if family == "dual" {
+            vec![false, true]
+        } else {
+            vec![true]
+        };
         assert!(
-            pods.iter()
-                .all(|p| p["ips"].as_array().map(Vec::len) == Some(2)),
-            "dual-stack pods from host-local: {pods:?}"
+            pods.iter().all(|p| families(p) == want),
+            "{family} pods from host-local: {pods:?}"
         );
         ok(&[
             "lab",
