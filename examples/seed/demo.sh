@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The seed scenario on a real two-node lab (network namespaces, one agent per node, nftables,
-# etcd as the datastore):
+# The seed scenario on a real two-node lab (network namespaces, pods wired by the reference
+# CNI bridge plugin from /usr/lib/cni, one agent per node finding pods by their addresses,
+# nftables, etcd as the datastore):
 #   1. lab up with the seed's namespaces, pods and two policies (web-deny-all held back);
 #   2. app-web's labels; curl app-web:80 and ping it from other pods: both work;
 #   3. apply web-deny-all: curl and ping now fail, and the node's counters show the drops,
@@ -9,7 +10,7 @@
 #      default/web-deny-all;
 #   4. delete the policy: traffic flows again;
 #   5. lab down (also on error or Ctrl-C).
-# Needs root, etcd, curl and ping. PALISADE=/path/to/palisade overrides the binary (default:
+# Needs root, etcd, curl, ping and the reference CNI plugins (scripts/setup installs them). PALISADE=/path/to/palisade overrides the binary (default:
 # the newest of target/release/palisade and target/debug/palisade, else palisade on PATH).
 set -euo pipefail
 
@@ -58,8 +59,8 @@ curl -sf "http://127.0.0.1:$client/health" >/dev/null || { echo "demo: etcd did 
 ds="etcd://127.0.0.1:$client"
 echo "etcd at $ds"
 
-say "lab up: 2 nodes, nftables, every seed object but web-deny-all"
-lab up --nodes 2 --dataplane nftables --datastore "$ds" \
+say "lab up: 2 nodes, bridge CNI, nftables, every seed object but web-deny-all"
+lab up --nodes 2 --cni bridge --endpoint-match address --dataplane nftables --datastore "$ds" \
   -f "$here/namespaces.yaml" "$here/pods.yaml" "$here/backend-allow-frontend.yaml" "$here/frontend-allow-bob.yaml"
 
 read -r web_node web_ip < <("$PALISADE" lab --name "$lab" status | awk '$1 == "default/app-web" { print $2, $3 }')

@@ -662,7 +662,7 @@ fn drops_are_counted_and_attributed() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("cnt");
     let _guard = LabGuard(name.clone());
-    let status = seed_lab_up(&name, "palisade");
+    let status = seed_lab_up(&name, "bridge");
     let web = status["pods"]
         .as_array()
         .expect("pods")
@@ -769,7 +769,7 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let name = lab_name("addpod");
     let _guard = LabGuard(name.clone());
-    let status = seed_lab_up(&name, "palisade");
+    let status = seed_lab_up(&name, "bridge");
     let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
     let dir = tempfile::tempdir().expect("tempdir");
     let write = |file: &str, text: &str| {
@@ -895,4 +895,387 @@ fn pods_applied_to_a_live_lab_are_created_and_enforced() {
 
     ok(&["lab", "--name", &name, "down"]);
     assert!(ours().is_empty(), "left behind: {:?}", ours());
+}
+
+/// A pod manifest in namespace `ns` on node `node` (no address: IPAM gives it).
+fn pod_yaml(ns: &str, name: &str, node: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}\n\
+         spec: {{nodeName: {node}, containers: [{{name: c, image: x, ports: [{{containerPort: {port}}}]}}]}}\n---\n"
+    )
+}
+
+/// A plugin that fails (a pod whose manifest address no route can use): `lab up` fails with
+/// the pod, the plugin and the plugin's own message, and leaves nothing behind.
+#[test]
+fn a_cni_plugin_failure_names_pod_plugin_and_message_and_leaves_nothing() {
+    if skip_unless_root("a_cni_plugin_failure_names_pod_plugin_and_message_and_leaves_nothing") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}apiVersion: v1\nkind: Pod\nmetadata: {{name: bad, namespace: v}}\n\
+             spec: {{containers: [{{name: c}}]}}\nstatus: {{podIP: 224.0.0.5}}\n",
+            pod_yaml("v", "fine", "n1", 80)
+        ),
+    )
+    .expect("write");
+    for cni in ["bridge", "ptp"] {
+        let name = lab_name(&format!("fail{cni}"));
+        let _guard = LabGuard(name.clone());
+        let out = run(&[
+            "lab",
+            "--name",
+            &name,
+            "up",
+            "--no-agents",
+            "--cni",
+            cni,
+            "-f",
+            &file.display().to_string(),
+        ]);
+        assert!(!out.status.success(), "up must fail under {cni}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for part in [
+            "pod v/bad",
+            &format!("CNI plugin {cni} failed"),
+            "network is unreachable",
+        ] {
+            assert!(err.contains(part), "{cni}: {part:?} not in {err}");
+        }
+        let id = palisade_lab::LabNames::new(&name).expect("name").id;
+        let left: Vec<String> = netns_list()
+            .into_iter()
+            .filter(|n| n.contains(&id))
+            .collect();
+        assert!(left.is_empty(), "{cni}: namespaces left: {left:?}");
+        assert!(!Path::new(&format!("/run/palisade/lab/{name}")).exists());
+    }
+}
+
+/// Host interfaces and routes of both families, for before/after comparisons.
+fn host_snapshot() -> (BTreeSet<String>, String, String) {
+    (
+        host_links(),
+        host(&["-4", "route", "show", "table", "all"]),
+        host(&["-6", "route", "show", "table", "all"]),
+    )
+}
+
+/// `lab down` of a lab under each real CNI (dual-stack under bridge, IPv6 only under ptp),
+/// with a pod added and one deleted while it ran: no namespace, interface, route, CNI state (records, host-local leases) or
+/// process is left, and nothing was written under /var/lib/cni.
+#[test]
+fn lab_down_leaves_nothing_behind() {
+    if skip_unless_root("lab_down_leaves_nothing_behind") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let extra = dir.path().join("extra.yaml");
+    std::fs::write(&extra, pod_yaml("fresh", "extra", "n2", 8080)).expect("write");
+    for (cni, family) in [("bridge", "dual"), ("ptp", "ipv6")] {
+        let before = host_snapshot();
+        let var_lib_cni = std::fs::read_dir("/var/lib/cni/networks")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let name = lab_name(&format!("down{cni}"));
+        let _guard = LabGuard(name.clone());
+        let status = json(&[
+            "lab",
+            "--name",
+            &name,
+            "up",
+            "-f",
+            &seed.display().to_string(),
+            "--cni",
+            cni,
+            "--ip-family",
+            family,
+            "-o",
+            "json",
+        ]);
+        assert_eq!(status["ip_family"], family);
+        let pods = status["pods"].as_array().expect("pods");
+        let families = |p: &Value| -> Vec<bool> {
+            p["ips"]
+                .as_array()
+                .expect("ips")
+                .iter()
+                .map(|ip| ip.as_str().expect("ip").contains(':'))
+                .collect()
+        };
+        let want = if family == "dual" {
+            vec![false, true]
+        } else {
+            vec![true]
+        };
+        assert!(
+            pods.iter().all(|p| families(p) == want),
+            "{family} pods from host-local: {pods:?}"
+        );
+        ok(&[
+            "lab",
+            "--name",
+            &name,
+            "apply",
+            "-f",
+            &extra.display().to_string(),
+        ]);
+        ok(&["lab", "--name", &name, "delete", "pod", "bob/client"]);
+        let (matched, report) = probe_json(&name, "8080/TCP");
+        assert!(matched, "{cni}: mismatches: {}", report["mismatches"]);
+        let state = format!("/run/palisade/lab/{name}/cni");
+        assert!(Path::new(&state).join("ipam").exists(), "{state}");
+
+        let down = json(&["lab", "--name", &name, "down", "-o", "json"]);
+        assert!(down.get("cni_errors").is_none(), "{down}");
+        let prefix = format!("pal-{}-", status["id"].as_str().expect("id"));
+        let left: Vec<String> = netns_list()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "{cni}: namespaces left: {left:?}");
+        assert!(!Path::new(&format!("/run/palisade/lab/{name}")).exists());
+        assert_eq!(
+            host_snapshot(),
+            before,
+            "{cni}: host interfaces or routes changed"
+        );
+        let now = std::fs::read_dir("/var/lib/cni/networks")
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(now, var_lib_cni, "something was written under /var/lib/cni");
+        let ps = Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .expect("ps");
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert!(
+            !ps.lines()
+                .any(|l| l.contains(&name) || l.contains("/usr/lib/cni/")),
+            "{cni}: processes left:\n{ps}"
+        );
+    }
+}
+
+/// `examples/dual-stack-lab`: web admits port 80 from an IPv4 block only. Over IPv4 the
+/// dual-stack clients reach it; over IPv6 no pod does (the IPv6-only pod included), under a
+/// real CNI with address matching and under the lab's wiring with interface matching.
+#[test]
+fn an_ipv4_block_never_admits_ipv6() {
+    if skip_unless_root("an_ipv4_block_never_admits_ipv6") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dual-stack-lab");
+    for cni in ["bridge", "palisade"] {
+        let name = lab_name(&format!("ds{cni}"));
+        let _guard = LabGuard(name.clone());
+        ok(&[
+            "lab",
+            "--name",
+            &name,
+            "up",
+            "--cni",
+            cni,
+            "-f",
+            &example.display().to_string(),
+        ]);
+        let reach = |family: &str| -> (Vec<String>, Vec<bool>) {
+            let out = run(&[
+                "lab", "--name", &name, "probe", "--probe", "80/TCP", "--family", family, "-o",
+                "json",
+            ]);
+            let report: Value = serde_json::from_slice(&out.stdout).expect("probe json");
+            assert!(
+                out.status.success(),
+                "{cni} {family}: mismatches {}",
+                report["mismatches"]
+            );
+            let pods: Vec<String> = report["pods"]
+                .as_array()
+                .expect("pods")
+                .iter()
+                .map(|p| p.as_str().expect("pod").to_string())
+                .collect();
+            let web = pods.iter().position(|p| p == "dual/web").expect("web");
+            let column = report["probes"][0]["allowed"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(|row| row[web] == true)
+                .collect();
+            (pods, column)
+        };
+        let (pods, to_web) = reach("ipv4");
+        assert!(!pods.contains(&"dual/six".to_string()), "{pods:?}");
+        for (p, reached) in pods.iter().zip(&to_web) {
+            assert!(*reached, "{cni}: {p} -> web over IPv4 must be admitted");
+        }
+        let (pods, to_web) = reach("ipv6");
+        assert!(pods.contains(&"dual/six".to_string()), "{pods:?}");
+        for (p, reached) in pods.iter().zip(&to_web) {
+            assert_eq!(
+                *reached,
+                p == "dual/web",
+                "{cni}: {p} -> web over IPv6 (only web itself)"
+            );
+        }
+    }
+}
+
+/// Runs `act` while tcpdump captures inside network namespace `netns` (on `eth0`, packets
+/// matching `filter`); the number of packets captured.
+fn captured(netns: &str, filter: &str, act: impl FnOnce()) -> usize {
+    use std::io::{BufRead, BufReader};
+    let mut dump = Command::new("ip")
+        .args(["netns", "exec", netns, "tcpdump", "-i", "eth0", "-n", "-l"])
+        .args(["--immediate-mode", filter])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    let mut err = BufReader::new(dump.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while err.read_line(&mut line).expect("tcpdump stderr") > 0 && !line.contains("listening") {
+        line.clear();
+    }
+    assert!(line.contains("listening"), "tcpdump did not start: {line}");
+    act();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill(2) of our own child.
+    unsafe {
+        libc::kill(dump.id() as i32, libc::SIGTERM);
+    }
+    let out = dump.wait_with_output().expect("tcpdump output");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A pod that takes another pod's address gets nothing through: `s/web` admits only
+/// `s/good`; `s/bad`, on the same node (and, under `bridge`, the same bridge), adds good's
+/// address to its `eth0` and sends TCP and UDP from it to web. Captured inside web's
+/// namespace: not one packet. Both dataplanes, both real CNIs, address matching.
+#[test]
+fn a_spoofed_source_address_gets_nothing_through() {
+    if skip_unless_root("a_spoofed_source_address_gets_nothing_through") {
+        return;
+    }
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spoof.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "{}{}{}apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+             metadata: {{name: web-from-good, namespace: s}}\n\
+             spec: {{podSelector: {{matchLabels: {{app: web}}}}, ingress: [{{from: [{{podSelector: {{matchLabels: {{app: good}}}}}}]}}]}}\n",
+            pod_yaml("s", "web", "n1", 80),
+            pod_yaml("s", "good", "n1", 80),
+            pod_yaml("s", "bad", "n1", 80),
+        ),
+    )
+    .expect("write");
+    for dataplane in ["nftables", "iptables"] {
+        for cni in ["bridge", "ptp"] {
+            let name = lab_name(&format!("spoof{}{cni}", &dataplane[..3]));
+            let _guard = LabGuard(name.clone());
+            let status = json(&[
+                "lab",
+                "--name",
+                &name,
+                "up",
+                "--dataplane",
+                dataplane,
+                "--cni",
+                cni,
+                "-f",
+                &file.display().to_string(),
+                "-o",
+                "json",
+            ]);
+            let pod = |n: &str| -> Value {
+                status["pods"]
+                    .as_array()
+                    .expect("pods")
+                    .iter()
+                    .find(|p| p["pod"] == format!("s/{n}"))
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no s/{n}: {status}"))
+            };
+            let (web, good) = (pod("web"), pod("good"));
+            let web_ip = web["ip"].as_str().expect("ip").to_string();
+            let good_ip = good["ip"].as_str().expect("ip").to_string();
+            let web_ns = web["netns"].as_str().expect("netns").to_string();
+            let filter = format!("src host {good_ip} and dst host {web_ip} and port 80");
+            let what = format!("{dataplane}, cni {cni}");
+
+            // The capture sees good's own traffic to web.
+            let seen = captured(&web_ns, &filter, || {
+                ok(&[
+                    "lab",
+                    "--name",
+                    &name,
+                    "exec",
+                    "s/good",
+                    "--",
+                    "curl",
+                    "-s",
+                    "-m",
+                    "2",
+                    &format!("http://{web_ip}/"),
+                ]);
+            });
+            assert!(
+                seen > 0,
+                "{what}: the capture saw nothing of good's request"
+            );
+
+            // bad takes good's address and sends from it.
+            ok(&[
+                "lab",
+                "--name",
+                &name,
+                "exec",
+                "s/bad",
+                "--",
+                "ip",
+                "addr",
+                "add",
+                &format!("{good_ip}/32"),
+                "dev",
+                "eth0",
+            ]);
+            // TCP (curl binds good's address) and UDP (netcat, three datagrams) from it.
+            let seen = captured(&web_ns, &filter, || {
+                let _ = run(&[
+                    "lab",
+                    "--name",
+                    &name,
+                    "exec",
+                    "s/bad",
+                    "--",
+                    "curl",
+                    "-s",
+                    "-m",
+                    "1",
+                    "--interface",
+                    &good_ip,
+                    &format!("http://{web_ip}/"),
+                ]);
+                let udp = format!(
+                    "for i in 1 2 3; do echo spoofed | nc -u -w 0 -s {good_ip} {web_ip} 80; done"
+                );
+                ok(&[
+                    "lab", "--name", &name, "exec", "s/bad", "--", "sh", "-c", &udp,
+                ]);
+            });
+            assert_eq!(seen, 0, "{what}: spoofed packets reached web");
+        }
+    }
 }

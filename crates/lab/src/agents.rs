@@ -43,7 +43,8 @@ pub(crate) enum AgentHandle {
     Process(Child),
 }
 
-/// `palisade agent --node N --datastore URL --dataplane X --netns NS`, logging to a file.
+/// `palisade agent --node N --datastore URL --dataplane X --netns NS --endpoint-match M`,
+/// logging to a file.
 pub(crate) fn spawn_agent(spec: &AgentSpec, url: &str) -> Result<Child> {
     let exe = std::env::current_exe().map_err(|e| LabError::io("cannot find own binary", e))?;
     let log = std::fs::File::create(&spec.log_file)
@@ -62,6 +63,8 @@ pub(crate) fn spawn_agent(spec: &AgentSpec, url: &str) -> Result<Child> {
             &spec.dataplane,
             "--netns",
             &spec.netns,
+            "--endpoint-match",
+            spec.endpoint_match.as_str(),
             "--metrics-addr",
             "127.0.0.1:0",
         ])

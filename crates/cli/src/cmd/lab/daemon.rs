@@ -46,6 +46,11 @@ impl AgentLauncher for Launcher {
             .parse::<DataplaneKind>()
             .map_err(|e| e.to_string())?;
         config.netns = Some(spec.netns.clone());
+        config.render.endpoint_match = spec
+            .endpoint_match
+            .as_str()
+            .parse()
+            .map_err(|e: palisade_render::RenderError| e.to_string())?;
         config.metrics_addr = "127.0.0.1:0".parse().ok();
         config.validate().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
