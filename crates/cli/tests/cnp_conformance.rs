@@ -119,6 +119,12 @@ conformance_cases! {
     cnp_baseline_tier_ingress_sctp
     cnp_baseline_tier_ingress_tcp
     cnp_baseline_tier_ingress_udp
+    palisade_egress_accept_leaves_ingress
+    palisade_host_network_pods
+    palisade_named_ports
+    palisade_networkpolicy_implicit_deny_is_final
+    palisade_pass_admin_then_baseline
+    palisade_port_ranges
 }
 
 /// A case file without a test would silently never run: keep both lists equal.
