@@ -289,3 +289,37 @@ fn matrix_keeps_its_json_shape_and_lists_host_networked_pods() {
     // kube-system does not apply to it, and tenant-b's api NetworkPolicy does not admit it.
     assert!(!cell(0, 1, 5));
 }
+
+/// Every `console` block of `examples/cluster-policies/README.md` is the real output of its
+/// command (run from the repository root), so the README cannot drift from the binary.
+#[test]
+fn the_example_readme_shows_real_output() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(example().join("README.md")).expect("README");
+    let mut blocks = 0;
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        if line != "```console" {
+            continue;
+        }
+        let command = lines.next().expect("a command line");
+        let args: Vec<&str> = command
+            .strip_prefix("$ palisade ")
+            .unwrap_or_else(|| panic!("{command:?} is not a palisade command"))
+            .split_whitespace()
+            .collect();
+        let expected: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_palisade"))
+            .args(&args)
+            .current_dir(&root)
+            .output()
+            .expect("run palisade");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim_end(),
+            expected.join("\n"),
+            "{command}"
+        );
+        blocks += 1;
+    }
+    assert!(blocks >= 8, "only {blocks} console blocks");
+}
