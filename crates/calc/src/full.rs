@@ -11,11 +11,13 @@ use crate::config::CalcConfig;
 use crate::setdef::SetDef;
 use crate::state::{DesiredState, IpSet, LocalEndpoint, Update};
 
-/// Computes everything `config.node` must enforce for `cluster`.
+/// Computes everything `config.node` must enforce for `cluster`. Host-networked pods are no
+/// workload endpoints: they are neither enforced on nor members of selector sets.
 pub fn compute_full(config: &CalcConfig, cluster: &Cluster) -> DesiredState {
     let local: Vec<_> = cluster
         .endpoints
         .iter()
+        .filter(|e| !cluster.is_host_network(&e.id))
         .filter(|e| e.node.as_deref() == Some(config.node.as_str()))
         .collect();
     // Each endpoint's namespace labels, looked up once.
@@ -77,6 +79,7 @@ fn full_set(def: &SetDef, cluster: &Cluster, ns_labels: &BTreeMap<&str, Labels>)
     let members = cluster
         .endpoints
         .iter()
+        .filter(|e| !cluster.is_host_network(&e.id))
         .filter(|e| def.matches(e, ns_labels.get(e.id.namespace.as_str()).unwrap_or(&empty)))
         .flat_map(|e| def.members(e))
         .collect();
@@ -88,7 +91,7 @@ fn full_set(def: &SetDef, cluster: &Cluster, ns_labels: &BTreeMap<&str, Labels>)
     }
 }
 
-/// The whole cluster as a batch of updates (tiers, namespaces, endpoints, policies), for a
+/// The whole cluster as a batch of updates (tiers, namespaces, workload endpoints, policies), for a
 /// fresh [`crate::Calculator`]: `calc.apply_all(cluster_updates(&cluster))` reaches
 /// `compute_full(&config, &cluster)`.
 pub fn cluster_updates(cluster: &Cluster) -> Vec<Update> {
@@ -101,6 +104,7 @@ pub fn cluster_updates(cluster: &Cluster) -> Vec<Update> {
     let endpoints = cluster
         .endpoints
         .iter()
+        .filter(|e| !cluster.is_host_network(&e.id))
         .cloned()
         .map(Update::EndpointUpsert);
     let policies = cluster.policies.iter().cloned().map(Update::PolicyUpsert);

@@ -11,22 +11,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::process::Command;
 
-use common::conformance::{case_slugs, Case, Expectation, Grid, Objects};
-use serde::Deserialize;
-
-/// `palisade matrix -o json`.
-#[derive(Debug, Deserialize)]
-struct MatrixOutput {
-    pods: Vec<String>,
-    probes: Vec<ProbeOutput>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ProbeOutput {
-    port: u16,
-    protocol: String,
-    allowed: Vec<Vec<bool>>,
-}
+use common::conformance::{case_slugs, run_matrix, Case, Expectation, Grid, MatrixOutput, Objects};
 
 /// Replays one case; `Err` is the failure report.
 fn replay(slug: &str) -> Result<(), String> {
@@ -39,7 +24,7 @@ fn replay(slug: &str) -> Result<(), String> {
             Some(d) => format!("step {} ({d})", i + 1),
             None => format!("step {}", i + 1),
         };
-        let output = match run_matrix(objects, &step.expect) {
+        let output = match run_matrix(objects, &step.probes()) {
             Ok(o) => o,
             Err(e) => {
                 let _ = writeln!(report, "  {what}: {e}");
@@ -60,36 +45,6 @@ fn replay(slug: &str) -> Result<(), String> {
             case.source
         ))
     }
-}
-
-/// Writes the objects to a temporary directory and runs the real binary on it.
-fn run_matrix(objects: &Objects, expect: &[Expectation]) -> Result<MatrixOutput, String> {
-    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary dir: {e}"))?;
-    let yaml = objects.to_yaml().map_err(|e| format!("{e:#}"))?;
-    std::fs::write(dir.path().join("cluster.yaml"), yaml)
-        .map_err(|e| format!("cannot write the manifests: {e}"))?;
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    cmd.arg("matrix").arg("-f").arg(dir.path());
-    for e in expect {
-        cmd.arg("--probe").arg(e.probe.to_string());
-    }
-    cmd.args(["-o", "json"]);
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run palisade: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "palisade matrix failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "palisade matrix printed no valid JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
 }
 
 /// Every pair of the expected grid against the matrix; `Err` lists the differing pairs.

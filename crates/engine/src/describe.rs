@@ -206,11 +206,7 @@ pub fn describe_rule(policy: &Policy, rule: &Rule, dir: Direction) -> String {
     let ports = if rule.ports.is_empty() {
         "any port".to_string()
     } else {
-        rule.ports
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        describe_ports(&rule.ports).join(", ")
     };
     let only = if rule.peers.is_empty() && rule.ports.is_empty() {
         ""
@@ -218,6 +214,31 @@ pub fn describe_rule(policy: &Policy, rule: &Rule, dir: Direction) -> String {
         "only "
     };
     format!("{action} {only}{prep} {peers} on {ports}")
+}
+
+/// Port specs in words; a name given for TCP, UDP and SCTP alike (a ClusterNetworkPolicy
+/// `destinationNamedPort`, which takes the protocol the destination declares) is said once.
+fn describe_ports(ports: &[palisade_model::PortSpec]) -> Vec<String> {
+    use palisade_model::{PortMatch, Protocol};
+    let every = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+    let any_protocol = |name: &str| {
+        every.iter().all(|proto| {
+            ports
+                .iter()
+                .any(|p| p.protocol == *proto && p.port == PortMatch::Named(name.to_string()))
+        })
+    };
+    let mut out: Vec<String> = Vec::new();
+    for p in ports {
+        let text = match &p.port {
+            PortMatch::Named(name) if any_protocol(name) => format!("the port named {name}"),
+            _ => p.to_string(),
+        };
+        if !out.contains(&text) {
+            out.push(text);
+        }
+    }
+    out
 }
 
 fn describe_peer(peer: &Peer) -> String {

@@ -32,7 +32,8 @@ pub struct Verdict {
 pub struct SideTrace {
     pub direction: Direction,
     pub endpoint: EndpointId,
-    /// At least one policy selects the pod for this direction.
+    /// A policy of a tier that ends with Deny (a NetworkPolicy) selects the pod for this
+    /// direction: what no rule allows is denied. ClusterNetworkPolicies alone do not isolate.
     pub isolated: bool,
     pub allowed: bool,
     /// Tiers with the policies that select the pod, in evaluation order.
@@ -58,7 +59,7 @@ pub struct SideTrace {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FellThrough {
     pub tier: String,
-    /// `tier <name>` of the next tier that selects the pod, or `default allow`.
+    /// `tier <name>` of the next tier that selects the pod, or `the default allow`.
     pub next: String,
 }
 
@@ -107,7 +108,7 @@ pub struct RuleRef {
     /// The rule's `name` (ClusterNetworkPolicy rules), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// For a Pass: where evaluation went next (`tier <name>` or `default allow`).
+    /// For a Pass: where evaluation went next (`tier <name>` or `the default allow`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
@@ -210,13 +211,16 @@ fn rule_ref(
     }
 }
 
+/// Where evaluation ends when no later tier selects the pod.
+pub const DEFAULT_ALLOW: &str = "the default allow";
+
 /// Where evaluation goes after `tier`: the next tier that selects the pod, or the default.
 fn next_after(tiers: &[TierTrace], tier: &str) -> String {
     tiers
         .iter()
         .skip_while(|t| t.tier != tier)
         .nth(1)
-        .map_or("default allow".to_string(), |t| format!("tier {}", t.tier))
+        .map_or(DEFAULT_ALLOW.to_string(), |t| format!("tier {}", t.tier))
 }
 
 fn side_trace(
@@ -264,7 +268,9 @@ fn side_trace(
     SideTrace {
         direction,
         endpoint,
-        isolated: !s.selecting.is_empty(),
+        isolated: s.selecting.iter().any(|&pi| {
+            cluster.tier_action(&cluster.policies[pi].id.tier) == palisade_model::TierAction::Deny
+        }),
         allowed: s.allowed(),
         tiers,
         noted,

@@ -518,7 +518,7 @@ fn tiers_deny_pass_log_and_order() {
     let ing = v.ingress.unwrap();
     assert_eq!(ing.decision, DecisionTrace::PassedAllTiers);
     assert_eq!(ing.fell_through[0].tier, "baseline");
-    assert_eq!(ing.fell_through[0].next, "default allow");
+    assert_eq!(ing.fell_through[0].next, "the default allow");
     // End of a Deny tier: a selecting tier where nothing decides denies.
     c.tiers.push(palisade_model::Tier {
         name: "strict".into(),

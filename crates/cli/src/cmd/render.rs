@@ -99,6 +99,32 @@ struct JsonOut<'a> {
     text: &'a Rendered,
 }
 
+/// ClusterNetworkPolicy `nodes` and `domainNames` peers have no kernel form yet: a rule whose
+/// peers are all of these kinds is left out of the ruleset. Says which, on stderr.
+fn warn_unrendered_peers(cluster: &palisade_model::Cluster) {
+    use palisade_model::Peer;
+    for p in &cluster.policies {
+        let rules = p.ingress.iter().chain(&p.egress).flatten();
+        let kinds: std::collections::BTreeSet<&str> = rules
+            .flat_map(|r| &r.peers)
+            .filter_map(|peer| match peer {
+                Peer::Nodes(_) => Some("nodes"),
+                Peer::DomainNames(_) => Some("domainNames"),
+                _ => None,
+            })
+            .collect();
+        if !kinds.is_empty() {
+            let kinds: Vec<&str> = kinds.into_iter().collect();
+            eprintln!(
+                "warning: {}: {} peers are not rendered (the dataplane does not match them yet); \
+                 rules with only such peers are left out",
+                p.id,
+                kinds.join(" and ")
+            );
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let cluster = input::load_cluster(&args.files)?;
     if !cluster
@@ -111,6 +137,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.node
         );
     }
+    warn_unrendered_peers(&cluster);
     let prefixes =
         palisade_agent::config::parse_prefixes(&args.iface_prefix).context("bad --iface-prefix")?;
     let mut calc = CalcConfig::with_prefixes(args.node.clone(), &prefixes);

@@ -1,7 +1,9 @@
 //! The conformance fixtures under `conformance/` (see `conformance/README.md`): the base
-//! cluster, the cases, their steps and expected reachability grids, parsed into values a runner
-//! replays. `tests/conformance.rs` replays them against `palisade matrix`; a lab runner can
-//! replay the same steps against real namespaces (apply/delete, then probe).
+//! cluster, the cases, their steps and expected reachability grids (or single pokes), parsed
+//! into values a runner replays. `tests/conformance.rs` replays the Kubernetes suite
+//! (`conformance/base`, `conformance/cases`) against `palisade matrix`, `tests/cnp_conformance.rs`
+//! the ClusterNetworkPolicy suite (`conformance/cnp/base`, `conformance/cnp/cases`); a lab runner
+//! can replay the same steps against real namespaces (apply/delete, then probe).
 //!
 //! Nothing here runs Palisade: it only reads fixtures and keeps the cumulative object set of
 //! each step (base + everything applied so far, minus what was deleted; an applied object
@@ -36,9 +38,19 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The ClusterNetworkPolicy suite: `conformance/cnp/` (its own `base/` and `cases/`).
+pub fn cnp_root() -> PathBuf {
+    root().join("cnp")
+}
+
 /// The slugs of every case file (`conformance/cases/<slug>.yaml`), sorted.
 pub fn case_slugs() -> Result<Vec<String>> {
-    yaml_files(&root().join("cases"))?
+    case_slugs_in(&root())
+}
+
+/// The slugs of every case file of a suite (`<suite>/cases/<slug>.yaml`), sorted.
+pub fn case_slugs_in(suite: &Path) -> Result<Vec<String>> {
+    yaml_files(&suite.join("cases"))?
         .iter()
         .map(|p| {
             p.file_stem()
@@ -73,7 +85,7 @@ impl ObjectKey {
             .ok_or_else(|| anyhow!("{kind} without metadata.name"))?;
         let namespace = meta.get("namespace").and_then(Value::as_str);
         ensure!(
-            (kind == "Namespace") == namespace.is_none(),
+            cluster_scoped(kind) == namespace.is_none(),
             "{kind} {name}: metadata.namespace must be set on namespaced objects (only)"
         );
         Ok(ObjectKey {
@@ -87,7 +99,8 @@ impl ObjectKey {
 impl FromStr for ObjectKey {
     type Err = anyhow::Error;
 
-    /// `networkpolicy ns/name`, `pod ns/name` or `namespace name` (kind case-insensitive).
+    /// `networkpolicy ns/name`, `pod ns/name`, `namespace name`, `clusternetworkpolicy name`
+    /// or `node name` (kind case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         let (kind, reference) = s
             .split_once(' ')
@@ -96,12 +109,14 @@ impl FromStr for ObjectKey {
             "networkpolicy" => "NetworkPolicy",
             "pod" => "Pod",
             "namespace" => "Namespace",
+            "clusternetworkpolicy" => "ClusterNetworkPolicy",
+            "node" => "Node",
             other => bail!("{s:?}: unknown kind {other:?}"),
         };
         let (namespace, name) = match reference.trim().split_once('/') {
-            Some((ns, name)) if kind != "Namespace" => (Some(ns.to_string()), name.to_string()),
-            None if kind == "Namespace" => (None, reference.trim().to_string()),
-            _ => bail!("{s:?}: expected \"<kind> <namespace>/<name>\" or \"namespace <name>\""),
+            Some((ns, name)) if !cluster_scoped(kind) => (Some(ns.to_string()), name.to_string()),
+            None if cluster_scoped(kind) => (None, reference.trim().to_string()),
+            _ => bail!("{s:?}: expected \"<kind> <namespace>/<name>\" or \"<kind> <name>\" for a cluster-scoped kind"),
         };
         ensure!(!name.is_empty(), "{s:?}: empty name");
         Ok(ObjectKey {
@@ -110,6 +125,11 @@ impl FromStr for ObjectKey {
             name,
         })
     }
+}
+
+/// Kinds without a namespace.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "Node" | "ClusterNetworkPolicy")
 }
 
 impl fmt::Display for ObjectKey {
@@ -130,8 +150,13 @@ pub struct Objects {
 impl Objects {
     /// The base cluster: every document of every `conformance/base/*.yaml`.
     pub fn base() -> Result<Objects> {
+        Objects::base_of(&root())
+    }
+
+    /// The base cluster of a suite: every document of every `<suite>/base/*.yaml`.
+    pub fn base_of(suite: &Path) -> Result<Objects> {
         let mut objects = Objects::default();
-        for file in yaml_files(&root().join("base"))? {
+        for file in yaml_files(&suite.join("base"))? {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -357,13 +382,77 @@ pub struct Expectation {
     pub grid: Grid,
 }
 
-/// One step: objects to apply, objects to delete, then what must hold.
+/// One connection attempt and its expected outcome (the form of the network-policy-api
+/// conformance tests' `PokeServer` calls): `<ns>/<pod> -> <ns>/<pod> <port>/<PROTO> allowed`
+/// (or `denied`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Poke {
+    pub from: String,
+    pub to: String,
+    pub probe: Probe,
+    pub allowed: bool,
+}
+
+impl FromStr for Poke {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        let [from, "->", to, probe, outcome] = words.as_slice() else {
+            bail!(
+                "poke {s:?}: expected \"<ns>/<pod> -> <ns>/<pod> <port>/<PROTO> allowed|denied\""
+            );
+        };
+        for pod in [from, to] {
+            ensure!(
+                pod.contains('/'),
+                "poke {s:?}: {pod:?} is not <namespace>/<pod>"
+            );
+        }
+        let allowed = match *outcome {
+            "allowed" => true,
+            "denied" => false,
+            other => bail!("poke {s:?}: outcome {other:?} is neither allowed nor denied"),
+        };
+        Ok(Poke {
+            from: from.to_string(),
+            to: to.to_string(),
+            probe: probe.parse()?,
+            allowed,
+        })
+    }
+}
+
+impl fmt::Display for Poke {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = if self.allowed { "allowed" } else { "denied" };
+        write!(f, "{} -> {} {} {outcome}", self.from, self.to, self.probe)
+    }
+}
+
+/// One step: objects to apply, objects to delete, then what must hold (whole grids, single
+/// pokes, or both).
 #[derive(Debug, Clone)]
 pub struct Step {
     pub description: Option<String>,
     pub apply: Vec<Value>,
     pub delete: Vec<ObjectKey>,
     pub expect: Vec<Expectation>,
+    pub pokes: Vec<Poke>,
+}
+
+impl Step {
+    /// Every probe the step checks (grids first, then pokes), each once.
+    pub fn probes(&self) -> Vec<Probe> {
+        let mut out: Vec<Probe> = Vec::new();
+        let all = self.expect.iter().map(|e| &e.probe);
+        for p in all.chain(self.pokes.iter().map(|p| &p.probe)) {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
+    }
 }
 
 /// One case file.
@@ -394,7 +483,10 @@ struct RawStep {
     apply: Vec<Value>,
     #[serde(default)]
     delete: Vec<String>,
+    #[serde(default)]
     expect: Vec<RawExpectation>,
+    #[serde(default)]
+    pokes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -407,7 +499,12 @@ struct RawExpectation {
 impl Case {
     /// Reads `conformance/cases/<slug>.yaml`; its `name` must be the slug.
     pub fn load(slug: &str) -> Result<Case> {
-        let path = root().join("cases").join(format!("{slug}.yaml"));
+        Case::load_from(&root(), slug)
+    }
+
+    /// Reads `<suite>/cases/<slug>.yaml`; its `name` must be the slug.
+    pub fn load_from(suite: &Path, slug: &str) -> Result<Case> {
+        let path = suite.join("cases").join(format!("{slug}.yaml"));
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let case = Case::parse(&text).with_context(|| format!("in {}", path.display()))?;
@@ -468,9 +565,14 @@ fn parse_step(raw: RawStep) -> Result<Step> {
         .map(|d| d.parse().context("delete"))
         .collect::<Result<Vec<ObjectKey>>>()?;
     ensure!(
-        !raw.expect.is_empty(),
-        "a step needs at least one expectation"
+        !raw.expect.is_empty() || !raw.pokes.is_empty(),
+        "a step needs at least one expectation or poke"
     );
+    let pokes = raw
+        .pokes
+        .iter()
+        .map(|p| p.parse())
+        .collect::<Result<Vec<Poke>>>()?;
     let mut seen = BTreeSet::new();
     let expect = raw
         .expect
@@ -490,6 +592,7 @@ fn parse_step(raw: RawStep) -> Result<Step> {
         apply: raw.apply,
         delete,
         expect,
+        pokes,
     })
 }
 
@@ -613,4 +716,79 @@ steps:
         assert!(Case::parse("name: t\nsource: s\nsteps: []\n").is_err());
         assert!(Case::parse("name: t\nsource: s\nbogus: 1\nsteps: []\n").is_err());
     }
+}
+
+/// `palisade matrix -o json`.
+#[derive(Debug, Deserialize)]
+pub struct MatrixOutput {
+    pub pods: Vec<String>,
+    pub probes: Vec<ProbeOutput>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ProbeOutput {
+    pub port: u16,
+    pub protocol: String,
+    pub allowed: Vec<Vec<bool>>,
+}
+
+impl MatrixOutput {
+    /// The verdict for one ordered pair on one probe; `Err` when the output lacks it.
+    pub fn allowed(
+        &self,
+        from: &str,
+        to: &str,
+        probe: &Probe,
+    ) -> std::result::Result<bool, String> {
+        let got = self
+            .probes
+            .iter()
+            .find(|p| p.port == probe.port && p.protocol == probe.protocol)
+            .ok_or_else(|| format!("probe {probe} is absent from the matrix output"))?;
+        let index = |pod: &str| {
+            self.pods
+                .iter()
+                .position(|p| p == pod)
+                .ok_or_else(|| format!("pod {pod} is missing from the matrix output"))
+        };
+        let (i, j) = (index(from)?, index(to)?);
+        got.allowed
+            .get(i)
+            .and_then(|row| row.get(j))
+            .copied()
+            .ok_or_else(|| format!("the matrix has no cell for {from} -> {to}"))
+    }
+}
+
+/// Writes the objects to a temporary directory and runs the real `palisade matrix` on them.
+pub fn run_matrix(
+    objects: &Objects,
+    probes: &[Probe],
+) -> std::result::Result<MatrixOutput, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary dir: {e}"))?;
+    let yaml = objects.to_yaml().map_err(|e| format!("{e:#}"))?;
+    std::fs::write(dir.path().join("cluster.yaml"), yaml)
+        .map_err(|e| format!("cannot write the manifests: {e}"))?;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.arg("matrix").arg("-f").arg(dir.path());
+    for p in probes {
+        cmd.arg("--probe").arg(p.to_string());
+    }
+    cmd.args(["-o", "json"]);
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run palisade: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "palisade matrix failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "palisade matrix printed no valid JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
 }
