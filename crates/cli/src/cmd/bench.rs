@@ -35,6 +35,44 @@ Run a release build; the issue's target size:
     Fanout(fanout::FanoutArgs),
     /// What-if (`palisade matrix --what-if-f`): one changed policy against the live matrix.
     Whatif(super::bench_whatif::Args),
+    /// The reachability page (`matrix -o html`) of a synthetic cluster, written to --out;
+    /// its size and how long it took to compute are printed.
+    #[command(after_help = "\
+Example (then open /tmp/reach.html, or time it in Chromium):
+  cargo run --release -p palisade-cli -- bench page --pods 1000 --policies 200 --out /tmp/reach.html")]
+    Page(PageArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PageArgs {
+    /// Pods in the synthetic cluster.
+    #[arg(long, default_value_t = 1000)]
+    pub pods: usize,
+    /// Policies in the synthetic cluster.
+    #[arg(long, default_value_t = 200)]
+    pub policies: usize,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Probes, as for `matrix --probe`.
+    #[arg(long = "probe", value_name = "PORT/PROTO", default_values = ["80/TCP", "53/UDP"])]
+    pub probes: Vec<Probe>,
+    /// Where to write the page.
+    #[arg(long, value_name = "FILE")]
+    pub out: std::path::PathBuf,
+    /// Output format of the report.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Serialize)]
+struct PageReport {
+    pods: usize,
+    policies: usize,
+    probes: usize,
+    matrix_ms: f64,
+    page_ms: f64,
+    bytes: usize,
 }
 
 #[derive(clap::Args)]
@@ -95,7 +133,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Matrix(a) => bench_matrix(a),
         What::Fanout(a) => fanout::run(a),
         What::Whatif(a) => super::bench_whatif::run(a),
+        What::Page(a) => bench_page(a),
     }
+}
+
+fn bench_page(a: PageArgs) -> anyhow::Result<ExitCode> {
+    let cluster = generate(&SynthConfig::sized(a.pods, a.policies, a.seed));
+    let t = Instant::now();
+    let m = matrix(&cluster, &a.probes);
+    let matrix_ms = ms(t.elapsed());
+    let t = Instant::now();
+    let html = super::matrix_html::page(&cluster, &m);
+    let page_ms = ms(t.elapsed());
+    std::fs::write(&a.out, &html)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", a.out.display()))?;
+    let r = PageReport {
+        pods: m.pods.len(),
+        policies: cluster.policies.len(),
+        probes: m.probes.len(),
+        matrix_ms,
+        page_ms,
+        bytes: html.len(),
+    };
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Output::Text => println!(
+            "{} pods, {} policies, {} probes: matrix {:.1} ms, page {:.1} ms, {} bytes ({:.1} KiB) in {}",
+            r.pods,
+            r.policies,
+            r.probes,
+            r.matrix_ms,
+            r.page_ms,
+            r.bytes,
+            r.bytes as f64 / 1024.0,
+            a.out.display()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -1,3 +1,534 @@
-pub fn page(_c: &palisade_model::Cluster, _m: &palisade_engine::Matrix) -> String {
-    String::new()
+//! `palisade matrix -o html`: the reachability page. One self-contained file (no fetches, no
+//! external scripts, fonts or images): a virtualised canvas grid per probe, rows and columns
+//! grouped by namespace, ✓ on light cells for allowed and ✗ on dark cells for denied (told
+//! apart without colour), a namespace filter, and every cell's explain trace on hover/click.
+//!
+//! Traces are embedded compactly. Pods that the evaluation cannot tell apart (same namespace,
+//! labels and ports, same address families, and inside the same ipBlocks) form a class. A
+//! trace is three parts: the verdict line with the addresses, the egress side (which depends
+//! on the policies selecting the source for egress and on the destination's class), and the
+//! ingress side (the source's class and the policies selecting the destination for
+//! ingress). Each part is stored once as a template (the ends' names and addresses replaced
+//! by placeholders the page fills in); each probe carries small tables of template numbers.
+//! The engine judges one flow per missing table entry. A test compares every cell's trace
+//! with `explain`'s text for the same flow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+
+use palisade_engine::{explain_text, Flow, FlowEnd, Matrix, Probe, Verdict};
+use palisade_model::{Cluster, Direction, Endpoint, EndpointId, Peer};
+use serde::Serialize;
+
+/// Placeholders in trace templates (control characters never appear in trace text).
+const SRC_ID: char = '\u{1}';
+const DST_ID: char = '\u{2}';
+/// `SRC_IP + k` stands for the source's k-th address, `DST_IP + k` for the destination's.
+const SRC_IP: u32 = 0x10;
+const DST_IP: u32 = 0x18;
+const MAX_IPS: usize = 8;
+
+const TEMPLATE: &str = include_str!("matrix_html/page.html");
+
+/// What the page's script reads.
+#[derive(Serialize)]
+struct PageData {
+    /// `[namespace, name, [addresses]]` per pod, in matrix order.
+    pods: Vec<(String, String, Vec<String>)>,
+    /// The class of each pod.
+    cls: Vec<u32>,
+    /// Per class: its group of egress policies, its group of ingress policies and its
+    /// pattern of address families.
+    ge: Vec<u32>,
+    gi: Vec<u32>,
+    fam: Vec<u32>,
+    /// The number of classes and of ingress groups.
+    nc: usize,
+    ngi: usize,
+    probes: Vec<ProbeData>,
+    /// Trace templates (parts of traces).
+    tpl: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ProbeData {
+    name: String,
+    /// Row-major bits (`from * n + to`), least significant bit first, base64.
+    bits: String,
+    allowed: usize,
+    /// The verdict line and the addresses, by `"allowed,fam(from),fam(to)"` (allowed 0 or 1).
+    head: BTreeMap<String, u32>,
+    /// The egress side, by `ge(from) * nc + class(to)`.
+    eg: Vec<u32>,
+    /// The ingress side, by `class(from) * ngi + gi(to)`.
+    #[serde(rename = "in")]
+    ing: Vec<u32>,
+    /// A pod's flow to itself, whole, by class.
+    #[serde(rename = "self")]
+    self_t: Vec<u32>,
+}
+
+/// Not yet computed (never left in a table a cell reads).
+const UNSET: u32 = u32::MAX;
+
+/// The page for matrix `m` over `cluster` (which may hold more pods than `m` shows).
+pub fn page(cluster: &Cluster, m: &Matrix) -> String {
+    let data = page_data(cluster, m);
+    // JSON inside <script>: no `<` at all, so neither `</script>` nor `<!--` can occur.
+    let json = serde_json::to_string(&data)
+        .unwrap_or_else(|_| "null".into())
+        .replace('<', "\\u003c");
+    TEMPLATE.replace("/*DATA*/null", &json)
+}
+
+fn page_data(cluster: &Cluster, m: &Matrix) -> PageData {
+    let endpoints: Vec<&Endpoint> = m
+        .pods
+        .iter()
+        .filter_map(|id| cluster.endpoint(id))
+        .collect();
+    let c = classify(cluster, &endpoints);
+    let nc = c.members.len();
+    let nge = c.nge;
+    let ngi = c.ngi;
+    let mut templates = Templates::default();
+    let probes = m
+        .probes
+        .iter()
+        .map(|p| {
+            let mut head = BTreeMap::new();
+            let mut eg = vec![UNSET; nge * nc];
+            let mut ing = vec![UNSET; nc * ngi];
+            for a in 0..nc {
+                for b in 0..nc {
+                    // Two different pods of these classes (none: no such cell).
+                    let from = c.members[a][0];
+                    let Some(&to) = c.members[b].iter().find(|&&j| j != from) else {
+                        continue;
+                    };
+                    let (ga, gb) = (c.ge[a] as usize, c.gi[b] as usize);
+                    let bit = u8::from(p.allowed(from, to));
+                    let hkey = format!("{bit},{},{}", c.fam[a], c.fam[b]);
+                    if eg[ga * nc + b] != UNSET
+                        && ing[a * ngi + gb] != UNSET
+                        && head.contains_key(&hkey)
+                    {
+                        continue;
+                    }
+                    let (h, e, i) = judge(
+                        cluster,
+                        &mut templates,
+                        p.probe,
+                        endpoints[from],
+                        endpoints[to],
+                    );
+                    head.entry(hkey).or_insert(h);
+                    if eg[ga * nc + b] == UNSET {
+                        eg[ga * nc + b] = e;
+                    }
+                    if ing[a * ngi + gb] == UNSET {
+                        ing[a * ngi + gb] = i;
+                    }
+                }
+            }
+            let self_t = c
+                .members
+                .iter()
+                .map(|m| {
+                    let e = endpoints[m[0]];
+                    let parts = judge(cluster, &mut templates, p.probe, e, e);
+                    let text = <[u32; 3]>::from(parts)
+                        .map(|t| templates.list[t as usize].clone())
+                        .concat();
+                    templates.intern(text)
+                })
+                .collect();
+            // Entries no cell reads: the smallest number, for a shorter page.
+            for t in eg.iter_mut().chain(ing.iter_mut()) {
+                if *t == UNSET {
+                    *t = 0;
+                }
+            }
+            ProbeData {
+                name: p.probe.to_string(),
+                bits: base64(&row_major_bits(p, endpoints.len())),
+                allowed: p.count(),
+                head,
+                eg,
+                ing,
+                self_t,
+            }
+        })
+        .collect();
+    PageData {
+        pods: endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.id.namespace.clone(),
+                    e.id.name.clone(),
+                    e.ips.iter().map(ToString::to_string).collect(),
+                )
+            })
+            .collect(),
+        cls: c.cls,
+        ge: c.ge,
+        gi: c.gi,
+        fam: c.fam,
+        nc,
+        ngi,
+        probes,
+        tpl: templates.list,
+    }
+}
+
+/// The trace of one flow as three templates (see [`Templates::parts`]).
+fn judge(
+    cluster: &Cluster,
+    templates: &mut Templates,
+    probe: Probe,
+    a: &Endpoint,
+    b: &Endpoint,
+) -> (u32, u32, u32) {
+    let flow = Flow::new(
+        FlowEnd::Pod(a.id.clone()),
+        FlowEnd::Pod(b.id.clone()),
+        probe.protocol,
+        probe.port,
+    );
+    match palisade_engine::verdict(cluster, &flow) {
+        Ok(v) => templates.parts(cluster, &v, a, b),
+        Err(e) => (
+            templates.intern(format!("cannot judge the flow: {e}\n")),
+            templates.intern(String::new()),
+            templates.intern(String::new()),
+        ),
+    }
+}
+
+/// Pods grouped for sharing traces.
+struct Classes {
+    /// The class of every pod.
+    cls: Vec<u32>,
+    /// Per class, up to two members (a flow between two different pods of one class).
+    members: Vec<Vec<usize>>,
+    /// Per class: its egress policy group, ingress policy group, address family pattern.
+    ge: Vec<u32>,
+    gi: Vec<u32>,
+    fam: Vec<u32>,
+    nge: usize,
+    ngi: usize,
+}
+
+/// A class holds the pods the evaluation cannot tell apart: same namespace, labels and
+/// ports, same address families, inside the same ipBlocks. Egress groups: the classes
+/// selected by the same policies for egress, with the same address families (the egress side
+/// of a flow depends on those and on the destination only); ingress groups likewise.
+fn classify(cluster: &Cluster, endpoints: &[&Endpoint]) -> Classes {
+    let mut cidrs = Vec::new();
+    for p in &cluster.policies {
+        for rule in p.ingress.iter().chain(&p.egress).flatten() {
+            for peer in &rule.peers {
+                if let Peer::Cidr { cidr, except } = peer {
+                    if !cidrs.contains(&(cidr, except)) {
+                        cidrs.push((cidr, except));
+                    }
+                }
+            }
+        }
+    }
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    let cls = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut key = format!("{:?}\0{:?}\0{:?}", e.id.namespace, e.labels, e.ports);
+            for ip in &e.ips {
+                key.push(if ip.is_ipv4() { '4' } else { '6' });
+                for (cidr, except) in &cidrs {
+                    let inside = Peer::cidr_contains(cidr, except, *ip);
+                    key.push(if inside { '1' } else { '0' });
+                }
+            }
+            let next = members.len() as u32;
+            let c = *index.entry(key).or_insert(next);
+            if c == next {
+                members.push(vec![i]);
+            } else if members[c as usize].len() < 2 {
+                members[c as usize].push(i);
+            }
+            c
+        })
+        .collect();
+    let mut fams: HashMap<String, u32> = HashMap::new();
+    let fam: Vec<u32> = members
+        .iter()
+        .map(|m| {
+            let pattern: String = endpoints[m[0]]
+                .ips
+                .iter()
+                .map(|ip| if ip.is_ipv4() { '4' } else { '6' })
+                .collect();
+            let next = fams.len() as u32;
+            *fams.entry(pattern).or_insert(next)
+        })
+        .collect();
+    // The pair's addresses are of one family, chosen by both ends: the family pattern is
+    // part of a group.
+    let groups = |dir: Direction| -> (Vec<u32>, usize) {
+        let mut index: HashMap<(Vec<usize>, u32), u32> = HashMap::new();
+        let per_class = members
+            .iter()
+            .zip(&fam)
+            .map(|(m, &f)| {
+                let e = endpoints[m[0]];
+                let labels = cluster.namespace_labels(&e.id.namespace);
+                let set: Vec<usize> = (0..cluster.policies.len())
+                    .filter(|&k| {
+                        let p = &cluster.policies[k];
+                        p.rules(dir).is_some() && p.selects(e, &labels)
+                    })
+                    .collect();
+                let next = index.len() as u32;
+                *index.entry((set, f)).or_insert(next)
+            })
+            .collect();
+        (per_class, index.len())
+    };
+    let (ge, nge) = groups(Direction::Egress);
+    let (gi, ngi) = groups(Direction::Ingress);
+    Classes {
+        cls,
+        members,
+        ge,
+        gi,
+        fam,
+        nge,
+        ngi,
+    }
+}
+
+/// Trace texts as templates, each stored once.
+#[derive(Default)]
+struct Templates {
+    list: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Templates {
+    fn intern(&mut self, text: String) -> u32 {
+        if let Some(&i) = self.index.get(&text) {
+            return i;
+        }
+        let i = self.list.len() as u32;
+        self.index.insert(text.clone(), i);
+        self.list.push(text);
+        i
+    }
+
+    /// The trace of flow `v` (between pods `a` and `b`) as three templates: the verdict
+    /// with the addresses, the egress side, the ingress side. The engine writes the trace
+    /// about two sentinel pods, so their names mark exactly where the ends are named (never a
+    /// policy or another pod with a similar name), and the addresses line names the ends'
+    /// addresses by their position in the pods' address lists.
+    fn parts(
+        &mut self,
+        cluster: &Cluster,
+        v: &Verdict,
+        a: &Endpoint,
+        b: &Endpoint,
+    ) -> (u32, u32, u32) {
+        let src = EndpointId::new(SRC_ID.to_string(), SRC_ID.to_string());
+        let dst = EndpointId::new(DST_ID.to_string(), DST_ID.to_string());
+        let mut s = v.clone();
+        s.flow.src = FlowEnd::Pod(src.clone());
+        s.flow.dst = FlowEnd::Pod(dst.clone());
+        s.src_ip = None;
+        s.dst_ip = None;
+        if let Some(e) = s.egress.as_mut() {
+            e.endpoint = src.clone();
+        }
+        if let Some(i) = s.ingress.as_mut() {
+            i.endpoint = dst.clone();
+        }
+        let text = explain_text(cluster, &s);
+        let at = |what: &str| text.find(what).map(|i| i + 1);
+        let egress_at = at(&format!("\n  egress at {src}:")).unwrap_or(text.len());
+        let ingress_at = at(&format!("\n  ingress at {dst}:"))
+            .unwrap_or(text.len())
+            .max(egress_at);
+        let fill = |t: &str| {
+            t.replace(&src.to_string(), &SRC_ID.to_string())
+                .replace(&dst.to_string(), &DST_ID.to_string())
+        };
+        let mut head = fill(&text[..egress_at]);
+        if v.src_ip.is_some() || v.dst_ip.is_some() {
+            // The line explain_text writes after the verdict line.
+            let addr = |ip: Option<IpAddr>, ips: &[IpAddr], base: u32| match ip {
+                None => "no address".to_string(),
+                Some(ip) => ips
+                    .iter()
+                    .position(|x| *x == ip)
+                    .filter(|&k| k < MAX_IPS)
+                    .and_then(|k| char::from_u32(base + k as u32))
+                    .map_or(ip.to_string(), |c| c.to_string()),
+            };
+            let line = format!(
+                "  addresses: {} -> {}\n",
+                addr(v.src_ip, &a.ips, SRC_IP),
+                addr(v.dst_ip, &b.ips, DST_IP)
+            );
+            let split = head.find('\n').map_or(head.len(), |i| i + 1);
+            head.insert_str(split, &line);
+        }
+        (
+            self.intern(head),
+            self.intern(fill(&text[egress_at..ingress_at])),
+            self.intern(fill(&text[ingress_at..])),
+        )
+    }
+}
+
+fn row_major_bits(p: &palisade_engine::ProbeMatrix, n: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; (n * n).div_ceil(8)];
+    for (i, row) in p.rows.iter().enumerate() {
+        for j in row.iter() {
+            let bit = i * n + j;
+            bytes[bit / 8] |= 1 << (bit % 8);
+        }
+    }
+    bytes
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for k in 0..4 {
+            if k <= chunk.len() {
+                out.push(ABC[(v >> (18 - 6 * k)) as usize & 63] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The trace the page shows for cell `(from, to)` of probe `k`: the templates filled in, as
+/// the page's script does it. For tests.
+#[cfg(test)]
+fn filled(data: &PageData, k: usize, from: usize, to: usize) -> String {
+    let p = &data.probes[k];
+    let (a, b) = (data.cls[from] as usize, data.cls[to] as usize);
+    let mut s = if from == to {
+        data.tpl[p.self_t[a] as usize].clone()
+    } else {
+        let bit = u8::from(p.bits_allowed(from, to, data.pods.len()));
+        let head = p.head[&format!("{bit},{},{}", data.fam[a], data.fam[b])];
+        let eg = p.eg[data.ge[a] as usize * data.nc + b];
+        let ing = p.ing[a * data.ngi + data.gi[b] as usize];
+        [head, eg, ing]
+            .map(|t| data.tpl[t as usize].clone())
+            .concat()
+    };
+    let (x, y) = (&data.pods[from], &data.pods[to]);
+    for (ips, base) in [(&y.2, DST_IP), (&x.2, SRC_IP)] {
+        for (k, ip) in ips.iter().enumerate().take(MAX_IPS) {
+            let c = char::from_u32(base + k as u32).unwrap_or('\0');
+            s = s.replace(c, ip);
+        }
+    }
+    s = s.replace(DST_ID, &format!("{}/{}", y.0, y.1));
+    s.replace(SRC_ID, &format!("{}/{}", x.0, x.1))
+}
+
+#[cfg(test)]
+impl ProbeData {
+    /// The bit as the page decodes it from `bits`.
+    fn bits_allowed(&self, from: usize, to: usize, n: usize) -> bool {
+        const ABC: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bit = from * n + to;
+        let (byte, shift) = (bit / 8, bit % 8);
+        let group: Vec<u32> = self.bits.as_bytes()[byte / 3 * 4..byte / 3 * 4 + 4]
+            .iter()
+            .map(|&c| ABC.find(c as char).unwrap_or(0) as u32)
+            .collect();
+        let v = (group[0] << 18) | (group[1] << 12) | (group[2] << 6) | group[3];
+        let b = (v >> (16 - 8 * (byte % 3))) & 0xff;
+        (b >> shift) & 1 == 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_engine::synth::{generate, SynthConfig};
+
+    /// Every cell's trace, from the shared templates, is exactly `palisade explain`'s text,
+    /// and agrees with the matrix bit; on a synthetic cluster with tiers, Deny, Pass,
+    /// ipBlocks with except, named ports and dual-stack pods.
+    #[test]
+    fn every_cell_shows_exactly_its_explain_text() {
+        let cluster = generate(&SynthConfig::sized(120, 40, 7));
+        let probes: Vec<Probe> = ["80", "53/udp", "8080", "icmp"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        let m = palisade_engine::matrix(&cluster, &probes);
+        let data = page_data(&cluster, &m);
+        assert!(data.nc < m.pods.len(), "classes share traces");
+        for (k, p) in m.probes.iter().enumerate() {
+            for i in 0..m.pods.len() {
+                for j in 0..m.pods.len() {
+                    let flow = Flow::new(
+                        FlowEnd::Pod(m.pods[i].clone()),
+                        FlowEnd::Pod(m.pods[j].clone()),
+                        p.probe.protocol,
+                        p.probe.port,
+                    );
+                    let v = palisade_engine::verdict(&cluster, &flow).unwrap();
+                    assert_eq!(v.allowed, p.allowed(i, j), "{flow:?}");
+                    assert_eq!(
+                        data.probes[k].bits_allowed(i, j, m.pods.len()),
+                        p.allowed(i, j)
+                    );
+                    assert_eq!(
+                        filled(&data, k, i, j),
+                        explain_text(&cluster, &v),
+                        "{flow:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x01]), "//4AAQ==");
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        let cluster = generate(&SynthConfig::sized(30, 10, 1));
+        let m = palisade_engine::matrix(&cluster, &["80".parse().unwrap()]);
+        let html = page(&cluster, &m);
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(!html.contains("/*DATA*/"));
+        for external in ["http://", "https://", "src=", "@import", "url("] {
+            assert!(!html.contains(external), "{external}");
+        }
+        assert_eq!(html.matches("</script>").count(), 2);
+    }
 }
