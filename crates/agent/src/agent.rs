@@ -35,9 +35,11 @@ use crate::bindings::Bindings;
 use crate::config::{AgentConfig, ConfigError, EndpointMatch};
 use crate::drops::DropIndex;
 use crate::metrics::ErrorKind;
+use crate::revoke::{Revocation, RevocationRecord};
 use crate::shared::{ApplyTiming, Shared};
 use crate::status::{self, EndpointPolicies, NodeStatus};
 use crate::translate::{Translated, Translator};
+use palisade_dataplane::conntrack::Conntrack;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -68,6 +70,8 @@ pub struct Agent {
     kernel: Option<Arc<dyn CommandRunner>>,
     /// The last learned bindings.
     bindings: Arc<std::sync::Mutex<Bindings>>,
+    /// The programmed namespace's conntrack table, with `--established revoke`.
+    conntrack: Option<Arc<dyn Conntrack>>,
 }
 
 /// What a finished blocking task hands back.
@@ -80,6 +84,8 @@ enum Done {
         summary: Option<Vec<EndpointPolicies>>,
         /// `None` with `summary`: the drop sites stand.
         drop_index: Option<DropIndex>,
+        /// With `--established revoke`, after a change: the sweep of conntrack.
+        revocation: Option<Box<Result<Revocation, String>>>,
         elapsed: Duration,
         calc_time: Duration,
         revision: Revision,
@@ -110,7 +116,15 @@ impl Agent {
             sync_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             kernel: None,
             bindings: Arc::default(),
+            conntrack: None,
         })
+    }
+
+    /// Revokes established connections the new rules deny (`--established revoke`) in this
+    /// conntrack table, which must be the programmed namespace's.
+    pub fn with_conntrack(mut self, table: Arc<dyn Conntrack>) -> Self {
+        self.conntrack = Some(table);
+        self
     }
 
     /// Learns where local pods' addresses may enter (anti-spoofing) and checks the bridge
@@ -340,6 +354,11 @@ impl<'a> Loop<'a> {
         let mut force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
         let log_drops = self.agent.config.render.drop_log_group.is_some();
         let learner = self.learner();
+        let revoker = self
+            .agent
+            .conntrack
+            .clone()
+            .map(|t| (t, self.agent.config.render.clone()));
         self.running = Some(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
             let deltas = calc.apply_all(updates);
@@ -365,12 +384,24 @@ impl<'a> Loop<'a> {
             // ~1 ms at 110 pods: not for the batches that only change set members.
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
             let drop_index = (endpoints_changed && log_drops).then(|| DropIndex::of(calc.state()));
+            // A change can only deny more where the desired state changed.
+            let changed = force || !deltas.is_empty();
+            let revocation = match (&result, revoker) {
+                (Ok(_), Some((table, render))) if changed => Some(Box::new(crate::revoke::revoke(
+                    calc.state(),
+                    &render,
+                    table.as_ref(),
+                    crate::revoke::MAX_CHECKED_PER_SWEEP,
+                ))),
+                _ => None,
+            };
             Done::Apply {
                 calc,
                 result,
                 stats,
                 summary,
                 drop_index,
+                revocation,
                 elapsed: t.elapsed(),
                 calc_time,
                 revision,
@@ -417,10 +448,14 @@ impl<'a> Loop<'a> {
                 stats,
                 summary,
                 drop_index,
+                revocation,
                 elapsed,
                 calc_time,
                 revision,
             } => {
+                if let Some(r) = revocation {
+                    self.revoked(*r);
+                }
                 self.calc = Some(calc);
                 m.apply_duration.observe(elapsed.as_secs_f64());
                 match result {
@@ -573,6 +608,41 @@ impl Learner {
         }
         *prev = next.clone();
         dp.set_source_bindings(next)
+    }
+}
+
+impl Loop<'_> {
+    /// Counts a conntrack sweep and reports its revocations in the drop stream.
+    fn revoked(&self, r: Result<Revocation, String>) {
+        let shared = &self.agent.shared;
+        match r {
+            Ok(r) => {
+                shared
+                    .metrics
+                    .conntrack_checked
+                    .inc_by(r.report.checked as u64);
+                shared
+                    .metrics
+                    .conntrack_revoked
+                    .inc_by(r.report.removed as u64);
+                if r.report.removed > 0 {
+                    tracing::info!(
+                        checked = r.report.checked,
+                        removed = r.report.removed,
+                        "revoked established connections the new rules deny"
+                    );
+                    let time = crate::drops::now_rfc3339();
+                    let record = shared.drops.with_book(|book| {
+                        RevocationRecord::of(&r, &self.agent.config.node, time, |ip| book.name(ip))
+                    });
+                    shared.drops.push_line(&record);
+                }
+            }
+            Err(e) => {
+                shared.metrics.error(ErrorKind::Conntrack);
+                tracing::warn!(error = %e, "cannot revoke established connections; they go on");
+            }
+        }
     }
 }
 

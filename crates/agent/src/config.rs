@@ -112,6 +112,9 @@ pub struct AgentConfig {
     /// against a full render (tests). A full render still happens at start, after a failed
     /// apply and at every resync.
     pub incremental: IncrementalMode,
+    /// What happens to established connections that new rules deny: they go on (`Keep`,
+    /// conntrack's default) or are cut after the apply (`Revoke`, see [`crate::revoke`]).
+    pub established: crate::revoke::Established,
 }
 
 impl AgentConfig {
@@ -133,6 +136,7 @@ impl AgentConfig {
             batch_interval: DEFAULT_BATCH_INTERVAL,
             metrics_addr: None,
             incremental: IncrementalMode::On,
+            established: crate::revoke::Established::Keep,
         }
     }
 

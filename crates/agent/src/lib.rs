@@ -21,6 +21,7 @@ pub mod direct;
 pub mod drops;
 pub mod metrics;
 pub mod report;
+pub mod revoke;
 pub mod run;
 pub mod server;
 pub mod shared;

@@ -7,10 +7,11 @@
 //! | `rules` | gauge | compiled policy rules in force (both directions) |
 //! | `ip_sets`, `ip_set_members` | gauge | IP sets and their members in force |
 //! | `local_endpoints`, `active_policies` | gauge | local endpoints; policies that select one |
-//! | `errors_total{kind}` | counter | `apply`, `resync`, `datastore`, `invalid_object`, `status_write` |
+//! | `errors_total{kind}` | counter | `apply`, `resync`, `datastore`, `invalid_object`, `status_write`, `conntrack` |
 //! | `resyncs_total` | counter | dataplane resyncs (re-read the kernel, repair drift) |
 //! | `in_sync` | gauge | 1 while the datastore copy is in sync |
 //! | `applied_revision` | gauge | datastore revision the dataplane was last programmed from |
+//! | `conntrack_checked_total`, `conntrack_revoked_total` | counter | with `--established revoke`: tracked flows of local pods judged after applies, and those deleted because the new rules deny them |
 //! | `policy_drops_total{namespace,pod,direction}` | counter | logged policy drops by the local pod whose chain dropped them (at most [`MAX_DROP_SERIES`] pods, the rest as `_other/_other`) |
 
 use prometheus_client::encoding::text::encode;
@@ -30,17 +31,19 @@ pub enum ErrorKind {
     Datastore,
     InvalidObject,
     StatusWrite,
+    Conntrack,
 }
 
 impl ErrorKind {
     /// Every kind: each series is exposed at 0 from the start, so dashboards and alerts see
     /// "no errors yet" rather than a missing metric.
-    pub const ALL: [ErrorKind; 5] = [
+    pub const ALL: [ErrorKind; 6] = [
         ErrorKind::Apply,
         ErrorKind::Resync,
         ErrorKind::Datastore,
         ErrorKind::InvalidObject,
         ErrorKind::StatusWrite,
+        ErrorKind::Conntrack,
     ];
 
     fn labels(self) -> Labels {
@@ -54,6 +57,7 @@ impl ErrorKind {
             ErrorKind::Datastore => "datastore",
             ErrorKind::InvalidObject => "invalid_object",
             ErrorKind::StatusWrite => "status_write",
+            ErrorKind::Conntrack => "conntrack",
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct Metrics {
     pub resyncs: Counter,
     pub in_sync: Gauge,
     pub applied_revision: Gauge,
+    pub conntrack_checked: Counter,
+    pub conntrack_revoked: Counter,
     policy_drops: Family<Labels, Counter>,
     drop_pods: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -113,6 +119,8 @@ impl Metrics {
             resyncs: Counter::default(),
             in_sync: Gauge::default(),
             applied_revision: Gauge::default(),
+            conntrack_checked: Counter::default(),
+            conntrack_revoked: Counter::default(),
             policy_drops: Family::default(),
             drop_pods: Default::default(),
             registry: Registry::default(),
@@ -159,6 +167,16 @@ impl Metrics {
             "applied_revision",
             "Datastore revision the dataplane was last programmed from",
             m.applied_revision.clone(),
+        );
+        registry.register(
+            "conntrack_checked",
+            "Tracked flows of local pods judged against the new rules after applies (--established revoke)",
+            m.conntrack_checked.clone(),
+        );
+        registry.register(
+            "conntrack_revoked",
+            "Tracked flows deleted because the new rules deny them (--established revoke)",
+            m.conntrack_revoked.clone(),
         );
         registry.register(
             "policy_drops",

@@ -55,6 +55,11 @@ pub async fn run_agent(
     let runner = kernel_runner(&config);
     let dataplane = build_dataplane(&config, Arc::clone(&runner));
     let mut agent = Agent::new(config.clone(), store, dataplane)?.with_kernel(runner);
+    if config.established == crate::revoke::Established::Revoke {
+        agent = agent.with_conntrack(Arc::new(
+            palisade_dataplane::conntrack::NetlinkConntrack::new(config.netns.clone()),
+        ));
+    }
     // Logged drops: read in process, inside the node's namespace. Enforcement does not
     // depend on it, so a group that cannot be bound is reported, not fatal.
     if config.render.drop_log_group.is_none() {

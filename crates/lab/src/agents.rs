@@ -19,6 +19,9 @@ pub struct AgentSpec {
     pub dataplane: String,
     /// How the agent recognizes local pods.
     pub endpoint_match: crate::wiring::EndpointMatch,
+    /// Delete the conntrack entries of established flows that new rules deny
+    /// (`--established revoke`).
+    pub revoke: bool,
     /// Where the agent's log lines go.
     pub log_file: std::path::PathBuf,
 }
@@ -67,6 +70,8 @@ pub(crate) fn spawn_agent(spec: &AgentSpec, url: &str) -> Result<Child> {
             spec.endpoint_match.as_str(),
             "--metrics-addr",
             "127.0.0.1:0",
+            "--established",
+            if spec.revoke { "revoke" } else { "keep" },
         ])
         .stdin(Stdio::null())
         .stdout(log)

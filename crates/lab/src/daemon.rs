@@ -187,6 +187,7 @@ impl Daemon {
                 netns: node.netns.clone(),
                 dataplane: self.state.dataplane.clone(),
                 endpoint_match: self.state.endpoint_match,
+                revoke: self.state.revoke,
                 log_file: self
                     .names
                     .state_dir()

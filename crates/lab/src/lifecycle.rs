@@ -35,6 +35,8 @@ pub struct UpOptions {
     /// How the agents recognize local pods (`None`: the CNI's default, see
     /// [`crate::wiring`]).
     pub endpoint_match: Option<crate::wiring::EndpointMatch>,
+    /// `--established revoke`: the agents cut established connections new rules deny.
+    pub revoke: bool,
 }
 
 /// What `down` removed.
@@ -104,6 +106,7 @@ pub fn up(names: &LabNames, options: &UpOptions, mut cluster: Cluster) -> Result
         cni: options.cni,
         ip_family: options.ip_family,
         endpoint_match: crate::wiring::EndpointMatch::for_cni(options.endpoint_match, options.cni),
+        revoke: options.revoke,
         plan,
         netns: Vec::new(),
         daemon_pid: None,

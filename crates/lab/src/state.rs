@@ -30,6 +30,9 @@ pub struct LabState {
     /// How the agents recognize local pods.
     #[serde(default)]
     pub endpoint_match: crate::wiring::EndpointMatch,
+    /// The agents revoke established connections that new rules deny.
+    #[serde(default)]
+    pub revoke: bool,
     pub plan: Plan,
     /// Every network namespace created so far.
     pub netns: Vec<String>,

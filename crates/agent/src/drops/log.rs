@@ -53,6 +53,11 @@ impl DropLog {
 
     /// Adds a drop (the oldest goes when the ring is full) and hands it to followers.
     pub fn push(&self, record: &DropRecord) {
+        self.push_line(record);
+    }
+
+    /// Adds any record of the stream (a drop, a revocation) as one JSON line.
+    pub fn push_line<T: serde::Serialize>(&self, record: &T) {
         let Ok(json) = serde_json::to_string(record) else {
             return;
         };

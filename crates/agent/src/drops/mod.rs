@@ -22,3 +22,8 @@ pub use attribution::{AddressBook, DropIndex, DropOrigin};
 pub use log::DropLog;
 pub use reader::DropReader;
 pub use record::{DropRecord, PolicyNames};
+
+/// Now, as the stream writes times (RFC 3339, UTC, milliseconds).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

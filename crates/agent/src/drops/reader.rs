@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use palisade_render::names::drop_key_of_prefix;
 
@@ -108,7 +108,7 @@ pub fn record(shared: &Shared, logged: &LoggedPacket) {
         return;
     };
     let index = shared.drops.index();
-    let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    let time = super::now_rfc3339();
     let record = shared
         .drops
         .with_book(|book| attribute(&index, book, &shared.node, time, key, &headers));

@@ -12,7 +12,7 @@ use palisade_store::keys;
 use serde::Serialize;
 
 use super::datastore_args::{self as ds, DatastoreArgs};
-use super::match_args::{EndpointMatchArg, IfaceNameArg};
+use super::match_args::{EndpointMatchArg, EstablishedArg, IfaceNameArg};
 
 const AFTER_HELP: &str = "\
 The agent lists the datastore, waits until it is in sync, then programs this node's packet
@@ -89,6 +89,13 @@ struct RunArgs {
     /// reports not ready while one is off.
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     set_bridge_sysctls: bool,
+    /// Established connections that a change of policy denies: `keep` lets them go on until
+    /// they end (conntrack's default, as Calico does); `revoke` deletes their conntrack
+    /// entries after every applied change, so their next packet is judged as new and dropped
+    /// (each tracked flow of a local pod is run through the new rules; flows they still admit
+    /// are never touched).
+    #[arg(long, value_enum, value_name = "MODE", default_value = "keep")]
+    established: EstablishedArg,
     /// Packet mark bits Palisade may use; every other bit is left alone.
     #[arg(long, value_name = "BITS", default_value = "0xffff0000")]
     mark_mask: String,
@@ -174,6 +181,7 @@ fn config(a: &RunArgs) -> Result<AgentConfig> {
     c.render.endpoint_match = a.endpoint_match.into();
     c.iface_naming = a.iface_name.into();
     c.set_bridge_sysctls = a.set_bridge_sysctls;
+    c.established = a.established.into();
     c.resync_interval = parse_duration(&a.resync_interval)?;
     c.metrics_addr = match a.metrics_addr.trim() {
         "off" | "" => None,

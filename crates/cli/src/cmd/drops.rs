@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use palisade_agent::drops::DropRecord;
+use palisade_agent::revoke::RevocationRecord;
 use palisade_agent::NodeStatus;
 
 use super::agent::{render_table, Output};
@@ -128,9 +129,9 @@ pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<E
             }
         };
         for line in body.lines().filter(|l| !l.trim().is_empty()) {
-            let d: DropRecord = serde_json::from_str(line)
+            let d = StreamLine::parse(line)
                 .with_context(|| format!("bad /drops line from node {node}: {line}"))?;
-            if keep(&d, filter) {
+            if d.keep(filter) {
                 drops.push(d);
             }
         }
@@ -138,12 +139,12 @@ pub(crate) fn show(agents: &[(String, SocketAddr)], filter: &Filter) -> Result<E
     if failed.len() == agents.len() {
         bail!("no agent answered (nodes: {})", failed.join(", "));
     }
-    drops.sort_by(|a, b| a.time.cmp(&b.time));
+    drops.sort_by(|a, b| a.time().cmp(b.time()));
     let text = match filter.output {
         Output::Json => {
             let mut text = String::new();
             for d in &drops {
-                text.push_str(&serde_json::to_string(d)?);
+                text.push_str(&d.to_json()?);
                 text.push('\n');
             }
             text
@@ -168,8 +169,8 @@ async fn follow(
         let filter = filter.clone();
         tasks.spawn(async move {
             palisade_agent::client::get_lines(addr, "/drops?follow", timeout, |line| {
-                match serde_json::from_str::<DropRecord>(line) {
-                    Ok(d) if keep(&d, &filter) => emit(&match filter.output {
+                match StreamLine::parse(line) {
+                    Ok(d) if d.keep(&filter) => emit(&match filter.output {
                         Output::Json => format!("{line}\n"),
                         Output::Table => table(&[d], false),
                     }),
@@ -201,13 +202,75 @@ fn emit(text: &str) -> bool {
         .is_ok()
 }
 
-/// Whether `d` passes the namespace filter (from or to a pod of it).
-fn keep(d: &DropRecord, filter: &Filter) -> bool {
-    let Some(ns) = &filter.namespace else {
-        return true;
-    };
-    let in_ns = |who: &str| who.split_once('/').is_some_and(|(n, _)| n == ns);
-    in_ns(&d.from) || in_ns(&d.to)
+/// One line of the stream: a dropped packet, or a revocation of established connections
+/// (`--established revoke`).
+#[derive(Debug, Clone)]
+enum StreamLine {
+    Drop(DropRecord),
+    Revoked(RevocationRecord),
+}
+
+impl StreamLine {
+    fn parse(line: &str) -> serde_json::Result<StreamLine> {
+        match serde_json::from_str::<DropRecord>(line) {
+            Ok(d) => Ok(StreamLine::Drop(d)),
+            Err(e) => match serde_json::from_str::<RevocationRecord>(line) {
+                Ok(r) if r.revoked => Ok(StreamLine::Revoked(r)),
+                _ => Err(e),
+            },
+        }
+    }
+
+    fn time(&self) -> &str {
+        match self {
+            StreamLine::Drop(d) => &d.time,
+            StreamLine::Revoked(r) => &r.time,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Result<String> {
+        match self {
+            StreamLine::Drop(d) => serde_json::to_string(d),
+            StreamLine::Revoked(r) => serde_json::to_string(r),
+        }
+    }
+
+    /// Whether the line passes the namespace filter (from or to a pod of it).
+    fn keep(&self, filter: &Filter) -> bool {
+        let Some(ns) = &filter.namespace else {
+            return true;
+        };
+        let in_ns = |who: &str| who.split_once('/').is_some_and(|(n, _)| n == ns);
+        match self {
+            StreamLine::Drop(d) => in_ns(&d.from) || in_ns(&d.to),
+            StreamLine::Revoked(r) => r.flows.iter().any(|f| in_ns(&f.from) || in_ns(&f.to)),
+        }
+    }
+
+    /// Table rows: one per drop, one per revoked flow (direction `revoked`).
+    fn rows(&self) -> Vec<[String; 10]> {
+        match self {
+            StreamLine::Drop(d) => vec![cells(d)],
+            StreamLine::Revoked(r) => r
+                .flows
+                .iter()
+                .map(|f| {
+                    [
+                        r.time.clone(),
+                        r.node.clone(),
+                        f.from.clone(),
+                        f.to.clone(),
+                        f.protocol.clone(),
+                        f.port.map_or("-".into(), |p| p.to_string()),
+                        "revoked".into(),
+                        "-".into(),
+                        format!("({} of {} tracked flows cut)", r.removed, r.checked),
+                        "-".into(),
+                    ]
+                })
+                .collect(),
+        }
+    }
 }
 
 const HEADER: [&str; 10] = [
@@ -243,13 +306,17 @@ fn cells(d: &DropRecord) -> [String; 10] {
 
 /// A table of `drops`: measured (with its header) when `header`, else rows of the fixed
 /// `--follow` widths (whose header is `table(&[], true)` with `follow`).
-fn table(drops: &[DropRecord], header: bool) -> String {
+fn table(drops: &[StreamLine], header: bool) -> String {
     if header {
         let mut rows = vec![HEADER.map(String::from)];
-        rows.extend(drops.iter().map(cells));
+        rows.extend(drops.iter().flat_map(StreamLine::rows));
         return render_table(&rows);
     }
-    drops.iter().map(|d| fixed(&cells(d))).collect()
+    drops
+        .iter()
+        .flat_map(StreamLine::rows)
+        .map(|r| fixed(&r))
+        .collect()
 }
 
 /// One row in the `--follow` widths, three spaces apart.
@@ -277,7 +344,11 @@ mod tests {
     use super::*;
     use palisade_agent::drops::PolicyNames;
 
-    fn d(from: &str, to: &str) -> DropRecord {
+    fn d(from: &str, to: &str) -> StreamLine {
+        StreamLine::Drop(rec(from, to))
+    }
+
+    fn rec(from: &str, to: &str) -> DropRecord {
         DropRecord {
             time: "2026-01-01T00:00:00.000Z".into(),
             node: "n2".into(),
@@ -302,10 +373,10 @@ mod tests {
             output: Output::Json,
             timeout: 1,
         };
-        assert!(keep(&d("bob/client", "default/app-web"), &f));
-        assert!(keep(&d("10.0.0.1", "bob/x"), &f));
-        assert!(!keep(&d("bobby/client", "default/app-web"), &f));
-        assert!(!keep(&d("10.0.0.1", "default/app-web"), &f));
+        assert!(d("bob/client", "default/app-web").keep(&f));
+        assert!(d("10.0.0.1", "bob/x").keep(&f));
+        assert!(!d("bobby/client", "default/app-web").keep(&f));
+        assert!(!d("10.0.0.1", "default/app-web").keep(&f));
     }
 
     #[test]
@@ -319,12 +390,35 @@ mod tests {
 
     #[test]
     fn table_names_the_policy_and_shows_null_fields_as_dashes() {
-        let mut x = d("bob/client", "default/app-web");
+        let mut x = rec("bob/client", "default/app-web");
         x.port = None;
         x.protocol = "ICMP".into();
-        let t = table(&[x], true);
+        let t = table(&[StreamLine::Drop(x)], true);
         assert!(t.contains("default/web-deny-all"), "{t}");
         assert!(t.lines().nth(1).unwrap().contains("ICMP"));
         assert!(t.lines().nth(1).unwrap().trim_end().ends_with('-'));
+    }
+
+    #[test]
+    fn revocations_parse_filter_and_show_one_row_per_flow() {
+        let line = r#"{"time":"t","node":"n2","revoked":true,"checked":4,"removed":2,"flows":[{"from":"rv/cut","to":"rv/server","protocol":"TCP","port":7100},{"from":"rv/cut","to":"rv/server","protocol":"ICMP","port":null}]}"#;
+        let r = StreamLine::parse(line).unwrap();
+        assert!(matches!(r, StreamLine::Revoked(_)));
+        let t = table(std::slice::from_ref(&r), true);
+        assert_eq!(
+            t.lines().filter(|l| l.contains("revoked")).count(),
+            2,
+            "{t}"
+        );
+        assert!(t.contains("(2 of 4 tracked flows cut)"), "{t}");
+        let only = |ns: &str| Filter {
+            node: None,
+            namespace: Some(ns.into()),
+            follow: false,
+            output: Output::Json,
+            timeout: 1,
+        };
+        assert!(r.keep(&only("rv")) && !r.keep(&only("other")));
+        assert!(StreamLine::parse(r#"{"time":"t","node":"n"}"#).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The flags that say how a node's pods are found, shared by `agent`, `render` and `lab up`:
-//! `--endpoint-match address|interface` and `--iface-name palisade|calico`.
+//! `--endpoint-match address|interface` and `--iface-name palisade|calico`; and
+//! `--established keep|revoke`, shared by `agent` and `lab up`.
 
 use palisade_calc::IfaceNaming;
 use palisade_render::config::EndpointMatch;
@@ -36,6 +37,24 @@ impl From<IfaceNameArg> for IfaceNaming {
         match a {
             IfaceNameArg::Palisade => IfaceNaming::Palisade,
             IfaceNameArg::Calico => IfaceNaming::Calico,
+        }
+    }
+}
+
+/// What happens to established connections that a change of policy denies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EstablishedArg {
+    /// They go on until they end (conntrack's default).
+    Keep,
+    /// Their conntrack entries are deleted after every applied change.
+    Revoke,
+}
+
+impl From<EstablishedArg> for palisade_agent::revoke::Established {
+    fn from(a: EstablishedArg) -> Self {
+        match a {
+            EstablishedArg::Keep => palisade_agent::revoke::Established::Keep,
+            EstablishedArg::Revoke => palisade_agent::revoke::Established::Revoke,
         }
     }
 }

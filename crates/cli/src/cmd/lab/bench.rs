@@ -367,6 +367,7 @@ fn bench_dataplane(
         cni,
         ip_family: IpFamily::Ipv4,
         endpoint_match: Some(matching),
+        revoke: false,
     };
     let label = (cni.to_string(), matching.to_string());
     let state = palisade_lab::up(&names, &options, workload::cluster(args.idle_pods))?;

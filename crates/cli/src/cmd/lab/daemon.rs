@@ -52,6 +52,9 @@ impl AgentLauncher for Launcher {
             .parse()
             .map_err(|e: palisade_render::RenderError| e.to_string())?;
         config.metrics_addr = "127.0.0.1:0".parse().ok();
+        if spec.revoke {
+            config.established = palisade_agent::revoke::Established::Revoke;
+        }
         config.validate().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let node = spec.node.clone();

@@ -41,6 +41,10 @@ pub struct UpArgs {
     /// interface names. Default: address, except interface under --cni palisade.
     #[arg(long, value_parser = ["address", "interface"])]
     pub endpoint_match: Option<String>,
+    /// Established connections that a change of policy denies: `keep` (they go on) or
+    /// `revoke` (the agents delete their conntrack entries after each change).
+    #[arg(long, default_value = "keep", value_parser = ["keep", "revoke"])]
+    pub established: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -70,6 +74,7 @@ pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
             .map(str::parse)
             .transpose()
             .map_err(anyhow::Error::msg)?,
+        revoke: args.established == "revoke",
     };
     let state = match palisade_lab::up(names, &options, cluster) {
         Ok(s) => s,

@@ -1,0 +1,296 @@
+//! `--established revoke` on a real lab (root only; it prints why it skips otherwise): two
+//! clients hold TCP connections to one server and send a byte every 50 ms, over IPv4 and over
+//! IPv6 (a dual-stack lab on the bridge CNI). A policy then admits only the second client.
+//! With `revoke` the first client's connections stop delivering within a second of the write
+//! while the second's go on; with `keep` both go on (conntrack lets established flows pass).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const PODS: &str = "
+apiVersion: v1
+kind: Namespace
+metadata: {name: rv}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: server, namespace: rv, labels: {app: server}}
+spec: {nodeName: n2, containers: [{name: c, ports: [{containerPort: 7000}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: cut, namespace: rv, labels: {app: cut}}
+spec: {nodeName: n1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: kept, namespace: rv, labels: {app: kept}}
+spec: {nodeName: n1}
+";
+
+const ONLY_KEPT: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: server-from-kept, namespace: rv}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: kept}}}]
+";
+
+fn palisade(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_palisade"))
+        .args(args)
+        .output()
+        .expect("run palisade")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = palisade(args);
+    assert!(
+        out.status.success(),
+        "palisade {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Takes the lab down when the test ends, also when it fails.
+struct LabGuard(String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        let _ = palisade(&["lab", "--name", &self.0, "down"]);
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `netns`.
+fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{netns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the pod's namespace");
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a descriptor we hold open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// When the server last received a byte on each connection, by client address.
+type LastSeen = Arc<Mutex<Vec<(IpAddr, Instant)>>>;
+
+fn serve(listener: TcpListener, seen: LastSeen, stop: Arc<AtomicBool>) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut conns: Vec<(IpAddr, TcpStream)> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok((s, peer)) = listener.accept() {
+            s.set_nonblocking(true).expect("nonblocking");
+            conns.push((peer.ip().to_canonical(), s));
+        }
+        for (ip, s) in conns.iter_mut() {
+            let mut buf = [0u8; 64];
+            if let Ok(n) = s.read(&mut buf) {
+                if n > 0 {
+                    let mut seen = seen.lock().expect("lock");
+                    match seen.iter_mut().find(|(a, _)| a == ip) {
+                        Some(e) => e.1 = Instant::now(),
+                        None => seen.push((*ip, Instant::now())),
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn client(to: SocketAddr, stop: Arc<AtomicBool>) {
+    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
+        panic!("cannot connect to {to}");
+    };
+    s.set_write_timeout(Some(Duration::from_millis(200))).ok();
+    while !stop.load(Ordering::Relaxed) {
+        // A write that fails (the connection was cut and reset) ends the client.
+        if s.write_all(b"x").is_err() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The last time the server heard from `ip`.
+fn last(seen: &LastSeen, ip: IpAddr) -> Option<Instant> {
+    seen.lock()
+        .expect("lock")
+        .iter()
+        .find(|(a, _)| *a == ip)
+        .map(|e| e.1)
+}
+
+fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["pods"]
+        .as_array()
+        .expect("pods")
+        .iter()
+        .find(|p| p["pod"] == name)
+        .unwrap_or_else(|| panic!("no pod {name} in {status}"))
+}
+
+fn addr(p: &Value, v6: bool) -> IpAddr {
+    p["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .filter_map(|i| i.as_str()?.parse::<IpAddr>().ok())
+        .find(|ip| ip.is_ipv6() == v6)
+        .unwrap_or_else(|| panic!("no {} address: {p}", if v6 { "IPv6" } else { "IPv4" }))
+}
+
+/// One lab per mode: (time from the write until the cut connections stopped delivering,
+/// per family), or `None` for a family whose connection was not cut.
+fn run(mode: &str) -> Vec<Option<Duration>> {
+    let name = format!("trv{}-{}", &mode[..3], std::process::id());
+    let _guard = LabGuard(name.clone());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pods = dir.path().join("pods.yaml");
+    std::fs::write(&pods, PODS).expect("write pods");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, ONLY_KEPT).expect("write policy");
+    let pods = pods.display().to_string();
+    ok(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &pods,
+        "--nodes",
+        "2",
+        "--dataplane",
+        "nftables",
+        "--cni",
+        "bridge",
+        "--ip-family",
+        "dual",
+        "--established",
+        mode,
+    ]);
+    let status: Value =
+        serde_json::from_str(&ok(&["lab", "--name", &name, "status", "-o", "json"])).expect("json");
+    let (server, cut, kept) = (
+        pod(&status, "rv/server"),
+        pod(&status, "rv/cut"),
+        pod(&status, "rv/kept"),
+    );
+    let netns = |p: &Value| p["netns"].as_str().expect("netns").to_string();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: LastSeen = Arc::default();
+    let mut threads = Vec::new();
+    {
+        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
+        // One socket for both families (IPv4 peers arrive as IPv4-mapped addresses).
+        let listener = in_netns(&netns(server), || TcpListener::bind("[::]:7100"))
+            .join()
+            .expect("bind thread")
+            .expect("bind [::]:7100");
+        threads.push(std::thread::spawn(move || serve(listener, seen, stop)));
+    }
+    for v6 in [false, true] {
+        for who in [cut, kept] {
+            let to = SocketAddr::new(addr(server, v6), 7100);
+            let stop = Arc::clone(&stop);
+            threads.push(in_netns(&netns(who), move || client(to, stop)));
+        }
+    }
+    // Every connection delivers before the change.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().expect("lock").len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "connections did not start: {:?}",
+            seen.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let written = Instant::now();
+    ok(&[
+        "lab",
+        "--name",
+        &name,
+        "apply",
+        "-f",
+        &policy.display().to_string(),
+    ]);
+    std::thread::sleep(Duration::from_secs(3));
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for v6 in [false, true] {
+        let kept_last = last(&seen, addr(kept, v6)).expect("kept delivered");
+        assert!(
+            now - kept_last < Duration::from_millis(500),
+            "{mode}: the allowed connection over {} stopped",
+            if v6 { "IPv6" } else { "IPv4" }
+        );
+        let cut_last = last(&seen, addr(cut, v6)).expect("cut delivered");
+        out.push(if now - cut_last > Duration::from_secs(1) {
+            Some(cut_last.saturating_duration_since(written))
+        } else {
+            None
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    if mode == "revoke" {
+        // The revocation is in the drop stream.
+        let drops = ok(&["lab", "--name", &name, "drops", "-o", "json"]);
+        assert!(
+            drops.lines().any(|l| l.contains("\"revoked\":true")),
+            "{drops}"
+        );
+    }
+    out
+}
+
+fn skip() -> bool {
+    // SAFETY: geteuid has no side effects.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/lib/cni/bridge").exists() {
+        eprintln!("skipped: needs root and the reference CNI plugins (scripts/setup)");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn revoke_cuts_denied_connections_and_keep_does_not() {
+    if skip() {
+        return;
+    }
+    for (family, cut_after) in ["IPv4", "IPv6"].iter().zip(run("revoke")) {
+        let after =
+            cut_after.unwrap_or_else(|| panic!("revoke: the denied {family} connection went on"));
+        eprintln!("revoke: denied {family} connection cut {after:?} after the write");
+        assert!(
+            after < Duration::from_secs(2),
+            "{family}: cut only after {after:?}"
+        );
+    }
+    for (family, cut_after) in ["IPv4", "IPv6"].iter().zip(run("keep")) {
+        assert_eq!(cut_after, None, "keep: the {family} connection was cut");
+    }
+}
