@@ -43,21 +43,25 @@ impl DropIndex {
                 (Direction::Egress, &ep.tiers.egress),
             ] {
                 for tier in tiers {
-                    let key = drop_key(DropSite::EndOfTier {
-                        direction,
-                        endpoint: &ep.id,
-                        tier: &tier.tier,
-                    });
-                    sites.insert(
-                        key,
-                        DropOrigin {
-                            endpoint: ep.id.clone(),
+                    // A tier that ends with Pass (ClusterNetworkPolicy) drops nothing at its
+                    // end: only Deny rules can drop in it.
+                    if tier.default_action != palisade_model::TierAction::Pass {
+                        let key = drop_key(DropSite::EndOfTier {
                             direction,
-                            tier: tier.tier.clone(),
-                            policies: tier.policies.clone(),
-                            rule: None,
-                        },
-                    );
+                            endpoint: &ep.id,
+                            tier: &tier.tier,
+                        });
+                        sites.insert(
+                            key,
+                            DropOrigin {
+                                endpoint: ep.id.clone(),
+                                direction,
+                                tier: tier.tier.clone(),
+                                policies: tier.policies.clone(),
+                                rule: None,
+                            },
+                        );
+                    }
                     for pid in &tier.policies {
                         let Some(p) = state.policies.get(pid) else {
                             continue;
@@ -307,9 +311,10 @@ mod tests {
         }
         keys.sort();
         keys.dedup();
-        // web: ingress default tier, egress admin tier; no-dns rule 1.
-        assert_eq!(keys.len(), 3, "{keys:?}");
-        assert_eq!(index.len(), 3);
+        // web: the end of the ingress default tier; no-dns rule 1 (the admin tier ends with
+        // Pass: nothing is dropped at its end).
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        assert_eq!(index.len(), 2);
         for k in &keys {
             assert!(index.get(k).is_some(), "{k} not indexed");
         }
