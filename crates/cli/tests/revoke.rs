@@ -4,14 +4,12 @@
 //! With `revoke` the first client's connections stop delivering within a second of the write
 //! while the second's go on; with `keep` both go on (conntrack lets established flows pass).
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use palisade_lab::held::Held;
 use serde_json::Value;
 
 const PODS: &str = "
@@ -73,72 +71,6 @@ impl Drop for LabGuard {
     }
 }
 
-/// Runs `f` on a thread that has entered network namespace `netns`.
-fn in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{netns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the pod's namespace");
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on this thread only, with a descriptor we hold open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-/// When the server last received a byte on each connection, by client address.
-type LastSeen = Arc<Mutex<Vec<(IpAddr, Instant)>>>;
-
-fn serve(listener: TcpListener, seen: LastSeen, stop: Arc<AtomicBool>) {
-    listener.set_nonblocking(true).expect("nonblocking");
-    let mut conns: Vec<(IpAddr, TcpStream)> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok((s, peer)) = listener.accept() {
-            s.set_nonblocking(true).expect("nonblocking");
-            conns.push((peer.ip().to_canonical(), s));
-        }
-        for (ip, s) in conns.iter_mut() {
-            let mut buf = [0u8; 64];
-            if let Ok(n) = s.read(&mut buf) {
-                if n > 0 {
-                    let mut seen = seen.lock().expect("lock");
-                    match seen.iter_mut().find(|(a, _)| a == ip) {
-                        Some(e) => e.1 = Instant::now(),
-                        None => seen.push((*ip, Instant::now())),
-                    }
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn client(to: SocketAddr, stop: Arc<AtomicBool>) {
-    let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) else {
-        panic!("cannot connect to {to}");
-    };
-    s.set_write_timeout(Some(Duration::from_millis(200))).ok();
-    while !stop.load(Ordering::Relaxed) {
-        // A write that fails (the connection was cut and reset) ends the client.
-        if s.write_all(b"x").is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The last time the server heard from `ip`.
-fn last(seen: &LastSeen, ip: IpAddr) -> Option<Instant> {
-    seen.lock()
-        .expect("lock")
-        .iter()
-        .find(|(a, _)| *a == ip)
-        .map(|e| e.1)
-}
-
 fn pod<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["pods"]
         .as_array()
@@ -196,35 +128,23 @@ fn run(mode: &str) -> Vec<Option<Duration>> {
     );
     let netns = |p: &Value| p["netns"].as_str().expect("netns").to_string();
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: LastSeen = Arc::default();
-    let mut threads = Vec::new();
-    {
-        let (seen, stop) = (Arc::clone(&seen), Arc::clone(&stop));
-        // One socket for both families (IPv4 peers arrive as IPv4-mapped addresses).
-        let listener = in_netns(&netns(server), || TcpListener::bind("[::]:7100"))
-            .join()
-            .expect("bind thread")
-            .expect("bind [::]:7100");
-        threads.push(std::thread::spawn(move || serve(listener, seen, stop)));
-    }
+    let mut held = Held::serve(&netns(server), 7100).expect("server");
+    let mut clients = Vec::new();
     for v6 in [false, true] {
         for who in [cut, kept] {
             let to = SocketAddr::new(addr(server, v6), 7100);
-            let stop = Arc::clone(&stop);
-            threads.push(in_netns(&netns(who), move || client(to, stop)));
+            let local = held
+                .connect(&netns(who), to, Duration::from_millis(50))
+                .expect("connect");
+            clients.push((v6, who["pod"] == "rv/cut", local));
         }
     }
-    // Every connection delivers before the change.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while seen.lock().expect("lock").len() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "connections did not start: {:?}",
-            seen.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let all: Vec<SocketAddr> = clients.iter().map(|c| c.2).collect();
+    let started = Instant::now();
+    assert!(
+        held.wait_delivering(&all, started, Duration::from_secs(5)),
+        "connections did not start"
+    );
 
     let written = Instant::now();
     ok(&[
@@ -239,23 +159,23 @@ fn run(mode: &str) -> Vec<Option<Duration>> {
     let now = Instant::now();
     let mut out = Vec::new();
     for v6 in [false, true] {
-        let kept_last = last(&seen, addr(kept, v6)).expect("kept delivered");
-        assert!(
-            now - kept_last < Duration::from_millis(500),
-            "{mode}: the allowed connection over {} stopped",
-            if v6 { "IPv6" } else { "IPv4" }
-        );
-        let cut_last = last(&seen, addr(cut, v6)).expect("cut delivered");
-        out.push(if now - cut_last > Duration::from_secs(1) {
-            Some(cut_last.saturating_duration_since(written))
-        } else {
-            None
-        });
+        let family = if v6 { "IPv6" } else { "IPv4" };
+        for (_, is_cut, local) in clients.iter().filter(|c| c.0 == v6) {
+            let last = held.last_delivery(*local).expect("delivered");
+            if *is_cut {
+                out.push(
+                    (now - last > Duration::from_secs(1))
+                        .then(|| last.saturating_duration_since(written)),
+                );
+            } else {
+                assert!(
+                    now - last < Duration::from_millis(500),
+                    "{mode}: the allowed connection over {family} stopped"
+                );
+            }
+        }
     }
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        let _ = t.join();
-    }
+    drop(held);
     if mode == "revoke" {
         // The revocation is in the drop stream.
         let drops = ok(&["lab", "--name", &name, "drops", "-o", "json"]);

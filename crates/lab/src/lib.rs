@@ -22,6 +22,7 @@ pub mod cni;
 pub mod control;
 pub mod daemon;
 pub mod error;
+pub mod held;
 pub mod lifecycle;
 pub mod names;
 pub mod netns;

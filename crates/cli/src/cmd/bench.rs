@@ -35,6 +35,8 @@ Run a release build; the issue's target size:
     Fanout(fanout::FanoutArgs),
     /// What-if (`palisade matrix --what-if-f`): one changed policy against the live matrix.
     Whatif(super::bench_whatif::Args),
+    /// `--established revoke` (root): write of a denying policy → established connection cut.
+    Revoke(super::bench_revoke::Args),
     /// The reachability page (`matrix -o html`) of a synthetic cluster, written to --out;
     /// its size and how long it took to compute are printed.
     #[command(after_help = "\
@@ -133,6 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         What::Matrix(a) => bench_matrix(a),
         What::Fanout(a) => fanout::run(a),
         What::Whatif(a) => super::bench_whatif::run(a),
+        What::Revoke(a) => super::bench_revoke::run(a),
         What::Page(a) => bench_page(a),
     }
 }

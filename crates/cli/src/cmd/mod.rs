@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod apply;
 pub mod bench;
+pub mod bench_revoke;
 pub mod bench_whatif;
 pub mod controller;
 pub mod counters;

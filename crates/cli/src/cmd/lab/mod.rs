@@ -134,7 +134,7 @@ pub fn counters_of_lab(
 }
 
 /// Labs need root: say so before anything half-happens.
-fn require_root() -> Result<()> {
+pub(crate) fn require_root() -> Result<()> {
     // SAFETY: geteuid has no side effects.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("the lab needs root (it creates network namespaces); run it with sudo");
