@@ -90,7 +90,13 @@ enum Done {
         calc_time: Duration,
         revision: Revision,
     },
-    Resync(Box<Calculator>, Result<ApplyReport, DataplaneError>),
+    Resync(
+        Box<Calculator>,
+        Result<ApplyReport, DataplaneError>,
+        /// With `--established revoke`: a sweep at every resync too, which catches a flow a
+        /// failed sweep left behind.
+        Option<Box<Result<Revocation, String>>>,
+    ),
 }
 
 impl Agent {
@@ -417,6 +423,11 @@ impl<'a> Loop<'a> {
         };
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
         let learner = self.learner();
+        let revoker = self
+            .agent
+            .conntrack
+            .clone()
+            .map(|t| (t, self.agent.config.render.clone()));
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
             learner.learn(calc.state(), dp.as_mut());
@@ -426,7 +437,17 @@ impl<'a> Loop<'a> {
                 }
                 dp.resync()
             });
-            Done::Resync(calc, result)
+            drop(dp);
+            let revocation = match (&result, revoker) {
+                (Ok(_), Some((table, render))) => Some(Box::new(crate::revoke::revoke(
+                    calc.state(),
+                    &render,
+                    table.as_ref(),
+                    crate::revoke::MAX_CHECKED_PER_SWEEP,
+                ))),
+                _ => None,
+            };
+            Done::Resync(calc, result, revocation)
         }));
     }
 
@@ -503,8 +524,11 @@ impl<'a> Loop<'a> {
                     }
                 }
             }
-            Done::Resync(calc, result) => {
+            Done::Resync(calc, result, revocation) => {
                 self.calc = Some(calc);
+                if let Some(r) = revocation {
+                    self.revoked(*r);
+                }
                 self.resync_due = Instant::now() + self.agent.config.resync_interval;
                 m.resyncs.inc();
                 match result {

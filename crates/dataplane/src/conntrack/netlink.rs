@@ -37,7 +37,26 @@ impl NetlinkConntrack {
             .lock()
             .map_err(|_| DataplaneError::Netlink("conntrack socket poisoned".into()))?;
         if guard.is_none() {
-            *guard = Some((open_netfilter_socket(self.netns.as_deref(), 1 << 16)?, 1));
+            let fd = open_netfilter_socket(self.netns.as_deref(), 1 << 16)?;
+            // A dump of tens of thousands of flows arrives faster than it is parsed: a large
+            // receive buffer keeps the kernel from failing it with ENOBUFS.
+            let size: libc::c_int = 8 << 20;
+            // SAFETY: setsockopt on a descriptor we own, with a value that outlives the call.
+            unsafe {
+                for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+                    let ok = libc::setsockopt(
+                        fd.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        opt,
+                        &size as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::c_int>() as u32,
+                    );
+                    if ok == 0 {
+                        break;
+                    }
+                }
+            }
+            *guard = Some((fd, 1));
         }
         let Some((fd, seq)) = guard.as_mut() else {
             return Err(DataplaneError::Netlink("no conntrack socket".into()));
@@ -81,7 +100,18 @@ fn recv(fd: RawFd, buf: &mut [u8]) -> Result<usize, DataplaneError> {
 }
 
 impl Conntrack for NetlinkConntrack {
+    /// Dumps the table; a dump that fails (the socket is then reopened) is tried once more.
     fn flows(&self) -> Result<Vec<CtFlow>, DataplaneError> {
+        self.dump().or_else(|_| self.dump())
+    }
+
+    fn delete(&self, flow: &CtFlow) -> Result<bool, DataplaneError> {
+        self.delete_one(flow)
+    }
+}
+
+impl NetlinkConntrack {
+    fn dump(&self) -> Result<Vec<CtFlow>, DataplaneError> {
         self.with_socket(|fd, seq| {
             send(fd, &wire::dump_request(seq))?;
             let mut buf = vec![0u8; RECV_BUFFER];
@@ -108,7 +138,7 @@ impl Conntrack for NetlinkConntrack {
         })
     }
 
-    fn delete(&self, flow: &CtFlow) -> Result<bool, DataplaneError> {
+    fn delete_one(&self, flow: &CtFlow) -> Result<bool, DataplaneError> {
         self.with_socket(|fd, seq| {
             send(fd, &wire::delete_request(flow, seq))?;
             let mut buf = vec![0u8; 4096];
