@@ -66,7 +66,8 @@ impl Translator {
                     Translated::Update(Update::EndpointUpsert(ep))
                 }
                 StoredObject::Policy(p) => Translated::Update(Update::PolicyUpsert(p)),
-                StoredObject::Status(_) => Translated::Ignore,
+                // Nodes matter for `nodes` peers, which the calculation does not match yet.
+                StoredObject::Status(_) | StoredObject::Node(_) => Translated::Ignore,
             },
             SyncEvent::Update {
                 key, value: None, ..
@@ -110,7 +111,7 @@ impl Translator {
                 namespace,
                 name,
             })),
-            Key::Config { .. } | Key::Status { .. } => None,
+            Key::Config { .. } | Key::Status { .. } | Key::Node { .. } => None,
         }
     }
 }
