@@ -22,7 +22,7 @@ const NAMESPACES: [&str; 3] = ["a", "b", "c"];
 const KEYS: [&str; 3] = ["app", "tier", "team"];
 const VALUES: [&str; 3] = ["x", "y", "z"];
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
-const TIERS: [&str; 3] = ["default", "admin", "t1"];
+const TIERS: [&str; 4] = ["default", "admin", "baseline", "t1"];
 /// Interface prefix lists, the first primary.
 const PREFIXES: [&[&str]; 3] = [&["pal"], &["cali", "pal"], &["pal", "cali", "tap"]];
 
@@ -133,6 +133,9 @@ fn peer() -> impl Strategy<Value = Peer> {
             cidr: "10.0.0.1/30".parse().unwrap(),
             except: vec!["10.0.0.2/32".parse().unwrap()],
         }),
+        // ClusterNetworkPolicy peers calc does not express yet (a rule of only these is left out).
+        1 => selector().prop_map(Peer::Nodes),
+        1 => Just(Peer::DomainNames(vec!["example.com".into()])),
     ]
 }
 
@@ -196,8 +199,10 @@ fn update() -> impl Strategy<Value = Update> {
         1 => endpoint_id().prop_map(Update::EndpointRemove),
         5 => policy().prop_map(Update::PolicyUpsert),
         1 => policy_id().prop_map(Update::PolicyRemove),
-        1 => (pick(&TIERS), pick(&[50u32, 500, 5000]))
-            .prop_map(|(name, order)| Update::TierUpsert(Tier { name: name.to_string(), order, default_action: TierAction::Deny })),
+        1 => (pick(&TIERS), pick(&[50u32, 500, 5000]), pick(&[TierAction::Deny, TierAction::Pass]))
+            .prop_map(|(name, order, default_action)| {
+                Update::TierUpsert(Tier { name: name.to_string(), order, default_action })
+            }),
     ]
 }
 
