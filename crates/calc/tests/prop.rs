@@ -161,6 +161,20 @@ fn rules() -> impl Strategy<Value = Option<Vec<Rule>>> {
     proptest::option::weighted(0.7, vec(rule, 0..3))
 }
 
+/// A node (named like the endpoints' nodes) with addresses that pods may have too.
+fn node() -> impl Strategy<Value = palisade_model::Node> {
+    (pick(&NODES), labels(), vec(0..4u8, 0..3)).prop_map(|(name, labels, last)| {
+        palisade_model::Node {
+            name: name.to_string(),
+            labels,
+            addresses: last
+                .into_iter()
+                .map(|b| std::net::IpAddr::from([10, 0, 0, b]))
+                .collect(),
+        }
+    })
+}
+
 fn policy_id() -> impl Strategy<Value = PolicyId> {
     let namespace = prop_oneof![4 => ns_name().prop_map(Some), 1 => Just(None)];
     (pick(&TIERS), namespace, 0..4u8).prop_map(|(tier, namespace, i)| PolicyId {
@@ -198,6 +212,8 @@ fn update() -> impl Strategy<Value = Update> {
         6 => endpoint().prop_map(Update::EndpointUpsert),
         1 => endpoint_id().prop_map(Update::EndpointRemove),
         5 => policy().prop_map(Update::PolicyUpsert),
+        1 => node().prop_map(Update::NodeUpsert),
+        1 => pick(&NODES).prop_map(|n| Update::NodeRemove(n.to_string())),
         1 => policy_id().prop_map(Update::PolicyRemove),
         1 => (pick(&TIERS), pick(&[50u32, 500, 5000]), pick(&[TierAction::Deny, TierAction::Pass]))
             .prop_map(|(name, order, default_action)| {
