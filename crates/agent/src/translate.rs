@@ -66,6 +66,7 @@ impl Translator {
                     Translated::Update(Update::EndpointUpsert(ep))
                 }
                 StoredObject::Policy(p) => Translated::Update(Update::PolicyUpsert(p)),
+                StoredObject::Node(n) => Translated::Update(Update::NodeUpsert(n)),
                 StoredObject::Status(_) => Translated::Ignore,
             },
             SyncEvent::Update {
@@ -110,15 +111,19 @@ impl Translator {
                 namespace,
                 name,
             })),
+            Key::Node { name } => Some(Update::NodeRemove(name)),
             Key::Config { .. } | Key::Status { .. } => None,
         }
     }
 }
 
-/// Whether a key is one the calculation reads (namespaces, endpoints, policies).
+/// Whether a key is one the calculation reads (namespaces, endpoints, policies, nodes).
 pub fn is_relevant(key: &str) -> bool {
-    use palisade_store::keys::{ENDPOINTS, NAMESPACES, POLICIES};
-    key.starts_with(NAMESPACES) || key.starts_with(ENDPOINTS) || key.starts_with(POLICIES)
+    use palisade_store::keys::{ENDPOINTS, NAMESPACES, NODES, POLICIES};
+    key.starts_with(NAMESPACES)
+        || key.starts_with(ENDPOINTS)
+        || key.starts_with(POLICIES)
+        || key.starts_with(NODES)
 }
 
 #[cfg(test)]
@@ -232,6 +237,7 @@ mod tests {
         );
         assert!(!is_relevant("/palisade/v1/status/n1"));
         assert!(is_relevant("/palisade/v1/endpoints/n1/a/b"));
+        assert!(is_relevant("/palisade/v1/nodes/n1"));
     }
 
     #[test]

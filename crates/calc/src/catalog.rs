@@ -142,6 +142,8 @@ impl Catalog {
                     .collect();
             }
             SetDef::Peer(peer) => peer,
+            // Node sets hold node addresses, no endpoint.
+            SetDef::Nodes(_) => return Vec::new(),
         };
         let namespaces: Vec<(&String, &HashSet<u32>)> = match &peer.namespaces {
             NamespaceMatch::Name(ns) => self.by_namespace.get_key_value(ns).into_iter().collect(),

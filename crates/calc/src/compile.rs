@@ -50,9 +50,9 @@ fn use_set(sets: &mut Vec<(IpSetId, SetDef)>, def: SetDef) -> IpSetId {
     id
 }
 
-/// A rule compiled; `None` for a rule that matches nothing here: every peer it names is one
-/// the dataplane does not match (domain names, which address-based enforcement cannot see;
-/// node peers, which the node set does not carry yet: see docs/policy-model.md).
+/// A rule compiled; `None` for a rule that matches nothing here: every peer it names is a
+/// domain-name peer, which address-based enforcement cannot see. Node peers become sets of
+/// the matching nodes' addresses.
 fn compile_rule(rule: &Rule, sets: &mut Vec<(IpSetId, SetDef)>) -> Option<CompiledRule> {
     let peers: Vec<RulePeer> = rule
         .peers
@@ -63,7 +63,8 @@ fn compile_rule(rule: &Rule, sets: &mut Vec<(IpSetId, SetDef)>) -> Option<Compil
                 cidr: cidr.trunc(),
                 except: except.iter().map(|e| e.trunc()).collect(),
             }),
-            Peer::Nodes(_) | Peer::DomainNames(_) => None,
+            Peer::Nodes(sel) => Some(RulePeer::Set(use_set(sets, SetDef::Nodes(sel.clone())))),
+            Peer::DomainNames(_) => None,
         })
         .collect();
     if peers.is_empty() && !rule.peers.is_empty() {

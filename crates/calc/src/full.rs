@@ -8,7 +8,7 @@ use palisade_model::{Cluster, EndpointId, Labels, Policy};
 
 use crate::compile::{compile_policy, endpoint_tiers};
 use crate::config::CalcConfig;
-use crate::setdef::SetDef;
+use crate::setdef::{node_members, SetDef};
 use crate::state::{DesiredState, IpSet, LocalEndpoint, Update};
 
 /// Computes everything `config.node` must enforce for `cluster`. Host-networked pods are no
@@ -76,13 +76,16 @@ pub fn compute_full(config: &CalcConfig, cluster: &Cluster) -> DesiredState {
 
 fn full_set(def: &SetDef, cluster: &Cluster, ns_labels: &BTreeMap<&str, Labels>) -> IpSet {
     let empty = Labels::new();
-    let members = cluster
+    let mut members: BTreeSet<_> = cluster
         .endpoints
         .iter()
         .filter(|e| !cluster.is_host_network(&e.id))
         .filter(|e| def.matches(e, ns_labels.get(e.id.namespace.as_str()).unwrap_or(&empty)))
         .flat_map(|e| def.members(e))
         .collect();
+    if let SetDef::Nodes(sel) = def {
+        members.extend(node_members(sel, cluster.nodes.values()));
+    }
     IpSet {
         id: def.id(),
         kind: def.kind(),
@@ -91,7 +94,8 @@ fn full_set(def: &SetDef, cluster: &Cluster, ns_labels: &BTreeMap<&str, Labels>)
     }
 }
 
-/// The whole cluster as a batch of updates (tiers, namespaces, workload endpoints, policies), for a
+/// The whole cluster as a batch of updates (tiers, namespaces, nodes, workload endpoints,
+/// policies), for a
 /// fresh [`crate::Calculator`]: `calc.apply_all(cluster_updates(&cluster))` reaches
 /// `compute_full(&config, &cluster)`.
 pub fn cluster_updates(cluster: &Cluster) -> Vec<Update> {
@@ -108,8 +112,10 @@ pub fn cluster_updates(cluster: &Cluster) -> Vec<Update> {
         .cloned()
         .map(Update::EndpointUpsert);
     let policies = cluster.policies.iter().cloned().map(Update::PolicyUpsert);
+    let nodes = cluster.nodes.values().cloned().map(Update::NodeUpsert);
     tiers
         .chain(namespaces)
+        .chain(nodes)
         .chain(endpoints)
         .chain(policies)
         .collect()

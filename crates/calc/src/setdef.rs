@@ -10,7 +10,7 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use palisade_model::{Endpoint, EndpointPeer, Labels, NamespaceMatch, Protocol};
+use palisade_model::{Endpoint, EndpointPeer, Labels, NamespaceMatch, Node, Protocol, Selector};
 use sha2::{Digest, Sha256};
 
 use crate::state::{IpSetId, IpSetKind, IpSetMember};
@@ -23,6 +23,9 @@ pub enum SetDef {
     /// `(address, protocol, port)` of every endpoint declaring a container port with this
     /// name and protocol.
     NamedPort { name: String, protocol: Protocol },
+    /// The addresses of every node whose labels match (ClusterNetworkPolicy `nodes` peers);
+    /// no endpoint is a member.
+    Nodes(Selector),
 }
 
 impl SetDef {
@@ -31,12 +34,13 @@ impl SetDef {
         match self {
             SetDef::Peer(peer) => peer_set_id(peer),
             SetDef::NamedPort { name, protocol } => named_port_set_id(name, *protocol),
+            SetDef::Nodes(sel) => IpSetId(format!("nd:{}", short_hash(&format!("nodes {sel}")))),
         }
     }
 
     pub fn kind(&self) -> IpSetKind {
         match self {
-            SetDef::Peer(_) => IpSetKind::Net,
+            SetDef::Peer(_) | SetDef::Nodes(_) => IpSetKind::Net,
             SetDef::NamedPort { .. } => IpSetKind::NetPort,
         }
     }
@@ -46,6 +50,7 @@ impl SetDef {
         match self {
             SetDef::Peer(peer) => peer_text(peer),
             SetDef::NamedPort { name, protocol } => format!("named port {name}/{protocol}"),
+            SetDef::Nodes(sel) => format!("nodes {sel}"),
         }
     }
 
@@ -54,12 +59,14 @@ impl SetDef {
         match self {
             SetDef::Peer(peer) => peer_matches(peer, endpoint, namespace_labels),
             SetDef::NamedPort { name, protocol } => endpoint.named_port(name, *protocol).is_some(),
+            SetDef::Nodes(_) => false,
         }
     }
 
     /// The members an endpoint contributes when it belongs to the set (sorted, each once).
     pub fn members(&self, endpoint: &Endpoint) -> Vec<IpSetMember> {
         let mut members = match self {
+            SetDef::Nodes(_) => Vec::new(),
             SetDef::Peer(_) => net_members(&endpoint.ips),
             SetDef::NamedPort { name, protocol } => match endpoint.named_port(name, *protocol) {
                 Some(port) => endpoint
@@ -85,6 +92,7 @@ impl SetDef {
     /// without allocating (filling a new set calls it for every endpoint in it).
     pub fn for_each_member(&self, endpoint: &Endpoint, mut f: impl FnMut(IpSetMember)) {
         let port = match self {
+            SetDef::Nodes(_) => return,
             SetDef::Peer(_) => None,
             SetDef::NamedPort { name, protocol } => match endpoint.named_port(name, *protocol) {
                 Some(port) => Some((*protocol, port)),
@@ -101,6 +109,22 @@ impl SetDef {
             });
         }
     }
+}
+
+/// The members of a nodes set: every address of every node whose labels match, as host
+/// networks, sorted, each once.
+pub fn node_members<'a>(
+    selector: &Selector,
+    nodes: impl IntoIterator<Item = &'a Node>,
+) -> Vec<IpSetMember> {
+    let mut out: Vec<IpSetMember> = nodes
+        .into_iter()
+        .filter(|n| selector.matches(&n.labels))
+        .flat_map(|n| net_members(&n.addresses))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Whether an endpoint matches a rule peer: its namespace is the named one or has matching

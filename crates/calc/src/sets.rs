@@ -9,12 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use palisade_model::{Endpoint, Labels, NamespaceMatch, Protocol};
+use palisade_model::{Endpoint, Labels, NamespaceMatch, Node, Protocol};
 
 use crate::catalog::Catalog;
 use crate::fasthash::{FastMap, FastSet};
 use crate::index::ScopedIndex;
-use crate::setdef::SetDef;
+use crate::setdef::{node_members, SetDef};
 use crate::slab::Slab;
 use crate::state::{IpSet, IpSetId, IpSetMember};
 
@@ -38,6 +38,10 @@ pub(crate) struct SetStore {
     /// Selector sets that choose namespaces by label.
     by_namespace_selector: HashSet<u32>,
     named_ports: HashMap<(String, Protocol), u32>,
+    /// Node sets (ClusterNetworkPolicy `nodes` peers), refilled when a node changes.
+    node_sets: HashSet<u32>,
+    /// Every node, by name.
+    nodes: BTreeMap<String, Node>,
     /// Endpoint key → selector sets it is in.
     endpoint_sets: FastMap<u32, FastSet<u32>>,
     journal: MemberJournal,
@@ -49,7 +53,7 @@ fn scope(def: &SetDef) -> Option<&str> {
             NamespaceMatch::Name(ns) => Some(ns),
             NamespaceMatch::Selector(_) => None,
         },
-        SetDef::NamedPort { .. } => None,
+        SetDef::NamedPort { .. } | SetDef::Nodes(_) => None,
     }
 }
 
@@ -82,6 +86,11 @@ impl SetStore {
         for &ep_key in &matched {
             if let Some(e) = catalog.endpoints.get(ep_key) {
                 def.for_each_member(&e.ep, |m| *counts.entry(m).or_insert(0) += 1);
+            }
+        }
+        if let SetDef::Nodes(sel) = def {
+            for m in node_members(sel, self.nodes.values()) {
+                counts.insert(m, 1);
             }
         }
         let mut members: Vec<IpSetMember> = counts.keys().cloned().collect();
@@ -117,6 +126,9 @@ impl SetStore {
             }
             SetDef::NamedPort { name, protocol } => {
                 self.named_ports.insert((name.clone(), *protocol), key);
+            }
+            SetDef::Nodes(_) => {
+                self.node_sets.insert(key);
             }
         }
         true
@@ -157,6 +169,9 @@ impl SetStore {
             SetDef::NamedPort { name, protocol } => {
                 self.named_ports.remove(&(name.clone(), *protocol));
             }
+            SetDef::Nodes(_) => {
+                self.node_sets.remove(&key);
+            }
         }
         for ep_key in entry.matched {
             if let Some(sets) = self.endpoint_sets.get_mut(&ep_key) {
@@ -169,6 +184,35 @@ impl SetStore {
         ip_sets.remove(id);
         self.journal.remove(id);
         true
+    }
+
+    /// A node was added or changed (`node` Some) or removed: refills every node set whose
+    /// members change.
+    pub(crate) fn node_changed(
+        &mut self,
+        name: &str,
+        node: Option<Node>,
+        ip_sets: &mut BTreeMap<IpSetId, IpSet>,
+    ) {
+        match node {
+            Some(n) => self.nodes.insert(name.to_string(), n),
+            None => self.nodes.remove(name),
+        };
+        let keys: Vec<u32> = self.node_sets.iter().copied().collect();
+        for key in keys {
+            let Some(entry) = self.sets.get(key) else {
+                continue;
+            };
+            let SetDef::Nodes(sel) = &entry.def else {
+                continue;
+            };
+            let after = node_members(sel, self.nodes.values());
+            let mut before: Vec<IpSetMember> = entry.counts.keys().cloned().collect();
+            before.sort();
+            if before != after {
+                self.change_members(key, &before, &after, ip_sets);
+            }
+        }
     }
 
     /// An endpoint was added (`old` None), changed, or removed (`new` None): updates every

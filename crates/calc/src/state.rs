@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use palisade_model::{
-    Action, Endpoint, EndpointId, Namespace, Policy, PolicyId, Protocol, Tier, TierAction,
+    Action, Endpoint, EndpointId, Namespace, Node, Policy, PolicyId, Protocol, Tier, TierAction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +20,9 @@ pub enum Update {
     PolicyUpsert(Policy),
     PolicyRemove(PolicyId),
     TierUpsert(Tier),
+    /// A node's labels and addresses (for ClusterNetworkPolicy `nodes` peers).
+    NodeUpsert(Node),
+    NodeRemove(String),
 }
 
 /// Stable name of an IP set, derived from what it means (a hash of the selector, or of the

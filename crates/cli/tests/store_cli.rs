@@ -314,3 +314,109 @@ fn etcd_user_with_password_from_the_environment_and_tls_flags() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("networkpolicy myns/deny-all created"));
 }
+
+const CNP: &str = r#"
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: protect}
+spec:
+  tier: Admin
+  priority: 7
+  subject: {namespaces: {matchLabels: {team: a}}}
+  ingress:
+  - {name: deny-b, action: Deny, from: [{namespaces: {matchLabels: {team: b}}}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node-1, labels: {role: worker}}
+status:
+  addresses: [{type: InternalIP, address: 10.1.0.1}, {type: Hostname, address: node-1}]
+"#;
+
+#[test]
+fn cluster_network_policies_and_nodes_apply_get_and_delete() {
+    let server = EtcdServer::start().expect("etcd");
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "cnp.yaml", CNP);
+
+    let out = palisade(&url, &["apply", "-f", &file]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "clusternetworkpolicy protect created\nnode node-1 created\n"
+    );
+    assert_eq!(
+        stored_keys(&server),
+        [
+            "/palisade/v1/nodes/node-1",
+            "/palisade/v1/policies/admin/_global/protect"
+        ]
+    );
+
+    let out = palisade(&url, &["get", "cnp"]);
+    assert_eq!(
+        stdout(&out),
+        "NAME      TIER    PRIORITY   INGRESS-RULES   EGRESS-RULES\nprotect   Admin   7          1               -\n"
+    );
+    // NetworkPolicies and ClusterNetworkPolicies are listed apart.
+    let out = palisade(&url, &["get", "networkpolicies"]);
+    assert_eq!(stdout(&out), "");
+    let out = palisade(&url, &["get", "clusternetworkpolicies", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["kind"], "Policy");
+    assert_eq!(v[0]["spec"]["id"]["tier"], "admin");
+    assert_eq!(v[0]["spec"]["order"], 7);
+    let out = palisade(&url, &["get", "nodes", "-o", "wide"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(
+        text.contains("node-1") && text.contains("10.1.0.1") && text.contains("role=worker"),
+        "{text}"
+    );
+
+    // Moving it to the Baseline tier replaces the Admin key.
+    let baseline = write(
+        dir.path(),
+        "baseline.yaml",
+        &CNP.replace("tier: Admin", "tier: Baseline"),
+    );
+    let out = palisade(&url, &["apply", "-f", &baseline, "-o", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["objects"][0]["result"], "updated");
+    assert_eq!(v["objects"][0]["note"], "moved from tier admin");
+    assert_eq!(v["objects"][1]["result"], "unchanged");
+    assert_eq!(
+        stored_keys(&server),
+        [
+            "/palisade/v1/nodes/node-1",
+            "/palisade/v1/policies/baseline/_global/protect"
+        ]
+    );
+
+    let out = palisade(&url, &["delete", "cnp", "protect"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "clusternetworkpolicy protect deleted\n");
+    let out = palisade(&url, &["delete", "-f", &file]);
+    assert_eq!(out.status.code(), Some(1), "the CNP is gone already");
+    let out = palisade(&url, &["delete", "node", "node-1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stored_keys(&server).is_empty());
+
+    // An invalid ClusterNetworkPolicy writes nothing and names its field.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &CNP.replace("priority: 7", "priority: 7000"),
+    );
+    let out = palisade(&url, &["apply", "-f", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out)
+            .contains("ClusterNetworkPolicy protect: spec.priority: priority 7000 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stored_keys(&server).is_empty());
+}

@@ -312,13 +312,16 @@ pub(crate) fn rule_matches(
                 .position(|p| peer_matches(cluster, policy, p, other))?,
         )
     };
+    // Named ports never resolve on a host-networked pod (its ports are the node's; the
+    // dataplane's named-port sets hold workload endpoints only).
+    let named_on = dst.pod.filter(|p| !cluster.is_host_network(&p.id));
     let port = if rule.ports.is_empty() {
         None
     } else {
         Some(
             rule.ports
                 .iter()
-                .position(|p| port_matches(p, dst.pod, flow.protocol, flow.port))?,
+                .position(|p| port_matches(p, named_on, flow.protocol, flow.port))?,
         )
     };
     Some((peer, port))

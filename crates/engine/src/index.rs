@@ -288,7 +288,9 @@ impl<'a> Index<'a> {
                         {
                             let mut s = BitSet::new(n);
                             for (j, ep) in self.eps.iter().enumerate() {
-                                if ep.named_port(name, probe.protocol) == Some(probe.port) {
+                                if ep.named_port(name, probe.protocol) == Some(probe.port)
+                                    && !self.cluster.is_host_network(&ep.id)
+                                {
                                     s.insert(j);
                                 }
                             }

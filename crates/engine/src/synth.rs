@@ -385,6 +385,131 @@ fn unreachable_net() -> IpNet {
     IpNet::V4(ipnet::Ipv4Net::default())
 }
 
+/// `admin` Admin-tier and `baseline` Baseline-tier ClusterNetworkPolicies (as
+/// `convert::cluster_network_policy` makes them: cluster-wide, order = priority, Allow/Deny/Pass)
+/// for a cluster of [`generate`]: subjects by namespace labels (`team`, `env`) or by pod role,
+/// ingress and egress rules with namespace and pod peers, networks (10.x CIDRs), TCP/UDP port
+/// numbers and ranges, and named ports; every fourth rule list ends with a Pass.
+pub fn cluster_network_policies(admin: usize, baseline: usize, seed: u64) -> Vec<Policy> {
+    let mut rng = SynthRng::new(seed ^ 0xc1a5_7e12);
+    let mut out = Vec::with_capacity(admin + baseline);
+    for i in 0..admin + baseline {
+        let (tier, name) = if i < admin {
+            (palisade_model::ADMIN_TIER, format!("admin-{i}"))
+        } else {
+            (
+                palisade_model::BASELINE_TIER,
+                format!("baseline-{}", i - admin),
+            )
+        };
+        let team = TEAMS[rng.below(TEAMS.len())];
+        let env = ENVS[rng.below(ENVS.len())];
+        let (namespace_selector, selector) = match rng.below(3) {
+            0 => (Selector::Eq("team".into(), team.into()), Selector::All),
+            1 => (Selector::Eq("env".into(), env.into()), Selector::All),
+            _ => (
+                Selector::All,
+                Selector::Eq("role".into(), ROLES[rng.below(ROLES.len())].into()),
+            ),
+        };
+        let rules = |rng: &mut SynthRng| -> Option<Vec<Rule>> {
+            if rng.one_in(3) {
+                return None;
+            }
+            let n = 1 + rng.below(3);
+            let mut list: Vec<Rule> = (0..n)
+                .map(|_| {
+                    let action =
+                        [Action::Allow, Action::Deny, Action::Deny, Action::Pass][rng.below(4)];
+                    let peer = match rng.below(4) {
+                        0 => Peer::Endpoints(EndpointPeer {
+                            namespaces: NamespaceMatch::Selector(Selector::Eq(
+                                "env".into(),
+                                ENVS[rng.below(ENVS.len())].into(),
+                            )),
+                            pods: Selector::All,
+                        }),
+                        1 => Peer::Endpoints(EndpointPeer {
+                            namespaces: NamespaceMatch::Selector(Selector::Eq(
+                                "team".into(),
+                                TEAMS[rng.below(TEAMS.len())].into(),
+                            )),
+                            pods: Selector::Eq("role".into(), ROLES[rng.below(ROLES.len())].into()),
+                        }),
+                        2 => Peer::Cidr {
+                            cidr: IpNet::new(
+                                IpAddr::V4(Ipv4Addr::new(10, rng.below(4) as u8, 0, 0)),
+                                16,
+                            )
+                            .expect("a /16 is valid"),
+                            except: Vec::new(),
+                        },
+                        _ => Peer::Endpoints(EndpointPeer {
+                            namespaces: NamespaceMatch::Selector(Selector::All),
+                            pods: Selector::Eq("app".into(), format!("app-{}", rng.below(5))),
+                        }),
+                    };
+                    let ports = match rng.below(4) {
+                        0 => Vec::new(),
+                        1 => vec![PortSpec {
+                            protocol: Protocol::Tcp,
+                            port: PortMatch::Range {
+                                start: 8000,
+                                end: 8000 + rng.below(100) as u16,
+                            },
+                        }],
+                        2 => [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+                            .into_iter()
+                            .map(|protocol| PortSpec {
+                                protocol,
+                                port: PortMatch::Named("metrics".into()),
+                            })
+                            .collect(),
+                        _ => vec![PortSpec {
+                            protocol: [Protocol::Tcp, Protocol::Udp][rng.below(2)],
+                            port: PortMatch::Range {
+                                start: 443,
+                                end: 443,
+                            },
+                        }],
+                    };
+                    Rule {
+                        action,
+                        peers: vec![peer],
+                        ports,
+                    }
+                })
+                .collect();
+            if rng.one_in(4) {
+                list.push(Rule {
+                    action: Action::Pass,
+                    peers: vec![Peer::Endpoints(EndpointPeer {
+                        namespaces: NamespaceMatch::Selector(Selector::All),
+                        pods: Selector::All,
+                    })],
+                    ports: Vec::new(),
+                });
+            }
+            Some(list)
+        };
+        let ingress = rules(&mut rng);
+        let egress = rules(&mut rng);
+        out.push(Policy {
+            id: PolicyId {
+                tier: tier.to_string(),
+                namespace: None,
+                name,
+            },
+            order: rng.below(1001) as u32,
+            selector,
+            namespace_selector,
+            ingress,
+            egress,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +535,32 @@ mod tests {
             .iter()
             .all(|e| e.node.as_deref().is_some_and(|n| n.starts_with("node-"))));
         assert!(a.policies.iter().any(|p| p.id.tier == "admin"));
+    }
+
+    #[test]
+    fn cluster_network_policies_in_both_tiers_and_the_bitset_matrix_agrees() {
+        let cnps = cluster_network_policies(20, 30, 3);
+        assert_eq!(cnps, cluster_network_policies(20, 30, 3));
+        assert_eq!(cnps.iter().filter(|p| p.id.tier == "admin").count(), 20);
+        assert_eq!(cnps.iter().filter(|p| p.id.tier == "baseline").count(), 30);
+        assert!(cnps
+            .iter()
+            .all(|p| p.id.namespace.is_none() && p.order <= 1000));
+        let mut c = generate(&SynthConfig {
+            namespaces: 5,
+            pods: 60,
+            policies: 20,
+            nodes: 2,
+            seed: 3,
+        });
+        for p in cnps {
+            c.upsert_policy(p);
+        }
+        let probes = [
+            crate::Probe::new(Protocol::Tcp, 443),
+            crate::Probe::new(Protocol::Tcp, 8050),
+            crate::Probe::new(Protocol::Udp, 53),
+        ];
+        assert_eq!(crate::matrix(&c, &probes), crate::naive_matrix(&c, &probes));
     }
 }

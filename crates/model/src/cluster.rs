@@ -26,9 +26,51 @@ pub struct Cluster {
     /// selected by a policy and never match a pod or namespace peer, but are flow ends.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub host_network: BTreeSet<EndpointId>,
-    /// Rule names (ClusterNetworkPolicy `name`s) by policy, for explanations.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Rule names (ClusterNetworkPolicy `name`s) by policy, for explanations. In JSON a list
+    /// of `{"policy", "ingress", "egress"}` (a map key must be a string).
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "rule_names_as_list"
+    )]
     pub rule_names: BTreeMap<PolicyId, RuleNames>,
+}
+
+mod rule_names_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RuleNames;
+    use crate::policy::PolicyId;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        policy: PolicyId,
+        #[serde(flatten)]
+        names: RuleNames,
+    }
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<PolicyId, RuleNames>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let list: Vec<Entry> = map
+            .iter()
+            .map(|(policy, names)| Entry {
+                policy: policy.clone(),
+                names: names.clone(),
+            })
+            .collect();
+        list.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<PolicyId, RuleNames>, D::Error> {
+        let list = Vec::<Entry>::deserialize(d)?;
+        Ok(list.into_iter().map(|e| (e.policy, e.names)).collect())
+    }
 }
 
 /// The names of a policy's rules, per direction, by rule index (empty: unnamed).

@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p palisade-render --example node_bench [-- --pods N --nodes N
-//!     --policies N --namespaces N --local N --grow N --trials N --seed N]
+//!     --policies N --namespaces N --local N --grow N --trials N --seed N --cnps N]
 //! ```
 //!
 //! Defaults: 10,000 pods over 100 nodes, 199 namespaces (coprime with the node count, so the
 //! node's pods spread over many namespaces), 2,000 policies; `node-0` is under test and gets
-//! pods of other nodes moved onto it until it has `--local` (110) pods.
+//! pods of other nodes moved onto it until it has `--local` (110) pods. `--cnps N` adds N Admin
+//! and N Baseline ClusterNetworkPolicies (`palisade_engine::synth::cluster_network_policies`).
 //!
 //! Prints, in one run:
 //! - the full path: a fresh `Calculator` fed the whole cluster, IR build, iptables text, nft
@@ -48,6 +49,8 @@ struct Args {
     local: usize,
     grow: usize,
     trials: usize,
+    /// ClusterNetworkPolicies added per tier (Admin and Baseline).
+    cnps: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,6 +65,7 @@ fn parse_args() -> Result<Args, String> {
         local: 110,
         grow: 2_000,
         trials: 1_000,
+        cnps: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -78,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
             "--local" => a.local = n_usize,
             "--grow" => a.grow = n_usize,
             "--trials" => a.trials = n_usize.max(1),
+            "--cnps" => a.cnps = n_usize,
             "--seed" => a.synth.seed = n,
             _ => return Err(format!("unknown flag {flag}")),
         }
@@ -677,6 +682,9 @@ fn run(args: Args) -> Result<bool, String> {
     let load_start = load_average();
     let start = Instant::now();
     let mut cluster = generate(&synth);
+    for p in palisade_engine::synth::cluster_network_policies(args.cnps, args.cnps, synth.seed) {
+        cluster.upsert_policy(p);
+    }
     let mut rng = SynthRng::new(synth.seed ^ 0x10ca1);
     let local = fill_node(&mut cluster, args.local, &mut rng);
     println!(

@@ -10,7 +10,7 @@
 //! not own. Decoding checks the version, the kind, and that the key is where the object
 //! belongs, and names the key in every error.
 
-use palisade_model::{Endpoint, Namespace, Policy};
+use palisade_model::{Endpoint, Namespace, Node, Policy};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -49,6 +49,8 @@ pub enum StoredObject {
     Endpoint(Endpoint),
     Policy(Policy),
     Status(AgentStatus),
+    /// A node's labels and addresses (ClusterNetworkPolicy `nodes` peers).
+    Node(Node),
 }
 
 impl StoredObject {
@@ -59,6 +61,7 @@ impl StoredObject {
             StoredObject::Endpoint(_) => "Endpoint",
             StoredObject::Policy(_) => "Policy",
             StoredObject::Status(_) => "AgentStatus",
+            StoredObject::Node(_) => "Node",
         }
     }
 
@@ -81,6 +84,9 @@ impl StoredObject {
             StoredObject::Status(s) => Key::Status {
                 node: s.node.clone(),
             },
+            StoredObject::Node(n) => Key::Node {
+                name: n.name.clone(),
+            },
         }
     }
 
@@ -102,6 +108,7 @@ impl StoredObject {
             StoredObject::Endpoint(o) => serde_json::to_value(o),
             StoredObject::Policy(o) => serde_json::to_value(o),
             StoredObject::Status(o) => serde_json::to_value(o),
+            StoredObject::Node(o) => serde_json::to_value(o),
         }
         .map_err(|e| codec_error(&key, e))?;
         let envelope = Envelope {
@@ -153,11 +160,12 @@ impl Record {
             "Endpoint" => serde_json::from_value(spec).map(StoredObject::Endpoint),
             "Policy" => serde_json::from_value(spec).map(StoredObject::Policy),
             "AgentStatus" => serde_json::from_value(spec).map(StoredObject::Status),
+            "Node" => serde_json::from_value(spec).map(StoredObject::Node),
             other => {
                 return Err(StoreError::Codec {
                     key: key.to_string(),
                     reason: format!(
-                    "unknown kind {other:?} (expected Namespace, Endpoint, Policy or AgentStatus)"
+                    "unknown kind {other:?} (expected Namespace, Endpoint, Policy, Node or AgentStatus)"
                 ),
                 })
             }
@@ -235,6 +243,11 @@ mod tests {
                 revision: 42,
                 last_error: None,
                 updated: 1,
+            }),
+            StoredObject::Node(palisade_model::Node {
+                name: "node-1".into(),
+                labels: Labels::new(),
+                addresses: vec!["10.1.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
             }),
         ];
         for o in objects {

@@ -15,6 +15,9 @@ pub const NAMESPACES: &str = "/palisade/v1/namespaces/";
 pub const ENDPOINTS: &str = "/palisade/v1/endpoints/";
 /// Prefix of policies: `/palisade/v1/policies/<tier>/<namespace or _global>/<name>`.
 pub const POLICIES: &str = "/palisade/v1/policies/";
+/// Prefix of nodes (labels and addresses, for ClusterNetworkPolicy `nodes` peers):
+/// `/palisade/v1/nodes/<name>`.
+pub const NODES: &str = "/palisade/v1/nodes/";
 /// Prefix of configuration: `/palisade/v1/config/<name>`.
 pub const CONFIG: &str = "/palisade/v1/config/";
 /// Prefix of agent status: `/palisade/v1/status/<node>`.
@@ -48,6 +51,9 @@ pub enum Key {
     Status {
         node: String,
     },
+    Node {
+        name: String,
+    },
 }
 
 impl Key {
@@ -79,9 +85,10 @@ impl Key {
             }),
             ["config", name] => Ok(Key::Config { name: own(name) }),
             ["status", node] => Ok(Key::Status { node: own(node) }),
+            ["nodes", name] => Ok(Key::Node { name: own(name) }),
             _ => Err(bad(
                 "expected namespaces/<name>, endpoints/<node>/<ns>/<pod>, \
-                 policies/<tier>/<ns>/<name>, config/<name> or status/<node>",
+                 policies/<tier>/<ns>/<name>, nodes/<name>, config/<name> or status/<node>",
             )),
         }
     }
@@ -126,6 +133,10 @@ impl Key {
             Key::Status { node } => {
                 check_segment(node, "node")?;
                 Ok(format!("{STATUS}{node}"))
+            }
+            Key::Node { name } => {
+                check_segment(name, "node name")?;
+                Ok(format!("{NODES}{name}"))
             }
         }
     }
@@ -187,6 +198,11 @@ pub fn policy(tier: &str, namespace: Option<&str>, name: &str) -> Result<String>
     .to_key()
 }
 
+/// `/palisade/v1/nodes/<name>`.
+pub fn node(name: &str) -> Result<String> {
+    Key::Node { name: name.into() }.to_key()
+}
+
 /// `/palisade/v1/status/<node>`.
 pub fn status(node: &str) -> Result<String> {
     Key::Status { node: node.into() }.to_key()
@@ -237,6 +253,9 @@ mod tests {
             },
             Key::Status {
                 node: "node-1".into(),
+            },
+            Key::Node {
+                name: "node-1".into(),
             },
         ];
         for k in keys {

@@ -105,6 +105,7 @@ pub fn cluster(objects: &[StoredObject]) -> Cluster {
             StoredObject::Namespace(n) => c.upsert_namespace(n.clone()),
             StoredObject::Endpoint(e) => c.upsert_endpoint(e.clone()),
             StoredObject::Policy(p) => c.upsert_policy(p.clone()),
+            StoredObject::Node(n) => c.upsert_node(n.clone()),
             StoredObject::Status(_) => {}
         }
     }

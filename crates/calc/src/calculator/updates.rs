@@ -23,6 +23,14 @@ impl Calculator {
             Update::PolicyUpsert(policy) => self.upsert_policy(policy),
             Update::PolicyRemove(id) => self.remove_policy(&id),
             Update::TierUpsert(tier) => self.upsert_tier(tier),
+            Update::NodeUpsert(node) => {
+                let name = node.name.clone();
+                self.sets
+                    .node_changed(&name, Some(node), &mut self.state.ip_sets)
+            }
+            Update::NodeRemove(name) => {
+                self.sets.node_changed(&name, None, &mut self.state.ip_sets)
+            }
         }
     }
 

@@ -125,6 +125,10 @@ pub fn apply_to_cluster(cluster: &mut Cluster, update: &Update) {
             Some(t) => *t = tier,
             None => cluster.tiers.push(tier),
         },
+        Update::NodeUpsert(n) => cluster.upsert_node(n),
+        Update::NodeRemove(name) => {
+            cluster.nodes.remove(&name);
+        }
     }
 }
 

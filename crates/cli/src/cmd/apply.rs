@@ -21,8 +21,8 @@ use crate::input;
 #[derive(clap::Args)]
 pub struct Args {
     /// Manifest files or directories (directories are read recursively for *.yaml, *.yml,
-    /// *.json; `-` reads standard input). Namespaces, Pods and NetworkPolicies are stored;
-    /// other kinds are skipped with a warning.
+    /// *.json; `-` reads standard input). Namespaces, Pods, NetworkPolicies,
+    /// ClusterNetworkPolicies and Nodes are stored; other kinds are skipped with a warning.
     #[arg(short = 'f', long = "filename", value_name = "PATH", required = true, num_args = 1..)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
@@ -178,11 +178,14 @@ fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
             Object::NetworkPolicy(np) => Some(StoredObject::Policy(
                 convert::network_policy(np).map_err(|e| field_errors(&describe, e))?,
             )),
-            Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
-                "{describe}: the datastore does not hold {}s yet (matrix, explain, validate \
-                 and render read them from manifests); nothing was applied",
-                doc.object.kind()
-            ),
+            Object::ClusterNetworkPolicy(cnp) => Some(StoredObject::Policy(
+                convert::cluster_network_policy(cnp)
+                    .map_err(|e| field_errors(&describe, e))?
+                    .0,
+            )),
+            Object::Node(n) => Some(StoredObject::Node(
+                convert::node(n).map_err(|e| field_errors(&describe, e))?,
+            )),
         };
         out.push(Desired {
             describe,
@@ -228,6 +231,7 @@ fn check_owner(kv: &KeyValue) -> Result<Option<Record>> {
 async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
     let mut existing = list_raw(store, keys::NAMESPACES).await?;
     existing.extend(list_raw(store, keys::POLICIES).await?);
+    existing.extend(list_raw(store, keys::NODES).await?);
     let endpoints: Vec<KeyValue> = ds::list_endpoint_keys(store).await?;
     existing.extend(endpoints.iter().map(|kv| (kv.key.clone(), kv.clone())));
 
@@ -271,6 +275,23 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
                             .when(Precondition::ModRevision(old.mod_revision)),
                     );
                     moved = true;
+                }
+            }
+        }
+        // A ClusterNetworkPolicy that changed tier leaves its old key behind: delete it.
+        if let StoredObject::Policy(p) = object {
+            if ds::is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) {
+                for tier in [palisade_model::ADMIN_TIER, palisade_model::BASELINE_TIER] {
+                    let old_key = keys::policy(tier, None, &p.id.name)?;
+                    if let (true, Some(old)) = (old_key != key, existing.get(&old_key)) {
+                        check_owner(old)?;
+                        note = Some(format!("moved from tier {tier}"));
+                        ops.push(
+                            Op::delete(old.key.clone())
+                                .when(Precondition::ModRevision(old.mod_revision)),
+                        );
+                        moved = true;
+                    }
                 }
             }
         }

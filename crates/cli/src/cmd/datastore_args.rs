@@ -82,23 +82,43 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// Whether a stored policy is a ClusterNetworkPolicy: cluster-wide, in the admin or
+/// baseline tier.
+pub fn is_cluster_network_policy(tier: &str, namespace: Option<&str>) -> bool {
+    namespace.is_none()
+        && (tier == palisade_model::ADMIN_TIER || tier == palisade_model::BASELINE_TIER)
+}
+
 /// The user's word for a kind of object.
 pub fn kind_word(object: &StoredObject) -> &'static str {
     match object {
         StoredObject::Namespace(_) => "namespace",
         StoredObject::Endpoint(_) => "pod",
+        StoredObject::Policy(p)
+            if is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) =>
+        {
+            "clusternetworkpolicy"
+        }
         StoredObject::Policy(_) => "networkpolicy",
         StoredObject::Status(_) => "status",
+        StoredObject::Node(_) => "node",
     }
 }
 
-/// `ns/name` (or `name`, or `tier:ns/name` outside the default tier) of an object.
+/// `ns/name` (or `name`, or `tier:ns/name` outside the default tier; a ClusterNetworkPolicy's
+/// bare name) of an object.
 pub fn object_name(object: &StoredObject) -> String {
     match object {
         StoredObject::Namespace(n) => n.name.clone(),
         StoredObject::Endpoint(e) => e.id.to_string(),
+        StoredObject::Policy(p)
+            if is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) =>
+        {
+            p.id.name.clone()
+        }
         StoredObject::Policy(p) => p.id.to_string(),
         StoredObject::Status(s) => s.node.clone(),
+        StoredObject::Node(n) => n.name.clone(),
     }
 }
 
@@ -112,6 +132,9 @@ pub fn describe_key(key: &str) -> String {
             namespace,
             name,
         }) => {
+            if is_cluster_network_policy(&tier, namespace.as_deref()) {
+                return format!("clusternetworkpolicy {name} (tier {tier})");
+            }
             let ns = namespace.map(|n| format!("{n}/")).unwrap_or_default();
             if tier == palisade_model::DEFAULT_TIER {
                 format!("networkpolicy {ns}{name}")
@@ -120,6 +143,7 @@ pub fn describe_key(key: &str) -> String {
             }
         }
         Ok(Key::Config { name }) => format!("config {name}"),
+        Ok(Key::Node { name }) => format!("node {name}"),
         Ok(Key::Status { node }) => format!("status {node}"),
         Err(_) => key.to_string(),
     }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use palisade_model::manifest::Object;
-use palisade_model::DEFAULT_TIER;
+use palisade_model::{ADMIN_TIER, BASELINE_TIER, DEFAULT_TIER};
 use palisade_store::{
     keys, Datastore, KeyValue, Op, Precondition, Record, StoreError, OWNER_APPLY,
 };
@@ -19,11 +19,12 @@ use crate::input;
 #[derive(clap::Args)]
 #[command(after_help = "Examples:\n  palisade delete -f policies/\n  \
     palisade delete networkpolicy myns/deny-all\n  palisade delete pod -n myns web-0 web-1\n  \
-    palisade delete namespace myns")]
+    palisade delete namespace myns\n  palisade delete cnp protect-kube-system")]
 pub struct Args {
-    /// KIND then one or more names: `networkpolicy NS/NAME`, `pod NS/NAME`, `namespace NAME`
-    /// (a name without `NS/` is taken in --namespace). Kinds: networkpolicy (netpol, np),
-    /// pod (po, endpoint), namespace (ns).
+    /// KIND then one or more names: `networkpolicy NS/NAME`, `pod NS/NAME`, `namespace NAME`,
+    /// `clusternetworkpolicy NAME`, `node NAME` (a name without `NS/` is taken in
+    /// --namespace). Kinds: networkpolicy (netpol, np), pod (po, endpoint), namespace (ns),
+    /// clusternetworkpolicy (cnp), node (no).
     #[arg(value_name = "KIND NAME", num_args = 0.., conflicts_with = "files")]
     pub target: Vec<String>,
     /// Delete the objects named in these manifests instead.
@@ -46,8 +47,17 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Target {
     Namespace(String),
-    Pod { namespace: String, name: String },
-    Policy { namespace: String, name: String },
+    Pod {
+        namespace: String,
+        name: String,
+    },
+    Policy {
+        namespace: String,
+        name: String,
+    },
+    /// A ClusterNetworkPolicy, stored in the admin or the baseline tier.
+    ClusterPolicy(String),
+    Node(String),
 }
 
 impl Target {
@@ -56,12 +66,14 @@ impl Target {
             Target::Namespace(_) => "namespace",
             Target::Pod { .. } => "pod",
             Target::Policy { .. } => "networkpolicy",
+            Target::ClusterPolicy(_) => "clusternetworkpolicy",
+            Target::Node(_) => "node",
         }
     }
 
     fn name(&self) -> String {
         match self {
-            Target::Namespace(n) => n.clone(),
+            Target::Namespace(n) | Target::ClusterPolicy(n) | Target::Node(n) => n.clone(),
             Target::Pod { namespace, name } | Target::Policy { namespace, name } => {
                 format!("{namespace}/{name}")
             }
@@ -119,7 +131,22 @@ fn targets_from_words(words: &[String], default_ns: &str) -> Result<Vec<Target>>
                     }
                     Target::Namespace(n.clone())
                 }
-                other => bail!("unknown kind {other:?}: use networkpolicy, pod or namespace"),
+                "clusternetworkpolicy" | "clusternetworkpolicies" | "cnp" | "cnps" => {
+                    if n.contains('/') {
+                        bail!("a ClusterNetworkPolicy is cluster-scoped: its name has no `/`: {n}");
+                    }
+                    Target::ClusterPolicy(n.clone())
+                }
+                "node" | "nodes" | "no" => {
+                    if n.contains('/') {
+                        bail!("a node name has no `/`: {n}");
+                    }
+                    Target::Node(n.clone())
+                }
+                other => bail!(
+                    "unknown kind {other:?}: use networkpolicy, pod, namespace, \
+                     clusternetworkpolicy or node"
+                ),
             })
         })
         .collect()
@@ -163,11 +190,8 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
                 Object::Namespace(n) => &n.metadata,
                 Object::Pod(p) => &p.metadata,
                 Object::NetworkPolicy(p) => &p.metadata,
-                Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
-                    "{}: the datastore does not hold {}s yet: nothing to delete",
-                    doc.source,
-                    doc.object.kind()
-                ),
+                Object::ClusterNetworkPolicy(p) => &p.metadata,
+                Object::Node(n) => &n.metadata,
             };
             let name = meta.name.clone().with_context(|| {
                 format!("{}: {} has no metadata.name", doc.source, doc.object.kind())
@@ -181,9 +205,8 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
                 Object::Namespace(_) => Target::Namespace(name),
                 Object::Pod(_) => Target::Pod { namespace, name },
                 Object::NetworkPolicy(_) => Target::Policy { namespace, name },
-                Object::ClusterNetworkPolicy(_) | Object::Node(_) => {
-                    anyhow::bail!("{}: nothing to delete", doc.source)
-                }
+                Object::ClusterNetworkPolicy(_) => Target::ClusterPolicy(name),
+                Object::Node(_) => Target::Node(name),
             })
         })
         .collect()
@@ -201,6 +224,19 @@ async fn resolve(
         }
         Target::Namespace(n) => keys::namespace(n)?,
         Target::Policy { namespace, name } => keys::policy(DEFAULT_TIER, Some(namespace), name)?,
+        Target::Node(name) => keys::node(name)?,
+        Target::ClusterPolicy(name) => {
+            let mut found = Vec::new();
+            for tier in [ADMIN_TIER, BASELINE_TIER] {
+                let key = keys::policy(tier, None, name)?;
+                let kv = store
+                    .get(&key)
+                    .await
+                    .with_context(|| format!("cannot read {key}"))?;
+                found.extend(kv);
+            }
+            return Ok(found);
+        }
     };
     Ok(store
         .get(&key)

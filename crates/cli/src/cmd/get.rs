@@ -1,5 +1,6 @@
-//! `palisade get networkpolicies|namespaces|endpoints|status [-n NS] [-o table|wide|json|yaml]`:
-//! what the datastore holds, as a table (the default) or as the stored objects.
+//! `palisade get networkpolicies|clusternetworkpolicies|namespaces|endpoints|nodes|status
+//! [-n NS] [-o table|wide|json|yaml]`: what the datastore holds, as a table (the default) or as
+//! the stored objects.
 
 use std::process::ExitCode;
 
@@ -13,8 +14,9 @@ use super::datastore_args::{self as ds, DatastoreArgs, Stored};
 #[command(after_help = "Examples:\n  palisade get networkpolicies -n myns\n  \
     palisade get endpoints -o wide\n  palisade get namespaces -o yaml")]
 pub struct Args {
-    /// What to list: networkpolicies (networkpolicy, netpol, np), namespaces (ns),
-    /// endpoints (ep, pods, po, workloadendpoints), status (agent status per node).
+    /// What to list: networkpolicies (networkpolicy, netpol, np), clusternetworkpolicies
+    /// (clusternetworkpolicy, cnp), namespaces (ns), endpoints (ep, pods, po,
+    /// workloadendpoints), nodes (node, no), status (agent status per node).
     #[arg(value_name = "KIND")]
     pub kind: String,
     /// Only objects of this namespace (default: all namespaces).
@@ -38,8 +40,10 @@ pub enum Output {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Policies,
+    ClusterPolicies,
     Namespaces,
     Endpoints,
+    Nodes,
     Status,
 }
 
@@ -50,9 +54,12 @@ fn parse_kind(word: &str) -> Result<Kind> {
         "namespaces" | "namespace" | "ns" => Kind::Namespaces,
         "endpoints" | "endpoint" | "ep" | "pods" | "pod" | "po" | "workloadendpoints"
         | "workloadendpoint" | "wep" => Kind::Endpoints,
+        "clusternetworkpolicies" | "clusternetworkpolicy" | "cnp" | "cnps" => Kind::ClusterPolicies,
+        "nodes" | "node" | "no" => Kind::Nodes,
         "status" | "statuses" => Kind::Status,
         other => anyhow::bail!(
-            "unknown kind {other:?}: use networkpolicies, namespaces, endpoints or status"
+            "unknown kind {other:?}: use networkpolicies, clusternetworkpolicies, namespaces, \
+             endpoints, nodes or status"
         ),
     })
 }
@@ -75,12 +82,21 @@ pub fn run(args: Args) -> Result<ExitCode> {
 async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
     let store = args.datastore.connect().await?;
     let prefix = match kind {
-        Kind::Policies => keys::POLICIES,
+        Kind::Policies | Kind::ClusterPolicies => keys::POLICIES,
         Kind::Namespaces => keys::NAMESPACES,
         Kind::Endpoints => keys::ENDPOINTS,
+        Kind::Nodes => keys::NODES,
         Kind::Status => keys::STATUS,
     };
     let mut items = ds::list_objects(store.as_ref(), prefix).await?;
+    // NetworkPolicies and ClusterNetworkPolicies share the policies/ prefix.
+    items.retain(|s| match &s.record.object {
+        StoredObject::Policy(p) => {
+            let cnp = ds::is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref());
+            cnp == (kind == Kind::ClusterPolicies)
+        }
+        _ => true,
+    });
     if let Some(ns) = &args.namespace {
         items.retain(|s| match &s.record.object {
             StoredObject::Policy(p) => p.id.namespace.as_deref() == Some(ns.as_str()),
@@ -116,6 +132,7 @@ fn item(s: &Stored) -> Result<Item> {
         StoredObject::Endpoint(o) => serde_json::to_value(o),
         StoredObject::Policy(o) => serde_json::to_value(o),
         StoredObject::Status(o) => serde_json::to_value(o),
+        StoredObject::Node(o) => serde_json::to_value(o),
     }?;
     Ok(Item {
         key: s.kv.key.clone(),
@@ -142,14 +159,18 @@ fn labels(l: &palisade_model::Labels, skip_name_label: bool) -> String {
 fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
     let mut header: Vec<&str> = match kind {
         Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
+        Kind::ClusterPolicies => vec!["NAME", "TIER", "PRIORITY", "INGRESS-RULES", "EGRESS-RULES"],
         Kind::Namespaces => vec!["NAME", "LABELS"],
         Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS"],
+        Kind::Nodes => vec!["NAME", "ADDRESSES"],
         Kind::Status => vec!["NODE", "IN-SYNC", "REVISION", "AGE", "LAST-ERROR"],
     };
     if wide {
         header.extend(match kind {
             Kind::Policies => vec!["SELECTOR", "INGRESS-RULES", "EGRESS-RULES"],
+            Kind::ClusterPolicies => vec!["NAMESPACES", "PODS"],
             Kind::Endpoints => vec!["LABELS", "PORTS"],
+            Kind::Nodes => vec!["LABELS"],
             _ => vec![],
         });
         header.extend(["OWNER", "REVISION"]);
@@ -159,7 +180,43 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
     }
     let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for s in items {
+        let rules = |r: &Option<Vec<palisade_model::Rule>>| {
+            r.as_ref().map_or("-".to_string(), |r| r.len().to_string())
+        };
         let mut row: Vec<String> = match &s.record.object {
+            StoredObject::Policy(p) if kind == Kind::ClusterPolicies => {
+                let tier = match p.id.tier.as_str() {
+                    palisade_model::ADMIN_TIER => "Admin".to_string(),
+                    palisade_model::BASELINE_TIER => "Baseline".to_string(),
+                    other => other.to_string(),
+                };
+                let mut r = vec![
+                    p.id.name.clone(),
+                    tier,
+                    p.order.to_string(),
+                    rules(&p.ingress),
+                    rules(&p.egress),
+                ];
+                if wide {
+                    r.extend([p.namespace_selector.to_string(), p.selector.to_string()]);
+                }
+                r
+            }
+            StoredObject::Node(n) => {
+                let ips: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
+                let mut r = vec![
+                    n.name.clone(),
+                    if ips.is_empty() {
+                        "<none>".into()
+                    } else {
+                        ips.join(",")
+                    },
+                ];
+                if wide {
+                    r.push(labels(&n.labels, false));
+                }
+                r
+            }
             StoredObject::Policy(p) => {
                 let types: Vec<&str> = [
                     (p.ingress.is_some(), "Ingress"),
@@ -181,10 +238,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                     },
                 ];
                 if wide {
-                    let n = |r: &Option<Vec<palisade_model::Rule>>| {
-                        r.as_ref().map_or("-".to_string(), |r| r.len().to_string())
-                    };
-                    r.extend([p.selector.to_string(), n(&p.ingress), n(&p.egress)]);
+                    r.extend([p.selector.to_string(), rules(&p.ingress), rules(&p.egress)]);
                 }
                 r
             }

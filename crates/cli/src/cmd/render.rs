@@ -99,27 +99,20 @@ struct JsonOut<'a> {
     text: &'a Rendered,
 }
 
-/// ClusterNetworkPolicy `nodes` and `domainNames` peers have no kernel form yet: a rule whose
-/// peers are all of these kinds is left out of the ruleset. Says which, on stderr.
+/// ClusterNetworkPolicy `domainNames` peers have no kernel form (enforcement is by address):
+/// a rule whose peers are all domain names is left out of the ruleset. Says which, on stderr.
 fn warn_unrendered_peers(cluster: &palisade_model::Cluster) {
     use palisade_model::Peer;
     for p in &cluster.policies {
         let rules = p.ingress.iter().chain(&p.egress).flatten();
-        let kinds: std::collections::BTreeSet<&str> = rules
+        if rules
             .flat_map(|r| &r.peers)
-            .filter_map(|peer| match peer {
-                Peer::Nodes(_) => Some("nodes"),
-                Peer::DomainNames(_) => Some("domainNames"),
-                _ => None,
-            })
-            .collect();
-        if !kinds.is_empty() {
-            let kinds: Vec<&str> = kinds.into_iter().collect();
+            .any(|peer| matches!(peer, Peer::DomainNames(_)))
+        {
             eprintln!(
-                "warning: {}: {} peers are not rendered (the dataplane does not match them yet); \
+                "warning: {}: domainNames peers are not rendered (enforcement is by address); \
                  rules with only such peers are left out",
-                p.id,
-                kinds.join(" and ")
+                p.id
             );
         }
     }

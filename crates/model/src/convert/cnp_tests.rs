@@ -220,3 +220,13 @@ fn an_unknown_cnp_api_version_is_refused() {
     assert_eq!(errs[0].field, "apiVersion");
     assert!(errs[0].message.contains("v1alpha2"), "{}", errs[0].message);
 }
+
+#[test]
+fn a_cluster_with_cnps_round_trips_through_json() {
+    let c = cluster_of(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata: {name: p}\nspec: {tier: Baseline, priority: 3, subject: {namespaces: {}}, egress: [{name: x, action: Pass, to: [{nodes: {}}]}]}\n---\napiVersion: v1\nkind: Node\nmetadata: {name: n1}\nstatus: {addresses: [{type: InternalIP, address: 10.0.0.1}]}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: h, namespace: k}\nspec: {nodeName: n1, hostNetwork: true}\n",
+    );
+    let text = serde_json::to_string(&c).expect("serializes");
+    let back: Cluster = serde_json::from_str(&text).expect("parses");
+    assert_eq!(back, c);
+}

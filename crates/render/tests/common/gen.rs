@@ -215,5 +215,44 @@ pub fn cluster(seed: u64) -> Cluster {
             egress: rules(&mut g, ns, kube),
         });
     }
+    with_node_peers(c)
+}
+
+/// ClusterNetworkPolicy `nodes` peers, without drawing from the generator (the clusters of
+/// older seeds stay what they were): two nodes, one with the outside address 192.0.2.1 and the
+/// first pod's address, one with 10.0.0.9; every 192.0.2.0/24 block becomes a nodes peer
+/// (`zone == "a"` in even policies, every node in odd ones).
+fn with_node_peers(mut c: Cluster) -> Cluster {
+    let first = c.endpoints.first().and_then(|e| e.ips.first().copied());
+    let zone = |z: &str| {
+        let mut l = palisade_model::Labels::new();
+        l.insert("zone".into(), z.into());
+        l
+    };
+    c.upsert_node(palisade_model::Node {
+        name: "edge-a".into(),
+        labels: zone("a"),
+        addresses: std::iter::once("192.0.2.1".parse().unwrap())
+            .chain(first)
+            .collect(),
+    });
+    c.upsert_node(palisade_model::Node {
+        name: "edge-b".into(),
+        labels: zone("b"),
+        addresses: vec!["10.0.0.9".parse().unwrap()],
+    });
+    let outside = net("192.0.2.0/24");
+    for (i, p) in c.policies.iter_mut().enumerate() {
+        let rules = p.ingress.iter_mut().chain(p.egress.iter_mut()).flatten();
+        for peer in rules.flat_map(|r| r.peers.iter_mut()) {
+            if matches!(peer, Peer::Cidr { cidr, .. } if *cidr == outside) {
+                *peer = Peer::Nodes(if i % 2 == 0 {
+                    Selector::Eq("zone".into(), "a".into())
+                } else {
+                    Selector::All
+                });
+            }
+        }
+    }
     c
 }

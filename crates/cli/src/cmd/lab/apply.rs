@@ -1,6 +1,6 @@
-//! `palisade lab apply -f PATH...` and `palisade lab delete networkpolicy NS/NAME`: change a
-//! live lab through its daemon, which writes the datastore and returns once every agent has
-//! programmed the change.
+//! `palisade lab apply -f PATH...`, `palisade lab delete networkpolicy NS/NAME` and
+//! `palisade lab delete clusternetworkpolicy NAME`: change a live lab through its daemon,
+//! which writes the datastore and returns once every agent has programmed the change.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,7 +18,8 @@ use crate::input;
 
 #[derive(clap::Args)]
 pub struct ApplyArgs {
-    /// Manifests: NetworkPolicies are created or replaced; a Namespace or Pod that exists has
+    /// Manifests: NetworkPolicies and ClusterNetworkPolicies are created or replaced (Nodes are
+    /// skipped: the lab has its own); a Namespace or Pod that exists has
     /// its labels (and a Pod its container ports) replaced; a new Pod is created on its
     /// spec.nodeName (a node of the lab) or the node with the fewest pods.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
@@ -29,11 +30,15 @@ pub struct ApplyArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  palisade lab delete networkpolicy default/web-deny-all")]
+#[command(
+    after_help = "Examples:\n  palisade lab delete networkpolicy default/web-deny-all\n  \
+    palisade lab delete clusternetworkpolicy protect-kube-system"
+)]
 pub struct DeleteArgs {
-    /// The kind: networkpolicy (also networkpolicies, netpol, np) or pod (pods, po).
+    /// The kind: networkpolicy (also networkpolicies, netpol, np), clusternetworkpolicy
+    /// (clusternetworkpolicies, cnp) or pod (pods, po).
     pub kind: String,
-    /// NAMESPACE/NAME (NAME alone means namespace default).
+    /// NAMESPACE/NAME (NAME alone means namespace default); a ClusterNetworkPolicy's NAME.
     pub target: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
@@ -81,11 +86,13 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
                 }
             },
             Object::NetworkPolicy(np) => policies.push(convert::network_policy(np).map_err(fail)?),
-            Object::ClusterNetworkPolicy(_) | Object::Node(_) => anyhow::bail!(
-                "{} ({what}): the lab does not enforce {}s yet; nothing was applied",
-                doc.source,
-                doc.object.kind()
-            ),
+            Object::ClusterNetworkPolicy(cnp) => {
+                policies.push(convert::cluster_network_policy(cnp).map_err(fail)?.0)
+            }
+            Object::Node(_) => {
+                eprintln!("warning: {what}: the lab has its own nodes; skipped");
+                continue;
+            }
         }
         done.push(what);
     }
@@ -124,7 +131,15 @@ pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
                 namespace: Some(ns.to_string()),
                 name: name.to_string(),
             };
-            (Request::DeletePolicy { id }, format!("NetworkPolicy {ns}/{name}"))
+            (
+                Request::DeletePolicy { id },
+                format!("NetworkPolicy {ns}/{name}"),
+            )
+        }
+        "clusternetworkpolicy" | "clusternetworkpolicies" | "cnp" | "cnps" => {
+            let id = cluster_policy_id(names, &args.target)?;
+            let what = format!("ClusterNetworkPolicy {}", id.name);
+            (Request::DeletePolicy { id }, what)
         }
         "pod" | "pods" | "po" => {
             let (ns, name) = namespaced(&args.target)?;
@@ -132,7 +147,8 @@ pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
             (Request::DeletePod { id }, format!("Pod {ns}/{name}"))
         }
         _ => bail!(
-            "lab delete handles networkpolicy and pod (got {:?}); namespaces live as long as the lab",
+            "lab delete handles networkpolicy, clusternetworkpolicy and pod (got {:?}); \
+             namespaces live as long as the lab",
             args.kind
         ),
     };
@@ -149,6 +165,29 @@ pub fn run_delete(names: &LabNames, args: DeleteArgs) -> Result<ExitCode> {
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The id of the lab's ClusterNetworkPolicy `name` (in the admin or the baseline tier).
+fn cluster_policy_id(names: &LabNames, name: &str) -> Result<PolicyId> {
+    if name.contains('/') {
+        bail!("a ClusterNetworkPolicy is cluster-scoped: expected NAME, got {name:?}");
+    }
+    let value = control::call(&names.socket(), &Request::Cluster, timeout())
+        .context("cannot read the lab's policies")?;
+    let cluster: palisade_model::Cluster =
+        serde_json::from_value(value).context("the lab daemon sent no cluster")?;
+    cluster
+        .policies
+        .iter()
+        .map(|p| &p.id)
+        .find(|id| {
+            id.namespace.is_none()
+                && id.name == name
+                && (id.tier == palisade_model::ADMIN_TIER
+                    || id.tier == palisade_model::BASELINE_TIER)
+        })
+        .cloned()
+        .with_context(|| format!("the lab has no ClusterNetworkPolicy {name}"))
 }
 
 /// `NAMESPACE/NAME` (`NAME` alone: namespace `default`).

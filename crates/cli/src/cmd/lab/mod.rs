@@ -41,7 +41,8 @@ pub enum LabCommand {
     Up(up::UpArgs),
     /// Create or replace NetworkPolicies; change labels (and ports) of Namespaces and Pods; create new Pods.
     Apply(apply::ApplyArgs),
-    /// Delete a NetworkPolicy or a Pod: `lab delete networkpolicy|pod NS/NAME`.
+    /// Delete a NetworkPolicy, a ClusterNetworkPolicy or a Pod: `lab delete networkpolicy|pod
+    /// NS/NAME`, `lab delete clusternetworkpolicy NAME`.
     Delete(apply::DeleteArgs),
     /// Real traffic between every ordered pair of pods, compared with the engine's matrix.
     Probe(probe::ProbeArgs),

@@ -52,7 +52,20 @@ pub struct UpArgs {
 
 pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
     require_root()?;
-    let cluster = input::load_cluster(&args.files)?;
+    let mut cluster = input::load_cluster(&args.files)?;
+    if !cluster.host_network.is_empty() {
+        let ids: Vec<String> = cluster
+            .host_network
+            .iter()
+            .map(|id| id.to_string())
+            .collect();
+        eprintln!(
+            "warning: the lab does not run host-networked pods yet; left out: {}",
+            ids.join(", ")
+        );
+        let host = std::mem::take(&mut cluster.host_network);
+        cluster.endpoints.retain(|e| !host.contains(&e.id));
+    }
     let datastore = match args.datastore.as_str() {
         "embedded" | "embedded:" | "embedded://" => "embedded:".to_string(),
         url => {
