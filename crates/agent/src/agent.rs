@@ -19,13 +19,16 @@
 //! dataplane's reconciler reads our objects back from the kernel and writes only differences,
 //! so an agent restart adopts the rules in place without a gap.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_calc::{CalcStats, Calculator, Update};
 use palisade_dataplane::{ApplyReport, Dataplane, DataplaneError};
-use palisade_store::{keys, Datastore, Revision, Syncer};
+use palisade_model::PolicyId;
+use palisade_store::keys::Key;
+use palisade_store::{keys, Datastore, Revision, StoredObject, Syncer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -70,6 +73,8 @@ enum Done {
         stats: CalcStats,
         /// `None`: the batch changed no local endpoint or policy, the summary stands.
         summary: Option<Vec<EndpointPolicies>>,
+        /// The revision of every policy active on this node, as programmed.
+        policies: BTreeMap<String, Revision>,
         elapsed: Duration,
         calc_time: Duration,
         revision: Revision,
@@ -148,6 +153,8 @@ struct Loop<'a> {
     batcher: Batcher,
     /// Highest revision of a relevant event or sync marker received.
     seen_revision: Revision,
+    /// The datastore revision of every policy received (for the realization status).
+    policy_revisions: HashMap<PolicyId, Revision>,
     running: Option<JoinHandle<Done>>,
     /// The next apply goes to the dataplane even if the calculation changed nothing.
     force_next: bool,
@@ -167,6 +174,7 @@ impl<'a> Loop<'a> {
                 agent.config.resync_interval.min(Duration::from_secs(10)),
             ),
             seen_revision: 0,
+            policy_revisions: HashMap::new(),
             running: None,
             force_next: true,
             resync_due: Instant::now() + agent.config.resync_interval,
@@ -230,6 +238,7 @@ impl<'a> Loop<'a> {
         let shared = &self.agent.shared;
         for ev in events {
             let revision = Translator::revision(&ev);
+            self.note_policy_revision(&ev);
             match self.translator.translate(ev) {
                 Translated::Update(u) => {
                     self.queue.push(u);
@@ -275,6 +284,40 @@ impl<'a> Loop<'a> {
         shared.update(|p| p.pending = self.batcher.pending());
     }
 
+    /// Remembers at which revision each policy was received (forgets deleted ones).
+    fn note_policy_revision(&mut self, ev: &palisade_store::SyncEvent) {
+        use palisade_store::SyncEvent;
+        match ev {
+            SyncEvent::Update {
+                value: Some(record),
+                revision,
+                ..
+            } => {
+                if let StoredObject::Policy(p) = &record.object {
+                    self.policy_revisions.insert(p.id.clone(), *revision);
+                }
+            }
+            SyncEvent::Update {
+                key, value: None, ..
+            }
+            | SyncEvent::Invalid { key, .. } => {
+                if let Ok(Key::Policy {
+                    tier,
+                    namespace,
+                    name,
+                }) = Key::parse(key)
+                {
+                    self.policy_revisions.remove(&PolicyId {
+                        tier,
+                        namespace,
+                        name,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn seen(&mut self, revision: Option<Revision>) {
         if let Some(r) = revision {
             self.seen_revision = self.seen_revision.max(r);
@@ -288,6 +331,7 @@ impl<'a> Loop<'a> {
         self.batcher.start(now.into_std());
         let updates = std::mem::take(&mut self.queue);
         let revision = self.seen_revision;
+        let policy_revisions = self.policy_revisions.clone();
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
         // Without a change to the desired state the dataplane has nothing to do, unless the
         // last apply failed or this is the first apply after (re)gaining sync.
@@ -312,11 +356,13 @@ impl<'a> Loop<'a> {
             // ~1 ms at 110 pods: not for the batches that only change set members.
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
+            let policies = status::programmed(calc.state(), &policy_revisions);
             Done::Apply {
                 calc,
                 result,
                 stats,
                 summary,
+                policies,
                 elapsed: t.elapsed(),
                 calc_time,
                 revision,
@@ -352,6 +398,7 @@ impl<'a> Loop<'a> {
                 result,
                 stats,
                 summary,
+                policies,
                 elapsed,
                 calc_time,
                 revision,
@@ -385,6 +432,7 @@ impl<'a> Loop<'a> {
                             if let Some(summary) = summary {
                                 p.endpoints = summary;
                             }
+                            p.policies = policies;
                         });
                         shared.set_applied(revision);
                     }
@@ -443,6 +491,7 @@ impl<'a> Loop<'a> {
             metrics_addr: self.agent.metrics_addr.clone(),
             dataplane: self.agent.config.dataplane.to_string(),
             endpoints: p.endpoints,
+            policies: p.policies,
         };
         self.status_tx.send_if_modified(|cur| {
             if cur.as_ref().is_some_and(|c| c.same_content(&s)) {

@@ -17,6 +17,7 @@ pub mod client;
 pub mod config;
 pub mod direct;
 pub mod metrics;
+pub mod realization;
 pub mod report;
 pub mod run;
 pub mod server;

@@ -48,6 +48,8 @@ pub struct Progress {
     /// Where the last successful apply spent its time.
     pub last_timing: ApplyTiming,
     pub endpoints: Vec<EndpointPolicies>,
+    /// The revision of every policy active on this node, as last programmed.
+    pub policies: std::collections::BTreeMap<String, i64>,
 }
 
 impl Progress {

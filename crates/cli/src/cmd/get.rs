@@ -1,9 +1,14 @@
 //! `palisade get networkpolicies|namespaces|endpoints|status [-n NS] [-o table|wide|json|yaml]`:
-//! what the datastore holds, as a table (the default) or as the stored objects.
+//! what the datastore holds, as a table (the default) or as the stored objects. For
+//! policies, `-o wide` and `-o json|yaml` add the realization: on how many of the nodes that
+//! host a selected pod the agents have programmed the policy's current revision.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use palisade_agent::realization::{realization, Realization};
+use palisade_agent::NodeStatus;
 use palisade_store::{keys, StoredObject};
 use serde::Serialize;
 
@@ -65,6 +70,10 @@ struct Item {
     owner: String,
     kind: &'static str,
     spec: serde_json::Value,
+    /// Policies: on which of the nodes that host a selected pod the agents have programmed
+    /// this revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realization: Option<Realization>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -90,9 +99,17 @@ async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
     }
     // Endpoints are keyed by node first; show them by namespace/name.
     items.sort_by_key(|s| (ds::object_name(&s.record.object), s.kv.key.clone()));
+    let realized = if kind == Kind::Policies && args.output != Output::Table {
+        realizations(store.as_ref(), &items).await?
+    } else {
+        HashMap::new()
+    };
     match args.output {
         Output::Json | Output::Yaml => {
-            let out: Vec<Item> = items.iter().map(item).collect::<Result<_>>()?;
+            let out: Vec<Item> = items
+                .iter()
+                .map(|s| item(s, realized.get(&s.kv.key).cloned()))
+                .collect::<Result<_>>()?;
             if args.output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -103,14 +120,39 @@ async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
             if items.is_empty() {
                 eprintln!("no {} found in {}", args.kind, store.describe());
             } else {
-                print_table(&table(kind, &items, args.output == Output::Wide));
+                print_table(&table(kind, &items, args.output == Output::Wide, &realized));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn item(s: &Stored) -> Result<Item> {
+/// The realization of every policy of `items`, by key: the cluster (namespaces and
+/// endpoints) and the agents' statuses, read now.
+async fn realizations(
+    store: &dyn palisade_store::Datastore,
+    items: &[Stored],
+) -> Result<HashMap<String, Realization>> {
+    let cluster = crate::source::load_live(store).await?;
+    let listing = store.list(keys::STATUS).await?;
+    let statuses: Vec<NodeStatus> = listing
+        .items
+        .iter()
+        .filter_map(|kv| NodeStatus::decode(&kv.key, &kv.value).ok())
+        .collect();
+    Ok(items
+        .iter()
+        .filter_map(|s| match &s.record.object {
+            StoredObject::Policy(p) => Some((
+                s.kv.key.clone(),
+                realization(p, s.kv.mod_revision, &cluster, &statuses),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+fn item(s: &Stored, realization: Option<Realization>) -> Result<Item> {
     let spec = match &s.record.object {
         StoredObject::Namespace(o) => serde_json::to_value(o),
         StoredObject::Endpoint(o) => serde_json::to_value(o),
@@ -123,6 +165,7 @@ fn item(s: &Stored) -> Result<Item> {
         owner: s.record.owner.clone(),
         kind: s.record.object.kind(),
         spec,
+        realization,
     })
 }
 
@@ -139,7 +182,12 @@ fn labels(l: &palisade_model::Labels, skip_name_label: bool) -> String {
     }
 }
 
-fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
+fn table(
+    kind: Kind,
+    items: &[Stored],
+    wide: bool,
+    realized: &HashMap<String, Realization>,
+) -> Vec<Vec<String>> {
     let mut header: Vec<&str> = match kind {
         Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
         Kind::Namespaces => vec!["NAME", "LABELS"],
@@ -148,7 +196,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
     };
     if wide {
         header.extend(match kind {
-            Kind::Policies => vec!["SELECTOR", "INGRESS-RULES", "EGRESS-RULES"],
+            Kind::Policies => vec!["SELECTOR", "INGRESS-RULES", "EGRESS-RULES", "PROGRAMMED"],
             Kind::Endpoints => vec!["LABELS", "PORTS"],
             _ => vec![],
         });
@@ -184,7 +232,15 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                     let n = |r: &Option<Vec<palisade_model::Rule>>| {
                         r.as_ref().map_or("-".to_string(), |r| r.len().to_string())
                     };
-                    r.extend([p.selector.to_string(), n(&p.ingress), n(&p.egress)]);
+                    let programmed = realized
+                        .get(&s.kv.key)
+                        .map_or("-".to_string(), Realization::ratio);
+                    r.extend([
+                        p.selector.to_string(),
+                        n(&p.ingress),
+                        n(&p.egress),
+                        programmed,
+                    ]);
                 }
                 r
             }
