@@ -477,7 +477,13 @@ mod tests {
     /// ipBlocks with except, named ports and dual-stack pods.
     #[test]
     fn every_cell_shows_exactly_its_explain_text() {
-        let cluster = generate(&SynthConfig::sized(120, 40, 7));
+        every_cell_of(generate(&SynthConfig::sized(120, 40, 7)));
+        let mut more_namespaces = SynthConfig::sized(60, 30, 3);
+        more_namespaces.namespaces = 6;
+        every_cell_of(generate(&more_namespaces));
+    }
+
+    fn every_cell_of(cluster: Cluster) {
         let probes: Vec<Probe> = ["80", "53/udp", "8080", "icmp"]
             .iter()
             .map(|p| p.parse().unwrap())
