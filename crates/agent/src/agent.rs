@@ -19,13 +19,16 @@
 //! dataplane's reconciler reads our objects back from the kernel and writes only differences,
 //! so an agent restart adopts the rules in place without a gap.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_calc::{CalcStats, Calculator, Update};
 use palisade_dataplane::{ApplyReport, CommandRunner, Dataplane, DataplaneError};
-use palisade_store::{keys, Datastore, Revision, Syncer};
+use palisade_model::PolicyId;
+use palisade_store::keys::Key;
+use palisade_store::{keys, Datastore, Revision, StoredObject, Syncer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -86,6 +89,8 @@ enum Done {
         drop_index: Option<DropIndex>,
         /// With `--established revoke`, after a change: the sweep of conntrack.
         revocation: Option<Box<Result<Revocation, String>>>,
+        /// The revision of every policy active on this node, as programmed.
+        policies: BTreeMap<String, Revision>,
         elapsed: Duration,
         calc_time: Duration,
         revision: Revision,
@@ -211,6 +216,8 @@ struct Loop<'a> {
     batcher: Batcher,
     /// Highest revision of a relevant event or sync marker received.
     seen_revision: Revision,
+    /// The datastore revision of every policy received (for the realization status).
+    policy_revisions: HashMap<PolicyId, Revision>,
     running: Option<JoinHandle<Done>>,
     /// The next apply goes to the dataplane even if the calculation changed nothing.
     force_next: bool,
@@ -230,6 +237,7 @@ impl<'a> Loop<'a> {
                 agent.config.resync_interval.min(Duration::from_secs(10)),
             ),
             seen_revision: 0,
+            policy_revisions: HashMap::new(),
             running: None,
             force_next: true,
             resync_due: Instant::now() + agent.config.resync_interval,
@@ -293,6 +301,7 @@ impl<'a> Loop<'a> {
         let shared = &self.agent.shared;
         for ev in events {
             let revision = Translator::revision(&ev);
+            self.note_policy_revision(&ev);
             match self.translator.translate(ev) {
                 Translated::Update(u) => {
                     note_addresses(shared, &u);
@@ -340,6 +349,40 @@ impl<'a> Loop<'a> {
         shared.update(|p| p.pending = self.batcher.pending());
     }
 
+    /// Remembers at which revision each policy was received (forgets deleted ones).
+    fn note_policy_revision(&mut self, ev: &palisade_store::SyncEvent) {
+        use palisade_store::SyncEvent;
+        match ev {
+            SyncEvent::Update {
+                value: Some(record),
+                revision,
+                ..
+            } => {
+                if let StoredObject::Policy(p) = &record.object {
+                    self.policy_revisions.insert(p.id.clone(), *revision);
+                }
+            }
+            SyncEvent::Update {
+                key, value: None, ..
+            }
+            | SyncEvent::Invalid { key, .. } => {
+                if let Ok(Key::Policy {
+                    tier,
+                    namespace,
+                    name,
+                }) = Key::parse(key)
+                {
+                    self.policy_revisions.remove(&PolicyId {
+                        tier,
+                        namespace,
+                        name,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn seen(&mut self, revision: Option<Revision>) {
         if let Some(r) = revision {
             self.seen_revision = self.seen_revision.max(r);
@@ -353,6 +396,7 @@ impl<'a> Loop<'a> {
         self.batcher.start(now.into_std());
         let updates = std::mem::take(&mut self.queue);
         let revision = self.seen_revision;
+        let policy_revisions = self.policy_revisions.clone();
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
         // Without a change to the desired state the dataplane has nothing to do, unless the
         // last apply failed or this is the first apply after (re)gaining sync.
@@ -401,6 +445,7 @@ impl<'a> Loop<'a> {
                 ))),
                 _ => None,
             };
+            let policies = status::programmed(calc.state(), &policy_revisions);
             Done::Apply {
                 calc,
                 result,
@@ -408,6 +453,7 @@ impl<'a> Loop<'a> {
                 summary,
                 drop_index,
                 revocation,
+                policies,
                 elapsed: t.elapsed(),
                 calc_time,
                 revision,
@@ -470,6 +516,7 @@ impl<'a> Loop<'a> {
                 summary,
                 drop_index,
                 revocation,
+                policies,
                 elapsed,
                 calc_time,
                 revision,
@@ -506,6 +553,7 @@ impl<'a> Loop<'a> {
                             if let Some(summary) = summary {
                                 p.endpoints = summary;
                             }
+                            p.policies = policies;
                         });
                         if let Some(index) = drop_index {
                             shared.drops.set_index(index);
@@ -574,6 +622,7 @@ impl<'a> Loop<'a> {
                 .then(|| self.agent.config.iface_naming.to_string()),
             not_ready: p.blocker.clone(),
             endpoints: p.endpoints,
+            policies: p.policies,
         };
         self.status_tx.send_if_modified(|cur| {
             if cur.as_ref().is_some_and(|c| c.same_content(&s)) {

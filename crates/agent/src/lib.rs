@@ -20,6 +20,7 @@ pub mod config;
 pub mod direct;
 pub mod drops;
 pub mod metrics;
+pub mod realization;
 pub mod report;
 pub mod revoke;
 pub mod run;

@@ -52,6 +52,8 @@ pub struct Progress {
     /// Something outside the datastore keeps the agent from being ready (a bridge sysctl
     /// that is off and that it was told not to set), with what to do.
     pub blocker: Option<String>,
+    /// The revision of every policy active on this node, as last programmed.
+    pub policies: std::collections::BTreeMap<String, i64>,
 }
 
 impl Progress {

@@ -6,9 +6,11 @@
 //! endpoint. It is written in the store's envelope with kind `AgentStatus`, so readers that
 //! only know `AgentStatus` (`palisade get status`) still decode it and ignore the extra fields.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use palisade_calc::DesiredState;
+use palisade_model::PolicyId;
 use palisade_store::codec::API_VERSION;
 use palisade_store::{keys, Revision, OWNER_AGENT};
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,22 @@ pub struct NodeStatus {
     /// (e.g. a bridge sysctl that is off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready: Option<String>,
+    /// Realization: every policy active on this node (`ns/name`, `tier:ns/name`) and the
+    /// datastore revision of the policy that is programmed: revisions, not copies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, Revision>,
+}
+
+/// The revision of every policy active in `state` (those that select a local endpoint).
+pub fn programmed(
+    state: &DesiredState,
+    revisions: &HashMap<PolicyId, Revision>,
+) -> BTreeMap<String, Revision> {
+    state
+        .policies
+        .keys()
+        .filter_map(|id| revisions.get(id).map(|r| (id.to_string(), *r)))
+        .collect()
 }
 
 /// The policies that apply to one local endpoint, in evaluation order, per direction.
@@ -193,6 +211,7 @@ mod tests {
             endpoint_match: "interface".into(),
             iface_naming: Some("calico".into()),
             not_ready: None,
+            policies: BTreeMap::from([("prod/deny".to_string(), 40)]),
         }
     }
 

@@ -101,8 +101,9 @@ pub async fn load_live(store: &dyn Datastore) -> Result<Cluster> {
             StoredObject::Namespace(ns) => cluster.upsert_namespace(ns),
             StoredObject::Endpoint(ep) => endpoints.push(ep),
             StoredObject::Policy(p) => policies.push(p),
-            #[allow(unreachable_patterns)] // status, and kinds the calculation does not use
-            _ => {}
+            // Nodes: their addresses are what `nodes` peers of ClusterNetworkPolicies match.
+            StoredObject::Node(n) => cluster.upsert_node(n),
+            StoredObject::Status(_) => {}
         }
     }
     // Namespaces first: an endpoint declares its namespace only if it is not stored.

@@ -1,10 +1,15 @@
 //! `palisade get networkpolicies|clusternetworkpolicies|namespaces|endpoints|nodes|status
 //! [-n NS] [-o table|wide|json|yaml]`: what the datastore holds, as a table (the default) or as
-//! the stored objects.
+//! the stored objects. For policies (NetworkPolicies and ClusterNetworkPolicies), `-o wide` and
+//! `-o json|yaml` add the realization: on how many of the nodes that host a selected pod the
+//! agents have programmed the policy's current revision.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use anyhow::Result;
+use palisade_agent::realization::{realization, Realization};
+use palisade_agent::NodeStatus;
 use palisade_store::{keys, StoredObject};
 use serde::Serialize;
 
@@ -72,6 +77,10 @@ struct Item {
     owner: String,
     kind: &'static str,
     spec: serde_json::Value,
+    /// Policies: on which of the nodes that host a selected pod the agents have programmed
+    /// this revision.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realization: Option<Realization>,
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
@@ -106,9 +115,18 @@ async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
     }
     // Endpoints are keyed by node first; show them by namespace/name.
     items.sort_by_key(|s| (ds::object_name(&s.record.object), s.kv.key.clone()));
+    let realized =
+        if matches!(kind, Kind::Policies | Kind::ClusterPolicies) && args.output != Output::Table {
+            realizations(store.as_ref(), &items).await?
+        } else {
+            HashMap::new()
+        };
     match args.output {
         Output::Json | Output::Yaml => {
-            let out: Vec<Item> = items.iter().map(item).collect::<Result<_>>()?;
+            let out: Vec<Item> = items
+                .iter()
+                .map(|s| item(s, realized.get(&s.kv.key).cloned()))
+                .collect::<Result<_>>()?;
             if args.output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -119,14 +137,39 @@ async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
             if items.is_empty() {
                 eprintln!("no {} found in {}", args.kind, store.describe());
             } else {
-                print_table(&table(kind, &items, args.output == Output::Wide));
+                print_table(&table(kind, &items, args.output == Output::Wide, &realized));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn item(s: &Stored) -> Result<Item> {
+/// The realization of every policy of `items`, by key: the cluster (namespaces and
+/// endpoints) and the agents' statuses, read now.
+async fn realizations(
+    store: &dyn palisade_store::Datastore,
+    items: &[Stored],
+) -> Result<HashMap<String, Realization>> {
+    let cluster = crate::source::load_live(store).await?;
+    let listing = store.list(keys::STATUS).await?;
+    let statuses: Vec<NodeStatus> = listing
+        .items
+        .iter()
+        .filter_map(|kv| NodeStatus::decode(&kv.key, &kv.value).ok())
+        .collect();
+    Ok(items
+        .iter()
+        .filter_map(|s| match &s.record.object {
+            StoredObject::Policy(p) => Some((
+                s.kv.key.clone(),
+                realization(p, s.kv.mod_revision, &cluster, &statuses),
+            )),
+            _ => None,
+        })
+        .collect())
+}
+
+fn item(s: &Stored, realization: Option<Realization>) -> Result<Item> {
     let spec = match &s.record.object {
         StoredObject::Namespace(o) => serde_json::to_value(o),
         StoredObject::Endpoint(o) => serde_json::to_value(o),
@@ -140,6 +183,7 @@ fn item(s: &Stored) -> Result<Item> {
         owner: s.record.owner.clone(),
         kind: s.record.object.kind(),
         spec,
+        realization,
     })
 }
 
@@ -156,7 +200,12 @@ fn labels(l: &palisade_model::Labels, skip_name_label: bool) -> String {
     }
 }
 
-fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
+fn table(
+    kind: Kind,
+    items: &[Stored],
+    wide: bool,
+    realized: &HashMap<String, Realization>,
+) -> Vec<Vec<String>> {
     let mut header: Vec<&str> = match kind {
         Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
         Kind::ClusterPolicies => vec!["NAME", "TIER", "PRIORITY", "INGRESS-RULES", "EGRESS-RULES"],
@@ -167,8 +216,8 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
     };
     if wide {
         header.extend(match kind {
-            Kind::Policies => vec!["SELECTOR", "INGRESS-RULES", "EGRESS-RULES"],
-            Kind::ClusterPolicies => vec!["NAMESPACES", "PODS"],
+            Kind::Policies => vec!["SELECTOR", "INGRESS-RULES", "EGRESS-RULES", "PROGRAMMED"],
+            Kind::ClusterPolicies => vec!["NAMESPACES", "PODS", "PROGRAMMED"],
             Kind::Endpoints => vec!["LABELS", "PORTS"],
             Kind::Nodes => vec!["LABELS"],
             _ => vec![],
@@ -198,7 +247,14 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                     rules(&p.egress),
                 ];
                 if wide {
-                    r.extend([p.namespace_selector.to_string(), p.selector.to_string()]);
+                    let programmed = realized
+                        .get(&s.kv.key)
+                        .map_or("-".to_string(), Realization::ratio);
+                    r.extend([
+                        p.namespace_selector.to_string(),
+                        p.selector.to_string(),
+                        programmed,
+                    ]);
                 }
                 r
             }
@@ -238,7 +294,18 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                     },
                 ];
                 if wide {
-                    r.extend([p.selector.to_string(), rules(&p.ingress), rules(&p.egress)]);
+                    let n = |r: &Option<Vec<palisade_model::Rule>>| {
+                        r.as_ref().map_or("-".to_string(), |r| r.len().to_string())
+                    };
+                    let programmed = realized
+                        .get(&s.kv.key)
+                        .map_or("-".to_string(), Realization::ratio);
+                    r.extend([
+                        p.selector.to_string(),
+                        n(&p.ingress),
+                        n(&p.egress),
+                        programmed,
+                    ]);
                 }
                 r
             }

@@ -13,12 +13,15 @@
 //! The engine judges one flow per missing table entry. A test compares every cell's trace
 //! with `explain`'s text for the same flow.
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+mod traces;
 
-use palisade_engine::{explain_text, Flow, FlowEnd, Matrix, Probe, Verdict};
-use palisade_model::{Cluster, Direction, Endpoint, EndpointId, Peer};
+use std::collections::BTreeMap;
+
+use palisade_engine::Matrix;
+use palisade_model::{Cluster, Endpoint};
 use serde::Serialize;
+
+use traces::{classify, judge, Templates};
 
 /// Placeholders in trace templates (control characters never appear in trace text).
 const SRC_ID: char = '\u{1}';
@@ -59,9 +62,10 @@ struct ProbeData {
     /// The verdict line and the addresses, by `"allowed,fam(from),fam(to)"` (allowed 0 or 1).
     head: BTreeMap<String, u32>,
     /// The egress side, by `ge(from) * nc + class(to)`.
+    #[serde(serialize_with = "packed")]
     eg: Vec<u32>,
     /// The ingress side, by `class(from) * ngi + gi(to)`.
-    #[serde(rename = "in")]
+    #[serde(rename = "in", serialize_with = "packed")]
     ing: Vec<u32>,
     /// A pod's flow to itself, whole, by class.
     #[serde(rename = "self")]
@@ -182,214 +186,6 @@ fn page_data(cluster: &Cluster, m: &Matrix) -> PageData {
     }
 }
 
-/// The trace of one flow as three templates (see [`Templates::parts`]).
-fn judge(
-    cluster: &Cluster,
-    templates: &mut Templates,
-    probe: Probe,
-    a: &Endpoint,
-    b: &Endpoint,
-) -> (u32, u32, u32) {
-    let flow = Flow::new(
-        FlowEnd::Pod(a.id.clone()),
-        FlowEnd::Pod(b.id.clone()),
-        probe.protocol,
-        probe.port,
-    );
-    match palisade_engine::verdict(cluster, &flow) {
-        Ok(v) => templates.parts(cluster, &v, a, b),
-        Err(e) => (
-            templates.intern(format!("cannot judge the flow: {e}\n")),
-            templates.intern(String::new()),
-            templates.intern(String::new()),
-        ),
-    }
-}
-
-/// Pods grouped for sharing traces.
-struct Classes {
-    /// The class of every pod.
-    cls: Vec<u32>,
-    /// Per class, up to two members (a flow between two different pods of one class).
-    members: Vec<Vec<usize>>,
-    /// Per class: its egress policy group, ingress policy group, address family pattern.
-    ge: Vec<u32>,
-    gi: Vec<u32>,
-    fam: Vec<u32>,
-    nge: usize,
-    ngi: usize,
-}
-
-/// A class holds the pods the evaluation cannot tell apart: same namespace, labels and
-/// ports, same address families, inside the same ipBlocks. Egress groups: the classes
-/// selected by the same policies for egress, with the same address families (the egress side
-/// of a flow depends on those and on the destination only); ingress groups likewise.
-fn classify(cluster: &Cluster, endpoints: &[&Endpoint]) -> Classes {
-    let mut cidrs = Vec::new();
-    for p in &cluster.policies {
-        for rule in p.ingress.iter().chain(&p.egress).flatten() {
-            for peer in &rule.peers {
-                if let Peer::Cidr { cidr, except } = peer {
-                    if !cidrs.contains(&(cidr, except)) {
-                        cidrs.push((cidr, except));
-                    }
-                }
-            }
-        }
-    }
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    let cls = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let mut key = format!("{:?}\0{:?}\0{:?}", e.id.namespace, e.labels, e.ports);
-            for ip in &e.ips {
-                key.push(if ip.is_ipv4() { '4' } else { '6' });
-                for (cidr, except) in &cidrs {
-                    let inside = Peer::cidr_contains(cidr, except, *ip);
-                    key.push(if inside { '1' } else { '0' });
-                }
-            }
-            let next = members.len() as u32;
-            let c = *index.entry(key).or_insert(next);
-            if c == next {
-                members.push(vec![i]);
-            } else if members[c as usize].len() < 2 {
-                members[c as usize].push(i);
-            }
-            c
-        })
-        .collect();
-    let mut fams: HashMap<String, u32> = HashMap::new();
-    let fam: Vec<u32> = members
-        .iter()
-        .map(|m| {
-            let pattern: String = endpoints[m[0]]
-                .ips
-                .iter()
-                .map(|ip| if ip.is_ipv4() { '4' } else { '6' })
-                .collect();
-            let next = fams.len() as u32;
-            *fams.entry(pattern).or_insert(next)
-        })
-        .collect();
-    // The pair's addresses are of one family, chosen by both ends: the family pattern is
-    // part of a group.
-    let groups = |dir: Direction| -> (Vec<u32>, usize) {
-        let mut index: HashMap<(Vec<usize>, u32), u32> = HashMap::new();
-        let per_class = members
-            .iter()
-            .zip(&fam)
-            .map(|(m, &f)| {
-                let e = endpoints[m[0]];
-                let labels = cluster.namespace_labels(&e.id.namespace);
-                let set: Vec<usize> = (0..cluster.policies.len())
-                    .filter(|&k| {
-                        let p = &cluster.policies[k];
-                        p.rules(dir).is_some() && p.selects(e, &labels)
-                    })
-                    .collect();
-                let next = index.len() as u32;
-                *index.entry((set, f)).or_insert(next)
-            })
-            .collect();
-        (per_class, index.len())
-    };
-    let (ge, nge) = groups(Direction::Egress);
-    let (gi, ngi) = groups(Direction::Ingress);
-    Classes {
-        cls,
-        members,
-        ge,
-        gi,
-        fam,
-        nge,
-        ngi,
-    }
-}
-
-/// Trace texts as templates, each stored once.
-#[derive(Default)]
-struct Templates {
-    list: Vec<String>,
-    index: HashMap<String, u32>,
-}
-
-impl Templates {
-    fn intern(&mut self, text: String) -> u32 {
-        if let Some(&i) = self.index.get(&text) {
-            return i;
-        }
-        let i = self.list.len() as u32;
-        self.index.insert(text.clone(), i);
-        self.list.push(text);
-        i
-    }
-
-    /// The trace of flow `v` (between pods `a` and `b`) as three templates: the verdict
-    /// with the addresses, the egress side, the ingress side. The engine writes the trace
-    /// about two sentinel pods, so their names mark exactly where the ends are named (never a
-    /// policy or another pod with a similar name), and the addresses line names the ends'
-    /// addresses by their position in the pods' address lists.
-    fn parts(
-        &mut self,
-        cluster: &Cluster,
-        v: &Verdict,
-        a: &Endpoint,
-        b: &Endpoint,
-    ) -> (u32, u32, u32) {
-        let src = EndpointId::new(SRC_ID.to_string(), SRC_ID.to_string());
-        let dst = EndpointId::new(DST_ID.to_string(), DST_ID.to_string());
-        let mut s = v.clone();
-        s.flow.src = FlowEnd::Pod(src.clone());
-        s.flow.dst = FlowEnd::Pod(dst.clone());
-        s.src_ip = None;
-        s.dst_ip = None;
-        if let Some(e) = s.egress.as_mut() {
-            e.endpoint = src.clone();
-        }
-        if let Some(i) = s.ingress.as_mut() {
-            i.endpoint = dst.clone();
-        }
-        let text = explain_text(cluster, &s);
-        let at = |what: &str| text.find(what).map(|i| i + 1);
-        let egress_at = at(&format!("\n  egress at {src}:")).unwrap_or(text.len());
-        let ingress_at = at(&format!("\n  ingress at {dst}:"))
-            .unwrap_or(text.len())
-            .max(egress_at);
-        let fill = |t: &str| {
-            t.replace(&src.to_string(), &SRC_ID.to_string())
-                .replace(&dst.to_string(), &DST_ID.to_string())
-        };
-        let mut head = fill(&text[..egress_at]);
-        if v.src_ip.is_some() || v.dst_ip.is_some() {
-            // The line explain_text writes after the verdict line.
-            let addr = |ip: Option<IpAddr>, ips: &[IpAddr], base: u32| match ip {
-                None => "no address".to_string(),
-                Some(ip) => ips
-                    .iter()
-                    .position(|x| *x == ip)
-                    .filter(|&k| k < MAX_IPS)
-                    .and_then(|k| char::from_u32(base + k as u32))
-                    .map_or(ip.to_string(), |c| c.to_string()),
-            };
-            let line = format!(
-                "  addresses: {} -> {}\n",
-                addr(v.src_ip, &a.ips, SRC_IP),
-                addr(v.dst_ip, &b.ips, DST_IP)
-            );
-            let split = head.find('\n').map_or(head.len(), |i| i + 1);
-            head.insert_str(split, &line);
-        }
-        (
-            self.intern(head),
-            self.intern(fill(&text[egress_at..ingress_at])),
-            self.intern(fill(&text[ingress_at..])),
-        )
-    }
-}
-
 fn row_major_bits(p: &palisade_engine::ProbeMatrix, n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; (n * n).div_ceil(8)];
     for (i, row) in p.rows.iter().enumerate() {
@@ -399,6 +195,25 @@ fn row_major_bits(p: &palisade_engine::ProbeMatrix, n: usize) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// A table of template numbers as `W:` and the base64 of its little-endian `W`-byte numbers
+/// (`W` is 2 when every number fits, else 4): a third of the size of a JSON array.
+fn packed<S: serde::Serializer>(table: &[u32], s: S) -> Result<S::Ok, S::Error> {
+    let narrow = table.iter().all(|&t| t <= u32::from(u16::MAX));
+    let mut bytes = Vec::with_capacity(table.len() * if narrow { 2 } else { 4 });
+    for &t in table {
+        if narrow {
+            bytes.extend_from_slice(&(t as u16).to_le_bytes());
+        } else {
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+    s.serialize_str(&format!(
+        "{}:{}",
+        if narrow { 2 } else { 4 },
+        base64(&bytes)
+    ))
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -471,13 +286,20 @@ impl ProbeData {
 mod tests {
     use super::*;
     use palisade_engine::synth::{generate, SynthConfig};
+    use palisade_engine::{explain_text, Flow, FlowEnd, Probe};
 
     /// Every cell's trace, from the shared templates, is exactly `palisade explain`'s text,
     /// and agrees with the matrix bit; on a synthetic cluster with tiers, Deny, Pass,
     /// ipBlocks with except, named ports and dual-stack pods.
     #[test]
     fn every_cell_shows_exactly_its_explain_text() {
-        let cluster = generate(&SynthConfig::sized(120, 40, 7));
+        every_cell_of(generate(&SynthConfig::sized(120, 40, 7)));
+        let mut more_namespaces = SynthConfig::sized(60, 30, 3);
+        more_namespaces.namespaces = 6;
+        every_cell_of(generate(&more_namespaces));
+    }
+
+    fn every_cell_of(cluster: Cluster) {
         let probes: Vec<Probe> = ["80", "53/udp", "8080", "icmp"]
             .iter()
             .map(|p| p.parse().unwrap())
@@ -508,6 +330,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tables_are_packed_little_endian() {
+        let mut json = serde_json::Serializer::new(Vec::new());
+        packed(&[1, 258], &mut json).unwrap();
+        assert_eq!(
+            String::from_utf8(json.into_inner()).unwrap(),
+            "\"2:AQACAQ==\""
+        );
+        let mut json = serde_json::Serializer::new(Vec::new());
+        packed(&[70_000], &mut json).unwrap();
+        assert_eq!(
+            String::from_utf8(json.into_inner()).unwrap(),
+            "\"4:cBEBAA==\""
+        );
     }
 
     #[test]

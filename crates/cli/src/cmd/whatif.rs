@@ -163,6 +163,7 @@ pub fn upsert_stored<'a>(
             StoredObject::Namespace(n) => cluster.upsert_namespace(n.clone()),
             StoredObject::Endpoint(e) => cluster.upsert_endpoint(e.clone()),
             StoredObject::Policy(p) => cluster.upsert_policy(p.clone()),
+            StoredObject::Node(n) => cluster.upsert_node(n.clone()),
             StoredObject::Status(_) => {}
         }
     }

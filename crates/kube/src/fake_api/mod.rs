@@ -40,6 +40,8 @@ struct State {
     log: Vec<String>,
     /// Requests to fail with this status, per resource plural, counted down.
     failures: HashMap<String, (u32, u16)>,
+    /// Watch requests to fail with this status, per resource plural, counted down.
+    watch_failures: HashMap<String, (u32, u16)>,
     /// Fail every request with 503 (the API server is unreachable).
     down: bool,
 }
@@ -151,6 +153,13 @@ impl FakeApi {
             .insert(plural.to_string(), (count, code));
     }
 
+    /// The next `count` watch requests (only) for the resource `plural` fail with `code`.
+    pub fn fail_next_watch(&self, plural: &str, count: u32, code: u16) {
+        self.lock()
+            .watch_failures
+            .insert(plural.to_string(), (count, code));
+    }
+
     /// While `down`, every request fails with 503.
     pub fn set_down(&self, down: bool) {
         self.lock().down = down;
@@ -223,6 +232,16 @@ impl FakeApi {
             return status(404, &format!("no route for {path}"));
         };
         let watch = query.get("watch").is_some_and(|v| v == "true" || v == "1");
+        if watch {
+            let mut st = self.lock();
+            if let Some((n, code)) = st.watch_failures.get_mut(&route.plural) {
+                if *n > 0 {
+                    *n -= 1;
+                    let code = *code;
+                    return status(code, "injected failure");
+                }
+            }
+        }
         match (method.as_str(), route.name.as_deref(), watch) {
             ("GET", None, false) => self.list(&route, &query),
             ("GET", None, true) => self.watch(&route, &query),
