@@ -187,6 +187,19 @@ impl Agent {
                 }
             };
             self.shared.update(|p| p.blocker = blocker);
+            if let (Some(_), Some(runner)) = (&self.conntrack, &self.kernel) {
+                let runner = Arc::clone(runner);
+                let strict = tokio::task::spawn_blocking(move || {
+                    crate::sysctl::strict_tcp_pickup(runner.as_ref())
+                })
+                .await
+                .map_err(|e| AgentError::TaskFailed(e.to_string()))?;
+                match strict {
+                    Ok(true) => tracing::info!(sysctl = crate::sysctl::TCP_LOOSE, "set to 0 so that revoked TCP connections cannot be picked up again in mid-stream"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e, "revoking established connections"),
+                }
+            }
         }
         let (status_tx, status_rx) = watch::channel(None::<NodeStatus>);
         let writer = tokio::spawn(write_status(
