@@ -67,6 +67,8 @@ pub struct Agent {
     kernel: Option<Arc<dyn CommandRunner>>,
     /// The last learned bindings.
     bindings: Arc<std::sync::Mutex<Bindings>>,
+    /// The bridge table's script in force ([`crate::bridge_guard`]), both dataplanes.
+    bridge_table: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What a finished blocking task hands back.
@@ -107,6 +109,7 @@ impl Agent {
             sync_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             kernel: None,
             bindings: Arc::default(),
+            bridge_table: Arc::default(),
         })
     }
 
@@ -396,6 +399,7 @@ impl<'a> Loop<'a> {
             runner: self.agent.kernel.clone(),
             bindings: Arc::clone(&self.agent.bindings),
             families: (self.agent.config.render.ipv4, self.agent.config.render.ipv6),
+            bridge_table: Some(Arc::clone(&self.agent.bridge_table)),
         }
     }
 
@@ -520,6 +524,7 @@ struct Learner {
     runner: Option<Arc<dyn CommandRunner>>,
     bindings: Arc<std::sync::Mutex<Bindings>>,
     families: (bool, bool),
+    bridge_table: Option<Arc<std::sync::Mutex<Option<String>>>>,
 }
 
 impl Learner {
@@ -549,6 +554,13 @@ impl Learner {
         let (next, ambiguous) = crate::bindings::decide(&view, &endpoints, &prev);
         for ip in ambiguous {
             tracing::warn!(%ip, "no single bridge port holds this pod address: every packet from it is dropped until one does");
+        }
+        if let Some(table) = &self.bridge_table {
+            let mut last = table.lock().unwrap_or_else(|e| e.into_inner());
+            match crate::bridge_guard::apply(runner.as_ref(), &next, &last) {
+                Ok(now) => *last = now,
+                Err(e) => tracing::warn!(error = %e, "cannot write the bridge anti-spoofing table"),
+            }
         }
         *prev = next.clone();
         dp.set_source_bindings(next)
