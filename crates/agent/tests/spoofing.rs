@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::lab::{connects, sh, skip_reason, veth_pod, Listener};
+use common::lab::{connects, routed_pod, sh, skip_reason, veth_pod, Listener};
 use common::*;
 use palisade_agent::run::build_dataplane;
 use palisade_agent::{Agent, DataplaneKind};
@@ -198,9 +198,15 @@ fn spoofing_gets_nothing_through(
 }
 
 async fn start_agent(node: &NetnsGuard, kind: DataplaneKind) -> (Running, Arc<dyn Datastore>) {
+    start_agent_with(node, config(kind)).await
+}
+
+async fn start_agent_with(
+    node: &NetnsGuard,
+    mut cfg: palisade_agent::AgentConfig,
+) -> (Running, Arc<dyn Datastore>) {
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
     put_all(store.as_ref(), &objects()).await;
-    let mut cfg = config(kind);
     cfg.netns = Some(node.name().to_string());
     let runner = Arc::new(node.runner());
     let dp = build_dataplane(&cfg, runner.clone());
@@ -338,4 +344,53 @@ async fn a_bridge_sysctl_that_is_off_is_set_or_named() {
     run.wait_ready(T).await;
     assert_eq!(sh(&node, "cat", &[file]).trim(), "1");
     run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calico_named_veths_are_enforced_in_interface_mode() {
+    if skip(&["ip", "nc", "tcpdump", "iptables", "ipset", "nft"]) {
+        return;
+    }
+    for kind in KINDS {
+        let pods = local_pods();
+        let node = NetnsGuard::new("addrc").unwrap();
+        sh(&node, "sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+        // Wired as Calico's CNI names them: cali + SHA-1 of namespace.pod.
+        let nets: Vec<NetnsGuard> = pods
+            .iter()
+            .map(|p| {
+                routed_pod(
+                    &node,
+                    &palisade_model::endpoint::calico_interface_name(&p.id),
+                    p,
+                )
+            })
+            .collect();
+        let (web, client, other) = (&nets[0], &nets[1], &nets[2]);
+        let _l = Listener::start(web, 80);
+        let mut cfg = config(kind);
+        cfg.render.endpoint_match = palisade_agent::config::EndpointMatch::Interface;
+        cfg.iface_naming = palisade_calc::IfaceNaming::Calico;
+        let (run, _store) = start_agent_with(&node, cfg).await;
+        let rules = match kind {
+            DataplaneKind::Iptables => sh(&node, "iptables-save", &[]),
+            DataplaneKind::Nftables => sh(&node, "nft", &["list", "ruleset"]),
+        };
+        let web_if = palisade_model::endpoint::calico_interface_name(&pods[0].id);
+        assert!(
+            rules.contains(&web_if),
+            "{kind}: {web_if} dispatched:\n{rules}"
+        );
+        assert!(
+            connects(client, "10.0.0.1", 80),
+            "{kind}: client -> web allowed"
+        );
+        assert!(
+            !connects(other, "10.0.0.1", 80),
+            "{kind}: other -> web denied at its cali veth"
+        );
+        // Interface matching does not trust a source address either.
+        spoofing_gets_nothing_through(web, client, other, "32", &format!("{kind} calico"));
+        run.stop().await;
+    }
 }
