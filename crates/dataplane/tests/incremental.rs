@@ -12,6 +12,7 @@ use palisade_dataplane::{
 };
 use palisade_engine::synth::{generate, SynthConfig};
 use palisade_model::{Cluster, Endpoint, Policy};
+use palisade_render::config::EndpointMatch;
 use palisade_render::RenderConfig;
 
 const NODE: &str = "n1";
@@ -110,16 +111,27 @@ fn change(
     }
 }
 
-/// Random batches of changes on four clusters: after each, the program patched from the
-/// deltas equals a full render of the same state (and the dataplane's own Verify check
-/// agrees); every batch was patched, none fell back to a full render.
+/// Random batches of changes on four clusters, in both endpoint matchings (address: the
+/// per-family address maps, pods added, removed, moved and readdressed; interface): after
+/// each, the program patched from the deltas equals a full render of the same state (and the
+/// dataplane's own Verify check agrees); every batch was patched, none fell back to a full
+/// render.
 macro_rules! patched_programs_equal_full_renders {
     ($make:path) => {
-        for seed in [1u64, 2, 3, 4] {
+        for (seed, endpoint_match) in [
+            (1u64, EndpointMatch::Address),
+            (2, EndpointMatch::Address),
+            (3, EndpointMatch::Interface),
+            (4, EndpointMatch::Address),
+            (5, EndpointMatch::Interface),
+        ] {
             let c = cluster(seed);
             let runner = Arc::new(NoopRunner);
             let sleeper = Arc::new(RecordingSleeper::new());
-            let cfg = RenderConfig::default();
+            let cfg = RenderConfig {
+                endpoint_match,
+                ..RenderConfig::default()
+            };
             let mut dp = $make(
                 cfg.clone(),
                 runner.clone(),
