@@ -19,12 +19,14 @@
 //! dataplane's reconciler reads our objects back from the kernel and writes only differences,
 //! so an agent restart adopts the rules in place without a gap.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_calc::{CalcStats, Calculator, Update};
 use palisade_dataplane::{ApplyReport, CommandRunner, Dataplane, DataplaneError};
+use palisade_model::EndpointId;
 use palisade_store::{keys, Datastore, Revision, Syncer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -69,6 +71,8 @@ pub struct Agent {
     bindings: Arc<std::sync::Mutex<Bindings>>,
     /// The bridge table's script in force ([`crate::bridge_guard`]), both dataplanes.
     bridge_table: Arc<std::sync::Mutex<Option<String>>>,
+    /// The local endpoints' addresses the bindings were last learned for.
+    learned_for: Arc<std::sync::Mutex<BTreeMap<EndpointId, Vec<std::net::IpAddr>>>>,
 }
 
 /// What a finished blocking task hands back.
@@ -110,6 +114,7 @@ impl Agent {
             kernel: None,
             bindings: Arc::default(),
             bridge_table: Arc::default(),
+            learned_for: Arc::default(),
         })
     }
 
@@ -345,7 +350,7 @@ impl<'a> Loop<'a> {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
             if endpoints_changed {
                 // New bindings take a full render.
-                force |= learner.learn(calc.state(), dp.as_mut());
+                force |= learner.learn(calc.state(), dp.as_mut(), false);
             }
             let result = if deltas.is_empty() && !force {
                 Ok(ApplyReport::default())
@@ -383,7 +388,7 @@ impl<'a> Loop<'a> {
         let learner = self.learner();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            learner.learn(calc.state(), dp.as_mut());
+            learner.learn(calc.state(), dp.as_mut(), true);
             let result = dp.apply_state(calc.state()).and_then(|rebuilt| {
                 if !rebuilt.wrote_nothing() {
                     tracing::warn!(chains = ?rebuilt.chains_rewritten, sets = ?rebuilt.sets_updated, "the full render at resync differed from the incremental program");
@@ -400,6 +405,7 @@ impl<'a> Loop<'a> {
             bindings: Arc::clone(&self.agent.bindings),
             families: (self.agent.config.render.ipv4, self.agent.config.render.ipv6),
             bridge_table: Some(Arc::clone(&self.agent.bridge_table)),
+            addresses: Arc::clone(&self.agent.learned_for),
         }
     }
 
@@ -525,15 +531,36 @@ struct Learner {
     bindings: Arc<std::sync::Mutex<Bindings>>,
     families: (bool, bool),
     bridge_table: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    /// The local endpoints' addresses at the last pass.
+    addresses: Arc<std::sync::Mutex<BTreeMap<EndpointId, Vec<std::net::IpAddr>>>>,
 }
 
 impl Learner {
     /// Reads the kernel and hands the dataplane the bindings of `state`'s endpoints; true
     /// when they changed (the next apply must then render everything).
-    fn learn(&self, state: &palisade_calc::DesiredState, dp: &mut dyn Dataplane) -> bool {
+    /// `always`: also when the local endpoints' addresses are what they were at the last
+    /// pass (resyncs: an interface may have moved); otherwise only when they changed.
+    fn learn(
+        &self,
+        state: &palisade_calc::DesiredState,
+        dp: &mut dyn Dataplane,
+        always: bool,
+    ) -> bool {
         let Some(runner) = &self.runner else {
             return false;
         };
+        let endpoints: BTreeMap<EndpointId, Vec<std::net::IpAddr>> = state
+            .endpoints
+            .values()
+            .map(|e| (e.id.clone(), e.ips.clone()))
+            .collect();
+        {
+            let mut seen = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            if !always && *seen == endpoints {
+                return false;
+            }
+            *seen = endpoints.clone();
+        }
         let view = match crate::bindings::read_kernel(
             runner.as_ref(),
             self.families.0,
@@ -545,11 +572,6 @@ impl Learner {
                 return false;
             }
         };
-        let endpoints = state
-            .endpoints
-            .values()
-            .map(|e| (e.id.clone(), e.ips.clone()))
-            .collect();
         let mut prev = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
         let (next, ambiguous) = crate::bindings::decide(&view, &endpoints, &prev);
         for ip in ambiguous {
