@@ -122,6 +122,7 @@ impl Agent {
     /// sysctls through `runner`, which must run commands in the namespace the dataplane
     /// programs.
     pub fn with_kernel(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.shared.set_kernel(Arc::clone(&runner));
         self.kernel = Some(runner);
         self
     }

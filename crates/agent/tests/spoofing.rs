@@ -295,12 +295,14 @@ async fn bridged_pods_are_found_by_address_and_cannot_spoof() {
             dump()
         );
         spoofing_gets_nothing_through(web, client, other, "24", &format!("{kind} bridged"));
-        // Dropped at the bridge port, and counted there.
+        // Dropped at the bridge port, counted there, and reported in /counters.
         assert!(
             palisade_agent::bridge_guard::dropped(&node.runner()) > 0,
             "{kind}: {}",
             dump()
         );
+        let report = run.shared.counters_blocking().unwrap();
+        assert!(report.spoofed_packets > 0, "{kind}: {report:?}");
         run.stop().await;
     }
 }
