@@ -341,7 +341,7 @@ impl<'a> Loop<'a> {
         // Without a change to the desired state the dataplane has nothing to do, unless the
         // last apply failed or this is the first apply after (re)gaining sync.
         let p = self.agent.shared.progress();
-        let mut force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
+        let force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
         let learner = self.learner();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
@@ -349,11 +349,9 @@ impl<'a> Loop<'a> {
             let calc_time = t.elapsed();
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            if endpoints_changed {
-                // New bindings take a full render.
-                force |= learner.learn(calc.state(), dp.as_mut(), false);
-            }
-            let result = if deltas.is_empty() && !force {
+            // New bindings are written with the batch (patched like any set member change).
+            let rebound = endpoints_changed && learner.learn(calc.state(), dp.as_mut(), false);
+            let result = if deltas.is_empty() && !force && !rebound {
                 Ok(ApplyReport::default())
             } else {
                 if force {
