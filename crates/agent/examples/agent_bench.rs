@@ -9,18 +9,19 @@
 //! write finds the agent idle.
 //!
 //! ```text
-//! cargo run --release -p palisade-agent --example agent_bench [-- --trials 60 --local 110 --remote 10000 --policies 2000 --backend both --incremental both]
+//! cargo run --release -p palisade-agent --example agent_bench [-- --trials 60 --local 110 --remote 10000 --policies 2000 --backend both --incremental both --endpoint-match both]
 //! ```
 //!
-//! `--backend iptables|nftables|both`; `--incremental on|off|both`: each backend runs once per
-//! mode, `[<backend>/full]` rendering the whole node for every apply (the agent before
+//! `--backend iptables|nftables|both`; `--endpoint-match address|interface|both` (how pods are
+//! found: address verdict maps / per-address rules, or interface names); `--incremental
+//! on|off|both`: each backend runs once per mode and matching, `[<backend>/full]` rendering the whole node for every apply (the agent before
 //! incremental applies), `[<backend>/incremental]` patching only what changed (the default
 //! agent).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_agent::config::IncrementalMode;
+use palisade_agent::config::{EndpointMatch, IncrementalMode};
 use palisade_agent::run::build_dataplane;
 use palisade_agent::{Agent, AgentConfig, DataplaneKind};
 use palisade_dataplane::netns::{is_root, NetnsGuard};
@@ -35,6 +36,7 @@ const NODE: &str = "n1";
 
 struct Opts {
     backends: Vec<DataplaneKind>,
+    matches: Vec<EndpointMatch>,
     modes: Vec<IncrementalMode>,
     trials: usize,
     local: usize,
@@ -45,6 +47,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         backends: vec![DataplaneKind::Iptables, DataplaneKind::Nftables],
+        matches: vec![EndpointMatch::Address, EndpointMatch::Interface],
         modes: vec![IncrementalMode::Off, IncrementalMode::On],
         trials: 60,
         local: 110,
@@ -61,9 +64,15 @@ fn opts() -> Opts {
             ("--incremental", "on") => o.modes = vec![IncrementalMode::On],
             ("--incremental", "off") => o.modes = vec![IncrementalMode::Off],
             ("--incremental", _) => {}
+            ("--endpoint-match", "address") => o.matches = vec![EndpointMatch::Address],
+            ("--endpoint-match", "interface") => o.matches = vec![EndpointMatch::Interface],
+            ("--endpoint-match", _) => {}
             _ => {}
         }
-        if matches!(args[i].as_str(), "--backend" | "--incremental") {
+        if matches!(
+            args[i].as_str(),
+            "--backend" | "--incremental" | "--endpoint-match"
+        ) {
             i += 2;
             continue;
         }
@@ -178,10 +187,16 @@ async fn timed_put(
     (dt, p.last_wrote, p.last_timing)
 }
 
-async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[StoredObject]) {
+async fn bench(
+    backend: DataplaneKind,
+    mode: IncrementalMode,
+    endpoint_match: EndpointMatch,
+    o: &Opts,
+    objs: &[StoredObject],
+) {
     let kind = match mode {
-        IncrementalMode::Off => format!("{backend}/full"),
-        _ => format!("{backend}/incremental"),
+        IncrementalMode::Off => format!("{backend}/full/{endpoint_match}"),
+        _ => format!("{backend}/incremental/{endpoint_match}"),
     };
     let node = NetnsGuard::new("bench").expect("cannot create a network namespace");
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
@@ -191,8 +206,13 @@ async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[
     cfg.incremental = mode;
     cfg.resync_interval = Duration::from_secs(3600);
     cfg.netns = Some(node.name().to_string());
-    let dp = build_dataplane(&cfg, Arc::new(node.runner()));
-    let agent = Agent::new(cfg, store.clone(), dp).unwrap();
+    cfg.render.endpoint_match = endpoint_match;
+    let runner = Arc::new(node.runner());
+    let dp = build_dataplane(&cfg, runner.clone());
+    // With the kernel probe, as `palisade agent` runs (anti-spoofing bindings, sysctls).
+    let agent = Agent::new(cfg, store.clone(), dp)
+        .unwrap()
+        .with_kernel(runner);
     let shared = agent.shared();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let t0 = Instant::now();
@@ -434,7 +454,9 @@ fn main() {
     rt.block_on(async {
         for &backend in &o.backends {
             for &mode in &o.modes {
-                bench(backend, mode, &o, &objs).await;
+                for &m in &o.matches {
+                    bench(backend, mode, m, &o, &objs).await;
+                }
             }
         }
     });

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use palisade_calc::{CalcStats, Calculator, Update};
 use palisade_dataplane::{ApplyReport, CommandRunner, Dataplane, DataplaneError};
-use palisade_model::PolicyId;
+use palisade_model::{EndpointId, PolicyId};
 use palisade_store::keys::Key;
 use palisade_store::{keys, Datastore, Revision, StoredObject, Syncer};
 use tokio::sync::watch;
@@ -75,6 +75,10 @@ pub struct Agent {
     bindings: Arc<std::sync::Mutex<Bindings>>,
     /// The programmed namespace's conntrack table, with `--established revoke`.
     conntrack: Option<Arc<dyn Conntrack>>,
+    /// The bridge table's script in force ([`crate::bridge_guard`]), both dataplanes.
+    bridge_table: Arc<std::sync::Mutex<Option<String>>>,
+    /// The local endpoints' addresses the bindings were last learned for.
+    learned_for: Arc<std::sync::Mutex<BTreeMap<EndpointId, Vec<std::net::IpAddr>>>>,
 }
 
 /// What a finished blocking task hands back.
@@ -128,6 +132,8 @@ impl Agent {
             kernel: None,
             bindings: Arc::default(),
             conntrack: None,
+            bridge_table: Arc::default(),
+            learned_for: Arc::default(),
         })
     }
 
@@ -142,6 +148,7 @@ impl Agent {
     /// sysctls through `runner`, which must run commands in the namespace the dataplane
     /// programs.
     pub fn with_kernel(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.shared.set_kernel(Arc::clone(&runner));
         self.kernel = Some(runner);
         self
     }
@@ -414,7 +421,7 @@ impl<'a> Loop<'a> {
         // Without a change to the desired state the dataplane has nothing to do, unless the
         // last apply failed or this is the first apply after (re)gaining sync.
         let p = self.agent.shared.progress();
-        let mut force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
+        let force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
         let log_drops = self.agent.config.render.drop_log_group.is_some();
         let learner = self.learner();
         let revoker = self
@@ -428,11 +435,9 @@ impl<'a> Loop<'a> {
             let calc_time = t.elapsed();
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            if endpoints_changed {
-                // New bindings take a full render.
-                force |= learner.learn(calc.state(), dp.as_mut());
-            }
-            let result = if deltas.is_empty() && !force {
+            // New bindings are written with the batch (patched like any set member change).
+            let rebound = endpoints_changed && learner.learn(calc.state(), dp.as_mut(), false);
+            let result = if deltas.is_empty() && !force && !rebound {
                 Ok(ApplyReport::default())
             } else {
                 if force {
@@ -489,7 +494,7 @@ impl<'a> Loop<'a> {
             .map(|t| (t, self.agent.config.render.clone()));
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
-            learner.learn(calc.state(), dp.as_mut());
+            learner.learn(calc.state(), dp.as_mut(), true);
             let result = dp.apply_state(calc.state()).and_then(|rebuilt| {
                 if !rebuilt.wrote_nothing() {
                     tracing::warn!(chains = ?rebuilt.chains_rewritten, sets = ?rebuilt.sets_updated, "the full render at resync differed from the incremental program");
@@ -515,6 +520,8 @@ impl<'a> Loop<'a> {
             runner: self.agent.kernel.clone(),
             bindings: Arc::clone(&self.agent.bindings),
             families: (self.agent.config.render.ipv4, self.agent.config.render.ipv6),
+            bridge_table: Some(Arc::clone(&self.agent.bridge_table)),
+            addresses: Arc::clone(&self.agent.learned_for),
         }
     }
 
@@ -662,15 +669,37 @@ struct Learner {
     runner: Option<Arc<dyn CommandRunner>>,
     bindings: Arc<std::sync::Mutex<Bindings>>,
     families: (bool, bool),
+    bridge_table: Option<Arc<std::sync::Mutex<Option<String>>>>,
+    /// The local endpoints' addresses at the last pass.
+    addresses: Arc<std::sync::Mutex<BTreeMap<EndpointId, Vec<std::net::IpAddr>>>>,
 }
 
 impl Learner {
     /// Reads the kernel and hands the dataplane the bindings of `state`'s endpoints; true
     /// when they changed (the next apply must then render everything).
-    fn learn(&self, state: &palisade_calc::DesiredState, dp: &mut dyn Dataplane) -> bool {
+    /// `always`: also when the local endpoints' addresses are what they were at the last
+    /// pass (resyncs: an interface may have moved); otherwise only when they changed.
+    fn learn(
+        &self,
+        state: &palisade_calc::DesiredState,
+        dp: &mut dyn Dataplane,
+        always: bool,
+    ) -> bool {
         let Some(runner) = &self.runner else {
             return false;
         };
+        let endpoints: BTreeMap<EndpointId, Vec<std::net::IpAddr>> = state
+            .endpoints
+            .values()
+            .map(|e| (e.id.clone(), e.ips.clone()))
+            .collect();
+        {
+            let mut seen = self.addresses.lock().unwrap_or_else(|e| e.into_inner());
+            if !always && *seen == endpoints {
+                return false;
+            }
+            *seen = endpoints.clone();
+        }
         let view = match crate::bindings::read_kernel(
             runner.as_ref(),
             self.families.0,
@@ -682,15 +711,17 @@ impl Learner {
                 return false;
             }
         };
-        let endpoints = state
-            .endpoints
-            .values()
-            .map(|e| (e.id.clone(), e.ips.clone()))
-            .collect();
         let mut prev = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
         let (next, ambiguous) = crate::bindings::decide(&view, &endpoints, &prev);
         for ip in ambiguous {
             tracing::warn!(%ip, "no single bridge port holds this pod address: every packet from it is dropped until one does");
+        }
+        if let Some(table) = &self.bridge_table {
+            let mut last = table.lock().unwrap_or_else(|e| e.into_inner());
+            match crate::bridge_guard::apply(runner.as_ref(), &next, &last) {
+                Ok(now) => *last = now,
+                Err(e) => tracing::warn!(error = %e, "cannot write the bridge anti-spoofing table"),
+            }
         }
         *prev = next.clone();
         dp.set_source_bindings(next)

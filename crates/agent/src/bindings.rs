@@ -24,6 +24,7 @@ use ipnet::IpNet;
 use palisade_dataplane::CommandRunner;
 use palisade_model::EndpointId;
 use palisade_render::config::SourceBinding;
+use palisade_render::names::iface_ok;
 use serde_json::Value;
 
 /// Addresses → where they may enter; `None`: ambiguous, nowhere.
@@ -190,6 +191,12 @@ pub fn decide(
             let Some(dev) = route_dev(&view.routes, ip) else {
                 continue;
             };
+            // Names reach rule text: one that could not is trusted nowhere.
+            if !iface_ok(dev) {
+                ambiguous.push(*ip);
+                out.insert(*ip, None);
+                continue;
+            }
             let is_bridge = view.links.iter().any(|l| l.name == dev && l.is_bridge);
             if !is_bridge {
                 out.insert(
@@ -204,7 +211,7 @@ pub fn decide(
             let candidates: BTreeSet<&str> = view
                 .links
                 .iter()
-                .filter(|l| l.master.as_deref() == Some(dev))
+                .filter(|l| l.master.as_deref() == Some(dev) && iface_ok(&l.name))
                 .filter(|l| {
                     view.peer_addrs.get(&l.name).is_some_and(|held| {
                         held.contains(ip)
@@ -389,6 +396,17 @@ mod tests {
             Some("pal1".to_string())
         );
         assert!(!b.contains_key(&ip("fd00::2")), "no v6 route: unchecked");
+    }
+
+    #[test]
+    fn unusable_interface_names_bind_nowhere() {
+        let mut view = bridged_view(&[("vgood", &["10.1.0.2"]), ("v\"x", &["10.1.0.3"])]);
+        let (b, _) = decide(&view, &eps(), &Bindings::new());
+        assert_eq!(b.get(&ip("10.1.0.3")), Some(&None));
+        view.routes[0].dev = "br0; drop".into();
+        view.links[0].name = "br0; drop".into();
+        let (b, _) = decide(&view, &eps(), &Bindings::new());
+        assert_eq!(b.get(&ip("10.1.0.2")), Some(&None));
     }
 
     #[test]

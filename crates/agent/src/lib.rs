@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod batch;
 pub mod bindings;
+pub mod bridge_guard;
 pub mod client;
 pub mod config;
 pub mod direct;

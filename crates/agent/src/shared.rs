@@ -97,6 +97,7 @@ pub struct Shared {
     pub drops: DropLog,
     progress: Mutex<Progress>,
     applied: tokio::sync::watch::Sender<i64>,
+    kernel: Mutex<Option<Arc<dyn palisade_dataplane::CommandRunner>>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -118,6 +119,7 @@ impl Shared {
             drops: DropLog::new(crate::drops::log::DEFAULT_RING),
             progress: Mutex::new(Progress::default()),
             applied: tokio::sync::watch::Sender::new(0),
+            kernel: Mutex::new(None),
         }
     }
 
@@ -154,12 +156,27 @@ impl Shared {
             dp.counters().map_err(|e| e.to_string())?
         };
         let p = self.progress();
-        Ok(CountersReport::new(
+        let mut report = CountersReport::new(
             &self.node,
             self.dataplane_kind.as_str(),
             p.revision,
             p.endpoints,
             &counters,
-        ))
+        );
+        // Bridged pods' spoofed frames are dropped in the bridge table, not by our rules.
+        let kernel = self
+            .kernel
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(runner) = kernel {
+            report.spoofed_packets += crate::bridge_guard::dropped(runner.as_ref());
+        }
+        Ok(report)
+    }
+
+    /// The runner into the programmed namespace (see [`crate::Agent::with_kernel`]).
+    pub fn set_kernel(&self, runner: Arc<dyn palisade_dataplane::CommandRunner>) {
+        *self.kernel.lock().unwrap_or_else(|e| e.into_inner()) = Some(runner);
     }
 }

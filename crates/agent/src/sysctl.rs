@@ -65,6 +65,30 @@ pub fn ensure_bridge_sysctls(
     Ok(changed)
 }
 
+/// Conntrack's pick-up of TCP connections in mid-stream. With `--established revoke` it must
+/// be off: a revoked connection's next packet would otherwise start a new entry in whichever
+/// direction comes first, and a packet from the server side would be judged as a new
+/// connection from the server (allowed where the server's egress is open) and carry the
+/// revoked connection on as its replies. Off, such a packet is INVALID and dropped.
+pub const TCP_LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
+
+/// Sets [`TCP_LOOSE`] to 0 in the runner's namespace; `Ok(true)` when it changed it.
+pub fn strict_tcp_pickup(runner: &dyn CommandRunner) -> Result<bool, String> {
+    if read(runner, TCP_LOOSE).as_deref() == Some("0") {
+        return Ok(false);
+    }
+    let out = runner
+        .run("sysctl", &["-q", "-w", &format!("{TCP_LOOSE}=0")], None)
+        .map_err(|e| format!("cannot set {TCP_LOOSE}=0: {e}"))?;
+    if !out.success() || read(runner, TCP_LOOSE).as_deref() != Some("0") {
+        return Err(format!(
+            "cannot set {TCP_LOOSE}=0 (revoked TCP connections could come back): {}",
+            out.stderr.trim()
+        ));
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,28 +145,4 @@ mod tests {
         );
         assert_eq!(ensure_bridge_sysctls(&f, false, (true, false)), Ok(vec![]));
     }
-}
-
-/// Conntrack's pick-up of TCP connections in mid-stream. With `--established revoke` it must
-/// be off: a revoked connection's next packet would otherwise start a new entry in whichever
-/// direction comes first, and a packet from the server side would be judged as a new
-/// connection from the server (allowed where the server's egress is open) and carry the
-/// revoked connection on as its replies. Off, such a packet is INVALID and dropped.
-pub const TCP_LOOSE: &str = "net.netfilter.nf_conntrack_tcp_loose";
-
-/// Sets [`TCP_LOOSE`] to 0 in the runner's namespace; `Ok(true)` when it changed it.
-pub fn strict_tcp_pickup(runner: &dyn CommandRunner) -> Result<bool, String> {
-    if read(runner, TCP_LOOSE).as_deref() == Some("0") {
-        return Ok(false);
-    }
-    let out = runner
-        .run("sysctl", &["-q", "-w", &format!("{TCP_LOOSE}=0")], None)
-        .map_err(|e| format!("cannot set {TCP_LOOSE}=0: {e}"))?;
-    if !out.success() || read(runner, TCP_LOOSE).as_deref() != Some("0") {
-        return Err(format!(
-            "cannot set {TCP_LOOSE}=0 (revoked TCP connections could come back): {}",
-            out.stderr.trim()
-        ));
-    }
-    Ok(true)
 }

@@ -125,7 +125,7 @@ fn nftables_output_is_one_script() {
             "add table inet palisade"
         ]
     );
-    assert!(text.contains("iifname vmap @pal-fw-map"));
+    assert!(text.contains("ip saddr vmap @pal-fw-map4"));
     assert!(text.contains("ipv6_addr . inet_proto . inet_service"));
     let web_drop = text
         .lines()
@@ -184,6 +184,8 @@ fn every_interface_prefix_is_dispatched() {
             "pal,cali",
             "--iface-prefix",
             "tap",
+            "--endpoint-match",
+            "interface",
         ],
         DUAL,
     );
@@ -247,4 +249,21 @@ fn check_parses_with_the_real_tools_in_a_scratch_namespace() {
         .filter(|n| !before.contains(n))
         .collect();
     assert!(left.is_empty(), "scratch namespaces left behind: {left:?}");
+}
+
+#[test]
+fn address_matching_is_the_default_and_calico_naming_is_offered() {
+    let args = ["--node", "n1", "--dataplane", "nftables"];
+    let o = render(&args, DUAL);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(text.contains("ip saddr vmap @pal-fw-map4"), "{text}");
+    assert!(text.contains("ip6 daddr vmap @pal-tw-map6"), "{text}");
+    let mut calico = args.to_vec();
+    calico.extend(["--endpoint-match", "interface", "--iface-name", "calico"]);
+    let o = render(&calico, DUAL);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = stdout(&o);
+    assert!(text.contains("iifname vmap @pal-fw-map"), "{text}");
+    assert!(text.contains("\"cali"), "{text}");
 }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use palisade_calc::{Delta, DesiredState};
 use palisade_model::{EndpointId, PolicyId};
+use palisade_render::build::spoof_sets;
 use palisade_render::config::SourceBinding;
 use palisade_render::delta::Plan;
+use palisade_render::ir::{SetEntry, SetRef};
 use palisade_render::{build, RenderConfig, RenderError, Ruleset};
 
 use crate::error::DataplaneError;
@@ -48,8 +50,9 @@ pub trait Dataplane: Send {
         let _ = mode;
     }
     /// Sets where each local pod address may enter (anti-spoofing, see
-    /// [`RenderConfig::source_bindings`]); true when they changed, and then the next apply
-    /// renders everything.
+    /// [`RenderConfig::source_bindings`]); true when they changed. The next apply (also
+    /// [`Dataplane::apply_deltas`] with no deltas) writes the change: backends that patch edit
+    /// the anti-spoofing sets' members one for one.
     fn set_source_bindings(&mut self, bindings: BTreeMap<IpAddr, Option<SourceBinding>>) -> bool {
         let _ = bindings;
         false
@@ -145,6 +148,9 @@ pub struct StateDataplane<B: FromRuleset> {
     /// because the patch could not be made.
     pub patched: u64,
     pub patch_fallbacks: u64,
+    /// Anti-spoofing set members that changed with the bindings since the last apply, for the
+    /// next patch: (add, set, entry).
+    binding_changes: Vec<(bool, SetRef, SetEntry)>,
 }
 
 /// How [`Dataplane::apply_deltas`] works.
@@ -179,6 +185,7 @@ where
             mode: IncrementalMode::default(),
             patched: 0,
             patch_fallbacks: 0,
+            binding_changes: Vec::new(),
         }
     }
 
@@ -200,7 +207,15 @@ where
         state: &DesiredState,
         deltas: &[Delta],
     ) -> Result<bool, DataplaneError> {
-        let plan = incr.plan(state, deltas, &self.config)?;
+        let mut plan = incr.plan(state, deltas, &self.config)?;
+        for (add, set, entry) in std::mem::take(&mut self.binding_changes) {
+            let list = if add {
+                &mut plan.member_adds
+            } else {
+                &mut plan.member_dels
+            };
+            list.push((set, entry));
+        }
         let (eps, pols) = named_ids(deltas);
         let program = self.table.desired_mut();
         if !B::patch(incr, program, &plan, state, &self.config, (&eps, &pols))? {
@@ -225,6 +240,7 @@ where
 
     fn apply_state(&mut self, state: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         self.incr = None;
+        self.binding_changes.clear();
         let (program, rs) = self.render_ir(state)?;
         let report = self.table.apply(program)?;
         if B::INCREMENTAL && self.mode != IncrementalMode::Off {
@@ -283,8 +299,35 @@ where
         if self.config.source_bindings == bindings {
             return false;
         }
+        let fams = palisade_render::build::families(&self.config);
+        let before = spoof_sets(&self.config, &fams);
         self.config.source_bindings = bindings;
-        self.incr = None;
+        if self.incr.is_some() {
+            // The anti-spoofing sets' members change one for one at the next patch.
+            // Compared as the kernel holds them: neither backend writes the bridge port
+            // (the bridge table checks it), so a pod moving between ports is no change here.
+            let kernel_view = |e: &SetEntry| match e {
+                SetEntry::NetIface { ip, iface, .. } => SetEntry::NetIface {
+                    ip: *ip,
+                    iface: iface.clone(),
+                    port: None,
+                },
+                other => other.clone(),
+            };
+            let after = spoof_sets(&self.config, &fams);
+            for (old, new) in before.iter().zip(&after) {
+                let o: Vec<SetEntry> = old.members.iter().map(kernel_view).collect();
+                let n: Vec<SetEntry> = new.members.iter().map(kernel_view).collect();
+                for e in o.iter().filter(|e| !n.contains(e)) {
+                    self.binding_changes
+                        .push((false, old.set.clone(), e.clone()));
+                }
+                for e in n.iter().filter(|e| !o.contains(e)) {
+                    self.binding_changes
+                        .push((true, new.set.clone(), e.clone()));
+                }
+            }
+        }
         true
     }
 

@@ -89,12 +89,10 @@ pub fn push_member_line(out: &mut String, verb: &str, set: &str, entry: &SetEntr
                 proto_name(*proto)
             )
         }
-        // On a bridge the port decides (`physdev:`, matched against the bridge port the
-        // packet came in through); the bridge itself is what the routing layer sees.
-        SetEntry::NetIface { ip, iface, port } => match port {
-            Some(p) => writeln!(out, "{verb} {set} {ip},physdev:{p} -exist"),
-            None => writeln!(out, "{verb} {set} {ip},{iface} -exist"),
-        },
+        // The routing layer sees a bridged pod's traffic come in on the bridge; its port is
+        // checked one layer down, in the agent's `table bridge palisade` (an ipset
+        // `physdev:` entry never matches from `-m set`, which cannot ask for the port).
+        SetEntry::NetIface { ip, iface, .. } => writeln!(out, "{verb} {set} {ip},{iface} -exist"),
     };
 }
 

@@ -113,8 +113,9 @@ pub enum SetKind {
     /// concatenation `ipv4_addr . inet_proto . inet_service`).
     NetPort,
     /// Source address and the interface the packet came in on (ipset `hash:net,iface` with
-    /// `src,src`, where a `physdev:` entry matches the bridge port; nft concatenation
-    /// `ipv4_addr . ifname`, where the bridge itself stands for its ports).
+    /// `src,src`; nft concatenation `ipv4_addr . ifname`). For a bridged pod the interface is
+    /// the bridge: both backends see the bridge, not its port, which the agent's bridge-family
+    /// table checks (the interpreter checks both).
     NetIface,
 }
 

@@ -442,6 +442,37 @@ mod tests {
     }
 
     #[test]
+    fn matching_flags_reach_the_config() {
+        let mut args = BASE.to_vec();
+        args.extend([
+            "--endpoint-match",
+            "interface",
+            "--iface-name",
+            "calico",
+            "--set-bridge-sysctls=false",
+        ]);
+        let c = config(&parse(&args).unwrap().run).unwrap();
+        assert_eq!(
+            c.render.endpoint_match,
+            palisade_agent::config::EndpointMatch::Interface
+        );
+        assert_eq!(
+            c.calc_config().iface_naming,
+            palisade_calc::IfaceNaming::Calico
+        );
+        assert!(!c.set_bridge_sysctls);
+        let d = config(&parse(&BASE).unwrap().run).unwrap();
+        assert_eq!(
+            d.render.endpoint_match,
+            palisade_agent::config::EndpointMatch::Address
+        );
+        assert!(d.set_bridge_sysctls);
+        let mut bad = BASE.to_vec();
+        bad.extend(["--endpoint-match", "mac"]);
+        assert!(parse(&bad).is_err());
+    }
+
+    #[test]
     fn defaults_are_the_documented_ones() {
         let c = config(&parse(&BASE).unwrap().run).unwrap();
         assert_eq!(c.iface_prefixes, vec!["pal"]);
