@@ -85,6 +85,7 @@ impl Agent {
         dataplane: Box<dyn Dataplane>,
     ) -> Result<Agent, AgentError> {
         config.validate()?;
+        crate::alloc::limit_arenas();
         let mut dataplane = dataplane;
         dataplane.set_incremental(config.incremental);
         let shared = Arc::new(Shared::new(
@@ -312,12 +313,18 @@ impl<'a> Loop<'a> {
             // ~1 ms at 110 pods: not for the batches that only change set members.
             let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
+            let elapsed = t.elapsed();
+            if force {
+                // A full render (and, the first time, the initial list) has just freed tens
+                // of MiB: give them back (after the timing; the next apply waits anyway).
+                crate::alloc::release_free_memory();
+            }
             Done::Apply {
                 calc,
                 result,
                 stats,
                 summary,
-                elapsed: t.elapsed(),
+                elapsed,
                 calc_time,
                 revision,
             }
@@ -339,6 +346,8 @@ impl<'a> Loop<'a> {
                 }
                 dp.resync()
             });
+            drop(dp);
+            crate::alloc::release_free_memory();
             Done::Resync(calc, result)
         }));
     }

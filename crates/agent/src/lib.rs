@@ -12,6 +12,7 @@
 //! HTTP server; [`status`] and [`report`] are what the agent publishes and the CLI reads.
 
 pub mod agent;
+pub mod alloc;
 pub mod batch;
 pub mod client;
 pub mod config;
