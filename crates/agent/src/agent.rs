@@ -116,6 +116,7 @@ impl Agent {
         dataplane: Box<dyn Dataplane>,
     ) -> Result<Agent, AgentError> {
         config.validate()?;
+        crate::alloc::limit_arenas();
         let mut dataplane = dataplane;
         dataplane.set_incremental(config.incremental);
         let shared = Arc::new(Shared::new(
@@ -464,6 +465,12 @@ impl<'a> Loop<'a> {
                 _ => None,
             };
             let policies = status::programmed(calc.state(), &policy_revisions);
+            let elapsed = t.elapsed();
+            if force {
+                // A full render (and, the first time, the initial list) has just freed tens
+                // of MiB: give them back (after the timing; the next apply waits anyway).
+                crate::alloc::release_free_memory();
+            }
             Done::Apply {
                 calc,
                 result,
@@ -472,7 +479,7 @@ impl<'a> Loop<'a> {
                 drop_index,
                 revocation,
                 policies,
-                elapsed: t.elapsed(),
+                elapsed,
                 calc_time,
                 revision,
             }
@@ -511,6 +518,7 @@ impl<'a> Loop<'a> {
                 ))),
                 _ => None,
             };
+            crate::alloc::release_free_memory();
             Done::Resync(calc, result, revocation)
         }));
     }

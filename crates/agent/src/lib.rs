@@ -13,6 +13,7 @@
 //! HTTP server; [`status`] and [`report`] are what the agent publishes and the CLI reads.
 
 pub mod agent;
+pub mod alloc;
 pub mod batch;
 pub mod bindings;
 pub mod bridge_guard;

@@ -34,7 +34,18 @@ pub enum Translated {
 /// Translates sync events; see the module docs.
 #[derive(Debug, Default)]
 pub struct Translator {
-    endpoint_keys: HashMap<EndpointId, String>,
+    /// The node (an index into `nodes`) under whose key each endpoint was last seen, by
+    /// `namespace/pod`: one small string per pod instead of its id and full key (an agent
+    /// holds one entry per pod of the cluster).
+    endpoint_nodes: HashMap<Box<str>, u32>,
+    /// Node names (`None`: unscheduled), each once, and their indexes.
+    nodes: Vec<Option<String>>,
+    node_ids: HashMap<Option<String>, u32>,
+}
+
+/// `namespace/pod` (neither may contain a `/`).
+fn endpoint_name(namespace: &str, pod: &str) -> Box<str> {
+    format!("{namespace}/{pod}").into_boxed_str()
 }
 
 impl Translator {
@@ -62,7 +73,12 @@ impl Translator {
             } => match record.object {
                 StoredObject::Namespace(ns) => Translated::Update(Update::NamespaceUpsert(ns)),
                 StoredObject::Endpoint(ep) => {
-                    self.endpoint_keys.insert(ep.id.clone(), key);
+                    // The record was decoded at this key, so it parses as an endpoint key.
+                    if let Ok(Key::Endpoint { node, .. }) = Key::parse(&key) {
+                        let node = self.node_index(node);
+                        self.endpoint_nodes
+                            .insert(endpoint_name(&ep.id.namespace, &ep.id.name), node);
+                    }
                     Translated::Update(Update::EndpointUpsert(ep))
                 }
                 StoredObject::Policy(p) => Translated::Update(Update::PolicyUpsert(p)),
@@ -85,17 +101,33 @@ impl Translator {
         }
     }
 
+    /// The index of a node name, added the first time it is seen.
+    fn node_index(&mut self, node: Option<String>) -> u32 {
+        if let Some(&i) = self.node_ids.get(&node) {
+            return i;
+        }
+        let i = self.nodes.len() as u32;
+        self.nodes.push(node.clone());
+        self.node_ids.insert(node, i);
+        i
+    }
+
     /// The update that removes whatever was stored at `key`.
     fn removal(&mut self, key: &str) -> Option<Update> {
         match Key::parse(key).ok()? {
             Key::Namespace { name } => Some(Update::NamespaceRemove(name)),
-            Key::Endpoint { namespace, pod, .. } => {
+            Key::Endpoint {
+                node,
+                namespace,
+                pod,
+            } => {
+                let name = endpoint_name(&namespace, &pod);
                 let id = EndpointId::new(namespace, pod);
-                match self.endpoint_keys.get(&id) {
-                    // The pod lives under another key now (it moved): keep it.
-                    Some(current) if current != key => None,
+                match self.endpoint_nodes.get(&name) {
+                    // The pod lives under another node's key now (it moved): keep it.
+                    Some(&current) if self.nodes[current as usize] != node => None,
                     Some(_) => {
-                        self.endpoint_keys.remove(&id);
+                        self.endpoint_nodes.remove(&name);
                         Some(Update::EndpointRemove(id))
                     }
                     // Never seen (or already removed): removing again is harmless.

@@ -6,7 +6,9 @@ use std::hash::Hash;
 
 pub(crate) struct Slab<K, V> {
     keys: HashMap<K, u32>,
-    slots: Vec<Option<(K, V)>>,
+    /// Boxed: a free or not yet used slot (the `Vec` grows by doubling) costs 8 bytes, not
+    /// the size of an entry (~230 bytes for an endpoint).
+    slots: Vec<Option<Box<(K, V)>>>,
     free: Vec<u32>,
 }
 
@@ -28,21 +30,21 @@ impl<K: Hash + Eq + Clone, V> Slab<K, V> {
     pub(crate) fn get(&self, key: u32) -> Option<&V> {
         self.slots
             .get(key as usize)
-            .and_then(|s| s.as_ref())
+            .and_then(|s| s.as_deref())
             .map(|(_, v)| v)
     }
 
     pub(crate) fn get_mut(&mut self, key: u32) -> Option<&mut V> {
         self.slots
             .get_mut(key as usize)
-            .and_then(|s| s.as_mut())
+            .and_then(|s| s.as_deref_mut())
             .map(|(_, v)| v)
     }
 
     pub(crate) fn id(&self, key: u32) -> Option<&K> {
         self.slots
             .get(key as usize)
-            .and_then(|s| s.as_ref())
+            .and_then(|s| s.as_deref())
             .map(|(k, _)| k)
     }
 
@@ -52,7 +54,7 @@ impl<K: Hash + Eq + Clone, V> Slab<K, V> {
 
     /// Inserts a value under a new id and returns its key. The id must not be present.
     pub(crate) fn insert(&mut self, id: K, value: V) -> u32 {
-        let entry = Some((id.clone(), value));
+        let entry = Some(Box::new((id.clone(), value)));
         let key = match self.free.pop() {
             Some(k) if (k as usize) < self.slots.len() => {
                 self.slots[k as usize] = entry;
@@ -68,7 +70,7 @@ impl<K: Hash + Eq + Clone, V> Slab<K, V> {
     }
 
     pub(crate) fn remove(&mut self, key: u32) -> Option<(K, V)> {
-        let taken = self.slots.get_mut(key as usize).and_then(|s| s.take())?;
+        let taken = *self.slots.get_mut(key as usize).and_then(|s| s.take())?;
         self.keys.remove(&taken.0);
         self.free.push(key);
         Some(taken)

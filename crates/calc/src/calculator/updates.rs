@@ -51,8 +51,13 @@ impl Calculator {
         }
     }
 
-    fn upsert_endpoint(&mut self, new: Endpoint) {
+    fn upsert_endpoint(&mut self, mut new: Endpoint) {
         let local = new.node.as_deref() == Some(self.config.node.as_str());
+        if !local {
+            // Which other node a pod runs on changes nothing here: not keeping the name saves
+            // a string per remote pod, and a move between other nodes is no change at all.
+            new.node = None;
+        }
         let id = new.id.clone();
         let (key, old) = match self.catalog.endpoints.key(&id) {
             Some(key) => match self.catalog.endpoints.get_mut(key) {

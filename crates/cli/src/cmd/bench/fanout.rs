@@ -149,6 +149,8 @@ pub fn run(a: FanoutArgs) -> Result<ExitCode> {
     if a.changes == 0 {
         bail!("--changes must be at least 1");
     }
+    // As the real agent does (see palisade_agent::alloc): the RSS per agent is then its heap.
+    palisade_agent::alloc::limit_arenas();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = a.threads {
         rt.worker_threads(n.max(1));
@@ -377,6 +379,7 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
             ok = false;
         }
     }
+    palisade_agent::alloc::release_free_memory();
     let (etcd1, self1) = (etcd.probe.sample(), procstat::sample("self"));
 
     // Policy changes.
