@@ -24,14 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_calc::{CalcStats, Calculator, Update};
-use palisade_dataplane::{ApplyReport, Dataplane, DataplaneError};
+use palisade_dataplane::{ApplyReport, CommandRunner, Dataplane, DataplaneError};
 use palisade_store::{keys, Datastore, Revision, Syncer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::batch::{Batcher, Decision};
-use crate::config::{AgentConfig, ConfigError};
+use crate::bindings::Bindings;
+use crate::config::{AgentConfig, ConfigError, EndpointMatch};
 use crate::metrics::ErrorKind;
 use crate::shared::{ApplyTiming, Shared};
 use crate::status::{self, EndpointPolicies, NodeStatus};
@@ -60,6 +61,14 @@ pub struct Agent {
     shared: Arc<Shared>,
     metrics_addr: Option<String>,
     sync_backoff: (Duration, Duration),
+    /// Runs commands in the programmed namespace, to learn the pods' interfaces
+    /// (anti-spoofing, see [`crate::bindings`]) and check the bridge sysctls; `None`: neither
+    /// (fake dataplanes).
+    kernel: Option<Arc<dyn CommandRunner>>,
+    /// The last learned bindings.
+    bindings: Arc<std::sync::Mutex<Bindings>>,
+    /// The bridge table's script in force ([`crate::bridge_guard`]), both dataplanes.
+    bridge_table: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// What a finished blocking task hands back.
@@ -98,7 +107,18 @@ impl Agent {
             store,
             shared,
             sync_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            kernel: None,
+            bindings: Arc::default(),
+            bridge_table: Arc::default(),
         })
+    }
+
+    /// Learns where local pods' addresses may enter (anti-spoofing) and checks the bridge
+    /// sysctls through `runner`, which must run commands in the namespace the dataplane
+    /// programs.
+    pub fn with_kernel(mut self, runner: Arc<dyn CommandRunner>) -> Self {
+        self.kernel = Some(runner);
+        self
     }
 
     /// The address written into the status for `palisade counters` (when the server was
@@ -120,6 +140,29 @@ impl Agent {
 
     /// Runs until `shutdown` completes (then waits for a running apply to finish).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        if let Some(runner) = &self.kernel {
+            let runner = Arc::clone(runner);
+            let set = self.config.set_bridge_sysctls;
+            let fams = (self.config.render.ipv4, self.config.render.ipv6);
+            let checked = tokio::task::spawn_blocking(move || {
+                crate::sysctl::ensure_bridge_sysctls(runner.as_ref(), set, fams)
+            })
+            .await
+            .map_err(|e| AgentError::TaskFailed(e.to_string()))?;
+            let blocker = match checked {
+                Ok(changed) => {
+                    for name in changed {
+                        tracing::info!(sysctl = %name, "set to 1 so that bridged pod traffic meets the rules");
+                    }
+                    None
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "not ready");
+                    Some(why)
+                }
+            };
+            self.shared.update(|p| p.blocker = blocker);
+        }
         let (status_tx, status_rx) = watch::channel(None::<NodeStatus>);
         let writer = tokio::spawn(write_status(
             Arc::clone(&self.store),
@@ -292,15 +335,21 @@ impl<'a> Loop<'a> {
         // Without a change to the desired state the dataplane has nothing to do, unless the
         // last apply failed or this is the first apply after (re)gaining sync.
         let p = self.agent.shared.progress();
-        let force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
+        let mut force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
+        let learner = self.learner();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
             let deltas = calc.apply_all(updates);
             let calc_time = t.elapsed();
+            let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
+            let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
+            if endpoints_changed {
+                // New bindings take a full render.
+                force |= learner.learn(calc.state(), dp.as_mut());
+            }
             let result = if deltas.is_empty() && !force {
                 Ok(ApplyReport::default())
             } else {
-                let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
                 if force {
                     dp.apply_state(calc.state())
                 } else {
@@ -308,9 +357,9 @@ impl<'a> Loop<'a> {
                     dp.apply_deltas(calc.state(), &deltas)
                 }
             };
+            drop(dp);
             let stats = calc.stats();
             // ~1 ms at 110 pods: not for the batches that only change set members.
-            let endpoints_changed = force || deltas.iter().any(|d| !d.is_set_change());
             let summary = endpoints_changed.then(|| status::summarize(calc.state()));
             Done::Apply {
                 calc,
@@ -331,8 +380,10 @@ impl<'a> Loop<'a> {
             return;
         };
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
+        let learner = self.learner();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
+            learner.learn(calc.state(), dp.as_mut());
             let result = dp.apply_state(calc.state()).and_then(|rebuilt| {
                 if !rebuilt.wrote_nothing() {
                     tracing::warn!(chains = ?rebuilt.chains_rewritten, sets = ?rebuilt.sets_updated, "the full render at resync differed from the incremental program");
@@ -341,6 +392,15 @@ impl<'a> Loop<'a> {
             });
             Done::Resync(calc, result)
         }));
+    }
+
+    fn learner(&self) -> Learner {
+        Learner {
+            runner: self.agent.kernel.clone(),
+            bindings: Arc::clone(&self.agent.bindings),
+            families: (self.agent.config.render.ipv4, self.agent.config.render.ipv6),
+            bridge_table: Some(Arc::clone(&self.agent.bridge_table)),
+        }
     }
 
     fn finished(&mut self, done: Done) {
@@ -442,6 +502,10 @@ impl<'a> Loop<'a> {
             updated: 0,
             metrics_addr: self.agent.metrics_addr.clone(),
             dataplane: self.agent.config.dataplane.to_string(),
+            endpoint_match: self.agent.config.render.endpoint_match.to_string(),
+            iface_naming: (self.agent.config.render.endpoint_match == EndpointMatch::Interface)
+                .then(|| self.agent.config.iface_naming.to_string()),
+            not_ready: p.blocker.clone(),
             endpoints: p.endpoints,
         };
         self.status_tx.send_if_modified(|cur| {
@@ -452,6 +516,54 @@ impl<'a> Loop<'a> {
                 true
             }
         });
+    }
+}
+
+/// Learns the bindings of the local pods' addresses in a blocking task.
+struct Learner {
+    runner: Option<Arc<dyn CommandRunner>>,
+    bindings: Arc<std::sync::Mutex<Bindings>>,
+    families: (bool, bool),
+    bridge_table: Option<Arc<std::sync::Mutex<Option<String>>>>,
+}
+
+impl Learner {
+    /// Reads the kernel and hands the dataplane the bindings of `state`'s endpoints; true
+    /// when they changed (the next apply must then render everything).
+    fn learn(&self, state: &palisade_calc::DesiredState, dp: &mut dyn Dataplane) -> bool {
+        let Some(runner) = &self.runner else {
+            return false;
+        };
+        let view = match crate::bindings::read_kernel(
+            runner.as_ref(),
+            self.families.0,
+            self.families.1,
+        ) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pods' interfaces; anti-spoofing bindings unchanged");
+                return false;
+            }
+        };
+        let endpoints = state
+            .endpoints
+            .values()
+            .map(|e| (e.id.clone(), e.ips.clone()))
+            .collect();
+        let mut prev = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, ambiguous) = crate::bindings::decide(&view, &endpoints, &prev);
+        for ip in ambiguous {
+            tracing::warn!(%ip, "no single bridge port holds this pod address: every packet from it is dropped until one does");
+        }
+        if let Some(table) = &self.bridge_table {
+            let mut last = table.lock().unwrap_or_else(|e| e.into_inner());
+            match crate::bridge_guard::apply(runner.as_ref(), &next, &last) {
+                Ok(now) => *last = now,
+                Err(e) => tracing::warn!(error = %e, "cannot write the bridge anti-spoofing table"),
+            }
+        }
+        *prev = next.clone();
+        dp.set_source_bindings(next)
     }
 }
 

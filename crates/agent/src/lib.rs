@@ -13,6 +13,8 @@
 
 pub mod agent;
 pub mod batch;
+pub mod bindings;
+pub mod bridge_guard;
 pub mod client;
 pub mod config;
 pub mod direct;
@@ -22,6 +24,7 @@ pub mod run;
 pub mod server;
 pub mod shared;
 pub mod status;
+pub mod sysctl;
 pub mod translate;
 
 pub use agent::{Agent, AgentError};

@@ -33,6 +33,7 @@ impl From<&RuleCounter> for CounterView {
             kind: match c.kind {
                 CounterKind::PolicyRule => "rule".into(),
                 CounterKind::EndpointDrop => "drop".into(),
+                CounterKind::SpoofDrop => "spoof".into(),
             },
             policy: c.policy.as_ref().map(|p| p.to_string()),
             direction: c.direction.to_string(),
@@ -57,6 +58,10 @@ pub struct CountersReport {
     pub rules: Vec<CounterView>,
     /// End-of-chain drops, sorted by endpoint and direction.
     pub drops: Vec<CounterView>,
+    /// Packets dropped by anti-spoofing: from a local pod's address, but not from that pod's
+    /// interface (both families).
+    #[serde(default)]
+    pub spoofed_packets: u64,
 }
 
 impl CountersReport {
@@ -70,10 +75,12 @@ impl CountersReport {
     ) -> Self {
         let mut rules: Vec<CounterView> = Vec::new();
         let mut drops: Vec<CounterView> = Vec::new();
+        let mut spoofed_packets = 0;
         for c in counters {
             match c.kind {
                 CounterKind::PolicyRule => rules.push(c.into()),
                 CounterKind::EndpointDrop => drops.push(c.into()),
+                CounterKind::SpoofDrop => spoofed_packets += c.packets,
             }
         }
         rules.sort_by(|a, b| {
@@ -87,6 +94,7 @@ impl CountersReport {
             endpoints,
             rules,
             drops,
+            spoofed_packets,
         }
     }
 

@@ -51,8 +51,9 @@ pub async fn run_agent(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
     config.validate()?;
-    let dataplane = build_dataplane(&config, kernel_runner(&config));
-    let mut agent = Agent::new(config.clone(), store, dataplane)?;
+    let runner = kernel_runner(&config);
+    let dataplane = build_dataplane(&config, Arc::clone(&runner));
+    let mut agent = Agent::new(config.clone(), store, dataplane)?.with_kernel(runner);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_task = None;
     if let Some(addr) = config.metrics_addr {

@@ -48,6 +48,9 @@ pub struct Progress {
     /// Where the last successful apply spent its time.
     pub last_timing: ApplyTiming,
     pub endpoints: Vec<EndpointPolicies>,
+    /// Something outside the datastore keeps the agent from being ready (a bridge sysctl
+    /// that is off and that it was told not to set), with what to do.
+    pub blocker: Option<String>,
 }
 
 impl Progress {
@@ -59,7 +62,9 @@ impl Progress {
 
     /// Why not ready, for `/readyz`.
     pub fn not_ready_reason(&self) -> Option<String> {
-        if !self.datastore_in_sync {
+        if let Some(b) = &self.blocker {
+            Some(b.clone())
+        } else if !self.datastore_in_sync {
             Some("datastore not in sync".into())
         } else if !self.programmed && self.last_error.is_none() {
             Some("dataplane not programmed yet".into())

@@ -38,6 +38,16 @@ pub struct NodeStatus {
     /// Local endpoints and the policies active on them.
     #[serde(default)]
     pub endpoints: Vec<EndpointPolicies>,
+    /// How local pods are found: `address` or `interface`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint_match: String,
+    /// Interface matching only: the interface naming (`palisade` or `calico`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface_naming: Option<String>,
+    /// Why the agent is not ready when that is not the datastore's or an apply's doing
+    /// (e.g. a bridge sysctl that is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready: Option<String>,
 }
 
 /// The policies that apply to one local endpoint, in evaluation order, per direction.
@@ -180,6 +190,9 @@ mod tests {
                 egress: vec![],
                 egress_count: 0,
             }],
+            endpoint_match: "interface".into(),
+            iface_naming: Some("calico".into()),
+            not_ready: None,
         }
     }
 

@@ -99,6 +99,7 @@ async fn pods_on_the_second_prefix_are_enforced() {
             .collect();
         put_all(store.as_ref(), &start).await;
         let mut cfg = config(kind);
+        cfg.render.endpoint_match = palisade_agent::config::EndpointMatch::Interface;
         cfg.iface_prefixes = PREFIXES.iter().map(|p| p.to_string()).collect();
         cfg.netns = Some(node.name().to_string());
         let dp = build_dataplane(&cfg, Arc::new(node.runner()));
@@ -136,6 +137,7 @@ async fn pods_on_the_second_prefix_are_enforced() {
                 .sum()
         };
         let mut direct_cfg = config(kind);
+        direct_cfg.render.endpoint_match = palisade_agent::config::EndpointMatch::Interface;
         direct_cfg.iface_prefixes = PREFIXES.iter().map(|p| p.to_string()).collect();
         let direct =
             palisade_agent::direct::report(&direct_cfg, store.as_ref(), Arc::new(node.runner()))

@@ -136,6 +136,7 @@ pub fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
     let kind = match s.set.kind {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
+        SetKind::NetIface => "hash:net,iface",
     };
     let members = s.members.iter().map(|m| ipset_member(&s.set.name, m));
     IpsetSpec::new(kind, family(s.set.family), members)
@@ -161,6 +162,7 @@ pub fn nft_set(s: &SetDef) -> Result<NftSet, DataplaneError> {
             vec![addr.to_string(), "inet_proto".into(), "inet_service".into()],
             vec![],
         ),
+        SetKind::NetIface => (vec![addr.to_string(), "ifname".into()], vec![]),
     };
     Ok(NftSet::new(key_type, None, flags, nft::set_elements(s)))
 }

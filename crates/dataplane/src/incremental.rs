@@ -42,7 +42,7 @@ impl IrSet {
         !self.members.iter().any(|m| match m {
             SetEntry::NoMatch(_) => true,
             SetEntry::Net(n) => n.prefix_len() < n.max_prefix_len(),
-            SetEntry::NetPort { .. } => false,
+            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } => false,
         })
     }
 

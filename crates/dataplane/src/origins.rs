@@ -65,7 +65,20 @@ fn origins_of<'a>(
         }
     }
     for chain in chains {
-        if let Some((ep, dir)) = endpoint_chains.get(&chain.name) {
+        if chain.name == names::SPOOF_CHAIN {
+            for r in chain.rules.iter().filter(|r| r.action == Action::Drop) {
+                out.insert(
+                    key(&chain.name, r),
+                    RuleOrigin {
+                        kind: CounterKind::SpoofDrop,
+                        policy: None,
+                        direction: Direction::Egress,
+                        rule_index: None,
+                        endpoint: None,
+                    },
+                );
+            }
+        } else if let Some((ep, dir)) = endpoint_chains.get(&chain.name) {
             for r in chain.rules.iter().filter(|r| r.action == Action::Drop) {
                 out.insert(
                     key(&chain.name, r),

@@ -28,6 +28,9 @@ pub enum CounterKind {
     PolicyRule,
     /// The drop at the end of an endpoint chain (a selecting tier decided nothing).
     EndpointDrop,
+    /// Anti-spoofing: a packet from a local pod's address that did not enter through that
+    /// pod's interface.
+    SpoofDrop,
 }
 
 /// Packets and bytes of one rule, summed over the address families it is rendered for.

@@ -1,10 +1,13 @@
 //! The dataplane as the agent uses it: give it a [`DesiredState`], it renders (through
 //! `palisade_render`) and reconciles; [`Dataplane`] hides which backend.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use palisade_calc::{Delta, DesiredState};
 use palisade_model::{EndpointId, PolicyId};
+use palisade_render::config::SourceBinding;
 use palisade_render::delta::Plan;
 use palisade_render::{build, RenderConfig, RenderError, Ruleset};
 
@@ -43,6 +46,13 @@ pub trait Dataplane: Send {
     /// Whether [`Dataplane::apply_deltas`] patches, and whether it checks every patch.
     fn set_incremental(&mut self, mode: IncrementalMode) {
         let _ = mode;
+    }
+    /// Sets where each local pod address may enter (anti-spoofing, see
+    /// [`RenderConfig::source_bindings`]); true when they changed, and then the next apply
+    /// renders everything.
+    fn set_source_bindings(&mut self, bindings: BTreeMap<IpAddr, Option<SourceBinding>>) -> bool {
+        let _ = bindings;
+        false
     }
     /// Counters of our rules, attributed to policy rules and endpoint drops.
     fn counters(&self) -> Result<Vec<RuleCounter>, DataplaneError>;
@@ -267,6 +277,15 @@ where
 
     fn resync(&mut self) -> Result<ApplyReport, DataplaneError> {
         self.table.resync()
+    }
+
+    fn set_source_bindings(&mut self, bindings: BTreeMap<IpAddr, Option<SourceBinding>>) -> bool {
+        if self.config.source_bindings == bindings {
+            return false;
+        }
+        self.config.source_bindings = bindings;
+        self.incr = None;
+        true
     }
 
     fn counters(&self) -> Result<Vec<RuleCounter>, DataplaneError> {

@@ -1,5 +1,8 @@
 //! [`RenderConfig`]: the knobs of the rendered layout (mark bits, logging, address families).
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::RenderError;
@@ -28,6 +31,22 @@ pub struct RenderConfig {
     /// How a packet finds its local pod: by address (default) or by interface name.
     #[serde(default)]
     pub endpoint_match: EndpointMatch,
+    /// Anti-spoofing: where each local pod address may enter the node (learned by the agent
+    /// from the kernel). A packet from an address of this map that entered anywhere else is
+    /// dropped and counted (`None`: it may enter nowhere); an address not in the map is not
+    /// checked.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub source_bindings: BTreeMap<IpAddr, Option<SourceBinding>>,
+}
+
+/// Where a local pod's address may enter the node: the interface the route to it uses
+/// (`iface`: the pod's host-side veth for routed pods, the bridge for bridged ones) and, on a
+/// bridge, the bridge port (the pod's host-side veth).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourceBinding {
+    pub iface: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge_port: Option<String>,
 }
 
 /// How a packet finds the local pod it belongs to.
@@ -84,6 +103,7 @@ impl Default for RenderConfig {
             ipv4: true,
             ipv6: true,
             endpoint_match: EndpointMatch::Address,
+            source_bindings: BTreeMap::new(),
         }
     }
 }
@@ -116,6 +136,19 @@ impl RenderConfig {
                 )));
             }
             seen |= bit;
+        }
+        for (ip, b) in self
+            .source_bindings
+            .iter()
+            .filter_map(|(ip, b)| Some((ip, b.as_ref()?)))
+        {
+            for name in std::iter::once(&b.iface).chain(b.bridge_port.iter()) {
+                if !crate::names::iface_ok(name) {
+                    return Err(RenderError::Config(format!(
+                        "source binding of {ip}: interface name {name:?} is not usable in rules"
+                    )));
+                }
+            }
         }
         if !self.ipv4 && !self.ipv6 {
             return Err(RenderError::Config(

@@ -26,6 +26,8 @@ pub struct Packet {
     pub out_iface: String,
     pub ct: CtState,
     pub mark: u32,
+    /// The bridge port the packet came in through, when `in_iface` is a bridge.
+    pub in_port: Option<String>,
 }
 
 impl Packet {
@@ -47,6 +49,7 @@ impl Packet {
             out_iface: out_iface.into(),
             ct: CtState::New,
             mark: 0,
+            in_port: None,
         }
     }
 
@@ -229,6 +232,11 @@ impl State<'_> {
                 }
                 match set.kind {
                     crate::ir::SetKind::Net => net_member(&def.members, addr(dir)),
+                    crate::ir::SetKind::NetIface => def.members.iter().any(|e| {
+                        matches!(e, SetEntry::NetIface { ip, iface, port }
+                            if *ip == addr(dir) && *iface == p.in_iface
+                                && port.as_ref().is_none_or(|q| p.in_port.as_ref() == Some(q)))
+                    }),
                     crate::ir::SetKind::NetPort => {
                         let proto = self.proto();
                         def.members.iter().any(|e| {
@@ -249,7 +257,7 @@ pub fn net_member(members: &[SetEntry], ip: IpAddr) -> bool {
         let (net, yes) = match e {
             SetEntry::Net(n) => (n, true),
             SetEntry::NoMatch(n) => (n, false),
-            SetEntry::NetPort { .. } => continue,
+            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } => continue,
         };
         if !net.contains(&ip) {
             continue;

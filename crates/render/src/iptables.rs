@@ -54,6 +54,7 @@ pub fn create_line(set: &SetRef) -> String {
     let ty = match set.kind {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
+        SetKind::NetIface => "hash:net,iface",
     };
     let fam = match set.family {
         Family::V4 => "inet",
@@ -88,6 +89,10 @@ pub fn push_member_line(out: &mut String, verb: &str, set: &str, entry: &SetEntr
                 proto_name(*proto)
             )
         }
+        // The routing layer sees a bridged pod's traffic come in on the bridge; its port is
+        // checked one layer down, in the agent's `table bridge palisade` (an ipset
+        // `physdev:` entry never matches from `-m set`, which cannot ask for the port).
+        SetEntry::NetIface { ip, iface, .. } => writeln!(out, "{verb} {set} {ip},{iface} -exist"),
     };
 }
 
@@ -189,6 +194,8 @@ fn matches_text(rule: &Rule) -> String {
             Match::Set { set, dir } => {
                 let flags = match (set.kind, dir) {
                     (SetKind::NetPort, _) => "dst,dst",
+                    (SetKind::NetIface, Dir::Src) => "src,src",
+                    (SetKind::NetIface, Dir::Dst) => "dst,dst",
                     (SetKind::Net, Dir::Src) => "src",
                     (SetKind::Net, Dir::Dst) => "dst",
                 };

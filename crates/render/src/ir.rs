@@ -112,6 +112,11 @@ pub enum SetKind {
     /// Destination address, protocol and destination port (ipset `hash:ip,port`, nft
     /// concatenation `ipv4_addr . inet_proto . inet_service`).
     NetPort,
+    /// Source address and the interface the packet came in on (ipset `hash:net,iface` with
+    /// `src,src`; nft concatenation `ipv4_addr . ifname`). For a bridged pod the interface is
+    /// the bridge: both backends see the bridge, not its port, which the agent's bridge-family
+    /// table checks (the interpreter checks both).
+    NetIface,
 }
 
 /// A reference to a set from a rule.
@@ -132,6 +137,13 @@ pub enum SetEntry {
         ip: IpAddr,
         proto: Proto,
         port: u16,
+    },
+    /// `ip` entering on `iface` (checked by [`crate::names::iface_ok`]); with `port`, on a
+    /// bridge `iface` through its port `port`.
+    NetIface {
+        ip: IpAddr,
+        iface: String,
+        port: Option<String>,
     },
 }
 

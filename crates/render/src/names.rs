@@ -48,6 +48,18 @@ pub fn dispatch_map_kind(map: &str) -> (bool, DispatchKey) {
     }
 }
 
+/// Anti-spoofing: the chain `pal-FORWARD` jumps to first, and its sets per family: the local
+/// pod addresses with a binding, and the (address, interface) pairs allowed.
+pub const SPOOF_CHAIN: &str = "pal-spoof";
+
+pub fn local_set_name(family: Family) -> String {
+    format!("{}local", family_prefix(family))
+}
+
+pub fn bind_set_name(family: Family) -> String {
+    format!("{}bind", family_prefix(family))
+}
+
 /// nftables table (family `inet`).
 pub const NFT_TABLE: &str = "palisade";
 /// Longest chain name iptables accepts.
@@ -145,16 +157,21 @@ pub fn cidr_set_name(family: Family, cidr: &IpNet, except: &[IpNet]) -> String {
     format!("{p}c{}", hash_hex(&refs, MAX_SET_LEN - p.len() - 5))
 }
 
-/// Checks an interface name before it reaches rule text: 1 to 15 characters of
-/// `[a-zA-Z0-9_.-]`, starting with a letter or digit.
-pub fn check_iface(endpoint: &EndpointId, iface: &str) -> Result<(), RenderError> {
-    let ok = !iface.is_empty()
+/// Whether an interface name may reach rule text: 1 to 15 characters of `[a-zA-Z0-9_.-]`,
+/// starting with a letter or digit.
+pub fn iface_ok(iface: &str) -> bool {
+    !iface.is_empty()
         && iface.len() <= 15
         && iface.starts_with(|c: char| c.is_ascii_alphanumeric())
         && iface
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Checks an interface name before it reaches rule text: 1 to 15 characters of
+/// `[a-zA-Z0-9_.-]`, starting with a letter or digit.
+pub fn check_iface(endpoint: &EndpointId, iface: &str) -> Result<(), RenderError> {
+    if iface_ok(iface) {
         Ok(())
     } else {
         Err(RenderError::BadInterface {

@@ -77,6 +77,7 @@ pub fn add_set_line(set: &SetRef, description: &str) -> String {
     let body = match set.kind {
         SetKind::Net => format!("type {addr} ; flags interval ;"),
         SetKind::NetPort => format!("type {addr} . inet_proto . inet_service ;"),
+        SetKind::NetIface => format!("type {addr} . ifname ;"),
     };
     let comment = names::sanitize(description, 100);
     format!(
@@ -208,6 +209,8 @@ fn push_entry_text(out: &mut String, e: &SetEntry) -> bool {
         SetEntry::NetPort { ip, proto, port } => {
             write!(out, "{ip} . {} . {port}", proto_name(*proto))
         }
+        // The inet family sees the bridge, not its port (see `crate::ir::SetKind::NetIface`).
+        SetEntry::NetIface { ip, iface, .. } => write!(out, "{ip} . \"{iface}\""),
     };
     true
 }
@@ -339,6 +342,10 @@ fn match_text(m: &Match) -> String {
                 addr_kw(set.family),
                 set.name
             ),
+            SetKind::NetIface => match dir {
+                Dir::Src => format!("{} saddr . iifname @{}", addr_kw(set.family), set.name),
+                Dir::Dst => format!("{} daddr . oifname @{}", addr_kw(set.family), set.name),
+            },
         },
         Match::Net { net, dir } => {
             format!("{} {} {net}", addr_kw(Family::of_net(net)), dir_kw(*dir))

@@ -184,3 +184,120 @@ fn most_specific_set_entry_decides() {
     ];
     assert!(net_member(&nested, ip("10.1.1.1")));
 }
+
+/// The small scenario with anti-spoofing bindings: web routed over its veth, db on a bridge
+/// `br0` through port `vdb`.
+fn small_with_bindings() -> Small {
+    use palisade_render::config::SourceBinding;
+    let mut s = small();
+    let c = common::cluster_from_yaml(common::SMALL);
+    let state = common::state(&c, "node-1");
+    let mut cfg = RenderConfig::default();
+    cfg.source_bindings.insert(
+        ip("10.0.1.1"),
+        Some(SourceBinding {
+            iface: s.web.clone(),
+            bridge_port: None,
+        }),
+    );
+    cfg.source_bindings.insert(
+        ip("10.0.1.2"),
+        Some(SourceBinding {
+            iface: "br0".into(),
+            bridge_port: Some("vdb".into()),
+        }),
+    );
+    s.rs = build(&state, &cfg).unwrap();
+    s
+}
+
+#[test]
+fn a_local_source_address_counts_only_from_its_own_interface() {
+    let s = small_with_bindings();
+    // web → db:5432 is allowed (web's egress and db's ingress are open)...
+    let from = |iface: &str, port: Option<&str>, ct: CtState| {
+        let mut p = Packet::new(
+            ip("10.0.1.1"),
+            ip("10.0.1.2"),
+            Protocol::Tcp,
+            5432,
+            iface,
+            "br0",
+        );
+        p.in_port = port.map(str::to_string);
+        p.ct = ct;
+        evaluate(&s.rs, &p).unwrap()
+    };
+    assert_eq!(from(&s.web, None, CtState::New).verdict, Verdict::Accept);
+    // ...but not when web's address comes from anywhere else, even on an established flow.
+    for (iface, port) in [("eth0", None), ("br0", Some("vdb")), (s.db.as_str(), None)] {
+        for ct in [CtState::New, CtState::Established] {
+            let out = from(iface, port, ct);
+            assert_eq!(
+                out.verdict,
+                Verdict::Drop,
+                "{iface} {port:?} {ct:?} {:?}",
+                out.path
+            );
+            assert_eq!(out.path.last().unwrap().chain, "pal-spoof");
+        }
+    }
+    // A bridged pod: its address counts only through its own bridge port.
+    let to_web = |port: &str| {
+        let mut p = Packet::new(
+            ip("10.0.1.2"),
+            ip("10.0.2.1"),
+            Protocol::Tcp,
+            5432,
+            "br0",
+            "eth0",
+        );
+        p.in_port = Some(port.to_string());
+        evaluate(&s.rs, &p).unwrap()
+    };
+    assert_ne!(to_web("vdb").path.last().unwrap().chain, "pal-spoof");
+    assert_eq!(to_web("vbad").verdict, Verdict::Drop);
+    // Addresses without a binding are not checked (remote pods).
+    let p = Packet::new(
+        ip("10.0.2.1"),
+        ip("10.0.1.1"),
+        Protocol::Tcp,
+        8080,
+        "eth0",
+        &s.web,
+    );
+    assert_eq!(evaluate(&s.rs, &p).unwrap().verdict, Verdict::Accept);
+}
+
+#[test]
+fn ndp_passes_under_any_policy() {
+    let s = small_with_bindings();
+    for t in [133u16, 134, 135, 136] {
+        let p = Packet::new(
+            ip("fd00::99"),
+            ip("fd00::1"),
+            Protocol::Icmp,
+            t,
+            "eth0",
+            &s.web,
+        );
+        let out = evaluate(&s.rs, &p).unwrap();
+        assert_eq!(out.verdict, Verdict::Accept, "{t}");
+        // Accepted by pal-FORWARD itself, before any dispatch to a pod's chains.
+        assert!(out
+            .path
+            .iter()
+            .all(|st| st.chain != "pal-tw-".to_string() + &s.web));
+        assert_eq!(out.path.last().unwrap().chain, "pal-FORWARD");
+    }
+    // Other ICMPv6 (an echo request) is not accepted there.
+    let p = Packet::new(
+        ip("fd00::99"),
+        ip("fd00::1"),
+        Protocol::Icmp,
+        128,
+        "eth0",
+        &s.web,
+    );
+    assert_ne!(evaluate(&s.rs, &p).unwrap().verdict, Verdict::Accept);
+}

@@ -61,7 +61,12 @@ impl Lab {
 /// side is `interface_name(prefix, id)`, Calico style: a /32 route and proxy ARP answering at
 /// once (the default delays proxy answers randomly). Removed with its guard.
 pub fn veth_pod(node: &NetnsGuard, prefix: &str, ep: &Endpoint) -> NetnsGuard {
-    let iface = interface_name(prefix, &ep.id);
+    routed_pod(node, &interface_name(prefix, &ep.id), ep)
+}
+
+/// [`veth_pod`] with the node side of the veth named `iface`.
+pub fn routed_pod(node: &NetnsGuard, iface: &str, ep: &Endpoint) -> NetnsGuard {
+    let iface = iface.to_string();
     let addr = ep.ips[0].to_string();
     let pod = NetnsGuard::new("pod").unwrap();
     let add = std::process::Command::new("ip")

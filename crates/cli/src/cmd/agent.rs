@@ -222,6 +222,12 @@ struct Row {
     dataplane: String,
     metrics_addr: Option<String>,
     endpoints: usize,
+    /// `address`, or `interface` (with the naming: `interface/calico`).
+    endpoint_match: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iface_naming: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_ready: Option<String>,
 }
 
 fn status(a: StatusArgs) -> Result<ExitCode> {
@@ -267,6 +273,9 @@ fn rows(records: &[(String, Vec<u8>)], now_ms: u64) -> Vec<Row> {
                 dataplane: s.dataplane,
                 metrics_addr: s.metrics_addr,
                 endpoints: s.endpoints.len(),
+                endpoint_match: s.endpoint_match,
+                iface_naming: s.iface_naming,
+                not_ready: s.not_ready,
             }),
             Err(e) => eprintln!("warning: skipping {key}: {e}"),
         }
@@ -280,6 +289,7 @@ fn table(rows: &[Row]) -> String {
         "IN-SYNC".into(),
         "REVISION".into(),
         "DATAPLANE".into(),
+        "MATCH".into(),
         "ENDPOINTS".into(),
         "AGE".into(),
         "LAST-ERROR".into(),
@@ -290,10 +300,16 @@ fn table(rows: &[Row]) -> String {
             r.in_sync.to_string(),
             r.revision.to_string(),
             r.dataplane.clone(),
+            match (&r.endpoint_match, &r.iface_naming) {
+                (m, _) if m.is_empty() => "-".into(),
+                (m, Some(n)) => format!("{m}/{n}"),
+                (m, None) => m.clone(),
+            },
             r.endpoints.to_string(),
             age(r.age_ms),
-            r.last_error
+            r.not_ready
                 .clone()
+                .or_else(|| r.last_error.clone())
                 .unwrap_or_else(|| "-".into())
                 .replace('\n', " "),
         ]);

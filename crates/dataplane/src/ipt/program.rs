@@ -193,7 +193,7 @@ impl IptablesProgram {
             }
             if !matches!(
                 set.kind.as_str(),
-                "hash:net" | "hash:ip,port" | "hash:net,port"
+                "hash:net" | "hash:ip,port" | "hash:net,port" | "hash:net,iface"
             ) {
                 return Err(DataplaneError::invalid(
                     format!("ipset {name}"),
@@ -344,6 +344,18 @@ pub fn canonical_member(member: &str) -> Option<String> {
     let addr = canonical_net(parts.next()?)?;
     let mut out = addr;
     if let Some(port) = parts.next() {
+        // `hash:net,iface`: an interface, or `physdev:` and a bridge port.
+        let iface = port.strip_prefix("physdev:").unwrap_or(port);
+        if !port.contains(':') || port.starts_with("physdev:") {
+            if !palisade_render::names::iface_ok(iface) {
+                return None;
+            }
+            out = format!("{out},{port}");
+            if nomatch {
+                out.push_str(" nomatch");
+            }
+            return Some(out);
+        }
         let (proto, num) = port.split_once(':')?;
         let proto = proto.to_ascii_lowercase();
         if !matches!(proto.as_str(), "tcp" | "udp" | "sctp" | "udplite") {

@@ -30,8 +30,9 @@ use palisade_model::{Direction, EndpointId};
 
 use crate::config::{EndpointMatch, RenderConfig};
 use crate::error::RenderError;
+use crate::ir::SetKind;
 use crate::ir::{
-    Action, Chain, CtState, DispatchKey, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset,
+    Action, Chain, CtState, Dir, DispatchKey, Family, Hook, IfaceDir, Match, Proto, Rule, Ruleset,
     SetDef, SetEntry, SetRef,
 };
 use crate::names;
@@ -65,7 +66,8 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
             sets.push(state_set(set, f));
         }
     }
-    let mut chains = vec![forward_chain(state, cfg)];
+    sets.extend(spoof_sets(cfg, &fams));
+    let mut chains = vec![forward_chain(state, cfg), spoof_chain(&fams)];
     let mut cidr_sets: BTreeMap<String, SetDef> = BTreeMap::new();
     for policy in state.policies.values() {
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -320,7 +322,82 @@ fn dispatch_keys(cfg: &RenderConfig) -> Vec<DispatchKey> {
     }
 }
 
-/// `pal-FORWARD`: conntrack, NDP, then dispatch by interface or by address.
+/// The anti-spoofing sets of each family: the bound local addresses, and the (address,
+/// interface[, bridge port]) pairs they may come from (from [`RenderConfig::source_bindings`]).
+pub fn spoof_sets(cfg: &RenderConfig, fams: &[Family]) -> Vec<SetDef> {
+    let mut out = Vec::new();
+    for &f in fams {
+        let bound = cfg
+            .source_bindings
+            .iter()
+            .filter(|(ip, _)| Family::of(ip) == f);
+        let local = bound
+            .clone()
+            .map(|(ip, _)| SetEntry::Net(ipnet::IpNet::from(*ip)))
+            .collect();
+        let pairs = bound
+            .filter_map(|(ip, b)| Some((ip, b.as_ref()?)))
+            .map(|(ip, b)| SetEntry::NetIface {
+                ip: *ip,
+                iface: b.iface.clone(),
+                port: b.bridge_port.clone(),
+            })
+            .collect();
+        out.push(SetDef {
+            set: SetRef {
+                name: names::local_set_name(f),
+                family: f,
+                kind: SetKind::Net,
+            },
+            description: "local pod addresses with a known interface".into(),
+            members: local,
+        });
+        out.push(SetDef {
+            set: SetRef {
+                name: names::bind_set_name(f),
+                family: f,
+                kind: SetKind::NetIface,
+            },
+            description: "local pod address and the interface it may enter on".into(),
+            members: pairs,
+        });
+    }
+    out
+}
+
+/// `pal-spoof`: a packet from a bound local address returns only when it came in where its
+/// binding says; otherwise it is dropped (the drop's counter counts spoofed packets).
+pub fn spoof_chain(fams: &[Family]) -> Chain {
+    let mut rules = Vec::new();
+    for &f in fams {
+        let set = |name: String, kind| SetRef {
+            name,
+            family: f,
+            kind,
+        };
+        rules.push(Rule::new(
+            vec![Match::Set {
+                set: set(names::bind_set_name(f), SetKind::NetIface),
+                dir: Dir::Src,
+            }],
+            Action::Return,
+        ));
+        rules.push(Rule::new(
+            vec![Match::Set {
+                set: set(names::local_set_name(f), SetKind::Net),
+                dir: Dir::Src,
+            }],
+            Action::Drop,
+        ));
+    }
+    Chain {
+        name: names::SPOOF_CHAIN.into(),
+        rules,
+    }
+    .seal()
+}
+
+/// `pal-FORWARD`: anti-spoofing, conntrack, NDP, then dispatch by interface or by address.
 pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
     let mut targets: BTreeMap<&'static str, Vec<(String, String)>> = BTreeMap::new();
     for ep in state.endpoints.values() {
@@ -328,10 +405,14 @@ pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
             targets.entry(map).or_default().push((key, chain));
         }
     }
-    let mut rules = vec![Rule::new(
-        vec![Match::CtState(vec![CtState::Related, CtState::Established])],
-        Action::Accept,
-    )];
+    // Before conntrack: a spoofed packet must not ride on its victim's connection.
+    let mut rules = vec![
+        Rule::new(vec![], Action::Jump(names::SPOOF_CHAIN.into())),
+        Rule::new(
+            vec![Match::CtState(vec![CtState::Related, CtState::Established])],
+            Action::Accept,
+        ),
+    ];
     if cfg.ipv6 {
         for t in NDP_TYPES {
             rules.push(Rule::new(
