@@ -91,15 +91,25 @@ fn plugin_error(pod: &str, config: &Value, message: String) -> LabError {
     }
 }
 
-/// Prepares node `node` for `cni`: under `bridge`, the bridge `cni0` with the node's gateway
-/// of each family and `fe80::1`, answering ARP for the other nodes' pods (proxy ARP, without
+/// Prepares node `node` for `cni`: under `bridge`, the bridge `cni0` (fixed MAC
+/// `02:70:61:6c:<node index>`) with the node's gateway of each family and `fe80::1`, answering ARP for the other nodes' pods (proxy ARP, without
 /// delay) so that static pods whose /24 spans nodes reach them.
 pub fn prepare_node(cni: Cni, node: &NodePlan) -> Result<()> {
     if cni != Cni::Bridge {
         return Ok(());
     }
     let br = config::BRIDGE;
-    ip_in(&node.netns, &["link", "add", br, "type", "bridge"])?;
+    // A fixed MAC: a bridge without one takes the lowest of its ports' MACs, which changes
+    // when that port goes, and pods that cached the old gateway MAC lose their way out.
+    let mac = format!(
+        "02:70:61:6c:{:02x}:{:02x}",
+        node.index >> 8,
+        node.index & 0xff
+    );
+    ip_in(
+        &node.netns,
+        &["link", "add", br, "address", &mac, "type", "bridge"],
+    )?;
     for v6 in [false, true] {
         let (_, len) = node_subnet(node.index, v6);
         let gw = cidr(node_gateway(node.index, v6), Some(len));

@@ -227,10 +227,12 @@ impl NodeAgent {
     }
 
     fn get(&self, path: &str) -> Result<String> {
+        // Generous: with 1,000 policies on iptables, `/counters` reads every rule's counters,
+        // and the machine may be shared.
         let (code, body) = self.runtime.block_on(palisade_agent::client::get(
             self.addr,
             path,
-            Duration::from_secs(10),
+            Duration::from_secs(60),
         ))?;
         if code != 200 {
             bail!("{}{path} answered {code}: {}", self.addr, body.trim());
