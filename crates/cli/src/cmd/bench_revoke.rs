@@ -209,7 +209,10 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut cut_ms = Vec::new();
     let mut entries = Vec::new();
     for run in 0..a.runs {
-        fill(&netns(kept), to.ip(), a.conntrack)?;
+        // Top the table up to about --conntrack entries (UDP entries expire after 30 s).
+        if conntrack_count(&node2) < u64::from(a.conntrack) {
+            fill(&netns(kept), to.ip(), a.conntrack)?;
+        }
         let client = held.connect(&netns(cut), to, Duration::from_millis(10))?;
         if !held.wait_delivering(&[client], Instant::now(), Duration::from_secs(5)) {
             bail!("run {run}: the connection does not deliver");
