@@ -305,6 +305,7 @@ async fn bench(backend: DataplaneKind, mode: IncrementalMode, o: &Opts, objs: &[
             order: palisade_model::KUBERNETES_POLICY_ORDER,
             selector: Selector::parse(&format!("app == '{app}'")).unwrap(),
             namespace_selector: Selector::All,
+            staged: false,
             ingress: Some(vec![Rule {
                 action: Action::Allow,
                 peers: vec![Peer::Endpoints(EndpointPeer {

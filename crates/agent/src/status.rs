@@ -235,6 +235,7 @@ mod tests {
                         },
                     ],
                     egress: vec![],
+                    ..Default::default()
                 },
             },
         );

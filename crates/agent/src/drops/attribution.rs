@@ -231,6 +231,7 @@ mod tests {
                 order: 1000,
                 selector: web.clone(),
                 namespace_selector: Selector::All,
+                staged: false,
                 ingress: Some(vec![]),
                 egress: None,
             },
@@ -239,6 +240,7 @@ mod tests {
                 order: 10,
                 selector: web,
                 namespace_selector: Selector::All,
+                staged: false,
                 ingress: None,
                 egress: Some(vec![
                     Rule {

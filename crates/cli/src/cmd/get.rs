@@ -114,7 +114,13 @@ fn item(s: &Stored) -> Result<Item> {
     let spec = match &s.record.object {
         StoredObject::Namespace(o) => serde_json::to_value(o),
         StoredObject::Endpoint(o) => serde_json::to_value(o),
-        StoredObject::Policy(o) => serde_json::to_value(o),
+        // `staged` always shown (the model leaves it out when false).
+        StoredObject::Policy(o) => serde_json::to_value(o).map(|mut v| {
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("staged".into(), o.staged.into());
+            }
+            v
+        }),
         StoredObject::Status(o) => serde_json::to_value(o),
     }?;
     Ok(Item {
@@ -141,7 +147,7 @@ fn labels(l: &palisade_model::Labels, skip_name_label: bool) -> String {
 
 fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
     let mut header: Vec<&str> = match kind {
-        Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
+        Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES", "STAGED"],
         Kind::Namespaces => vec!["NAME", "LABELS"],
         Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS"],
         Kind::Status => vec!["NODE", "IN-SYNC", "REVISION", "AGE", "LAST-ERROR"],
@@ -179,6 +185,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool) -> Vec<Vec<String>> {
                     } else {
                         types.join(",")
                     },
+                    p.staged.to_string(),
                 ];
                 if wide {
                     let n = |r: &Option<Vec<palisade_model::Rule>>| {
