@@ -210,7 +210,7 @@ fn keep(d: &DropRecord, filter: &Filter) -> bool {
     in_ns(&d.from) || in_ns(&d.to)
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "TIME",
     "NODE",
     "FROM",
@@ -221,12 +221,23 @@ const HEADER: [&str; 10] = [
     "TIER",
     "POLICY",
     "RULE",
+    "STAGED",
 ];
 /// Column widths of `--follow` tables (rows are printed one by one as they come, so they
 /// cannot be measured first); longer values push the rest of their row right.
-const FOLLOW_WIDTHS: [usize; 10] = [24, 8, 24, 24, 8, 5, 9, 8, 28, 4];
+const FOLLOW_WIDTHS: [usize; 11] = [24, 8, 24, 24, 8, 5, 9, 8, 28, 4, 11];
 
-fn cells(d: &DropRecord) -> [String; 10] {
+/// `would-drop` (passed; the staged policies would have dropped it), `would-allow` (dropped;
+/// the staged policies would have let it through), else `-`.
+fn staged_cell(d: &DropRecord) -> String {
+    match (d.staged, d.staged_allow) {
+        (true, _) => "would-drop".into(),
+        (_, true) => "would-allow".into(),
+        _ => "-".into(),
+    }
+}
+
+fn cells(d: &DropRecord) -> [String; 11] {
     [
         d.time.clone(),
         d.node.clone(),
@@ -238,6 +249,7 @@ fn cells(d: &DropRecord) -> [String; 10] {
         d.tier.clone(),
         d.policy.to_string(),
         d.rule.map_or("-".into(), |r| r.to_string()),
+        staged_cell(d),
     ]
 }
 
@@ -253,7 +265,7 @@ fn table(drops: &[DropRecord], header: bool) -> String {
 }
 
 /// One row in the `--follow` widths, three spaces apart.
-fn fixed(cells: &[String; 10]) -> String {
+fn fixed(cells: &[String; 11]) -> String {
     let mut line = String::new();
     for (i, (c, w)) in cells.iter().zip(FOLLOW_WIDTHS).enumerate() {
         if i + 1 == cells.len() {
@@ -290,6 +302,8 @@ mod tests {
             policy: PolicyNames::Many(vec!["default/web-deny-all".into()]),
             rule: None,
             endpoint: to.into(),
+            staged: false,
+            staged_allow: false,
         }
     }
 
