@@ -557,7 +557,7 @@ fn print_table(report: &Report, rounds: usize) {
         rounds + 1
     );
     println!(
-        "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
+        "{:<9} {:<9} {:<27} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
         "DATAPLANE",
         "MATCH",
         "SCENARIO",
@@ -580,7 +580,7 @@ fn print_table(report: &Report, rounds: usize) {
             .fold(f64::INFINITY, f64::min);
         let hi = c.rate_ratio_runs.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
+            "{:<9} {:<9} {:<27} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
             c.dataplane,
             c.endpoint_match,
             c.scenario,
