@@ -325,6 +325,7 @@ async fn bench(
             order: palisade_model::KUBERNETES_POLICY_ORDER,
             selector: Selector::parse(&format!("app == '{app}'")).unwrap(),
             namespace_selector: Selector::All,
+            staged: false,
             ingress: Some(vec![Rule {
                 action: Action::Allow,
                 peers: vec![Peer::Endpoints(EndpointPeer {

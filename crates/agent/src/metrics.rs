@@ -13,6 +13,7 @@
 //! | `applied_revision` | gauge | datastore revision the dataplane was last programmed from |
 //! | `conntrack_checked_total`, `conntrack_revoked_total` | counter | with `--established revoke`: tracked flows of local pods judged after applies, and those deleted because the new rules deny them |
 //! | `policy_drops_total{namespace,pod,direction}` | counter | logged policy drops by the local pod whose chain dropped them (at most [`MAX_DROP_SERIES`] pods, the rest as `_other/_other`) |
+//! | `staged_drops_total{namespace,pod,direction}` | counter | logged would-drops: packets the enforced policies let through and the staged ones would have dropped (same labels and bound) |
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -88,6 +89,7 @@ pub struct Metrics {
     pub conntrack_checked: Counter,
     pub conntrack_revoked: Counter,
     policy_drops: Family<Labels, Counter>,
+    staged_drops: Family<Labels, Counter>,
     drop_pods: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
@@ -122,6 +124,7 @@ impl Metrics {
             conntrack_checked: Counter::default(),
             conntrack_revoked: Counter::default(),
             policy_drops: Family::default(),
+            staged_drops: Family::default(),
             drop_pods: Default::default(),
             registry: Registry::default(),
         };
@@ -183,6 +186,11 @@ impl Metrics {
             "Packets dropped by policy and logged (rate-limited in the kernel), by the local pod whose policies dropped them",
             m.policy_drops.clone(),
         );
+        registry.register(
+            "staged_drops",
+            "Packets the enforced policies let through and the staged policies would have dropped, logged (rate-limited in the kernel), by the local pod whose staged policies would have dropped them",
+            m.staged_drops.clone(),
+        );
         for kind in ErrorKind::ALL {
             drop(m.errors.get_or_create(&kind.labels()));
         }
@@ -200,6 +208,18 @@ impl Metrics {
 
     /// Counts one logged drop of the local pod `namespace/pod` in `direction`.
     pub fn policy_drop(&self, namespace: &str, pod: &str, direction: &str) {
+        let labels = self.drop_labels(namespace, pod, direction);
+        self.policy_drops.get_or_create(&labels).inc();
+    }
+
+    /// Counts one logged would-drop (staged policies) of the local pod `namespace/pod`.
+    pub fn staged_drop(&self, namespace: &str, pod: &str, direction: &str) {
+        let labels = self.drop_labels(namespace, pod, direction);
+        self.staged_drops.get_or_create(&labels).inc();
+    }
+
+    /// The labels of a drop series, pods past [`MAX_DROP_SERIES`] as `_other`.
+    fn drop_labels(&self, namespace: &str, pod: &str, direction: &str) -> Labels {
         let known = {
             let mut pods = self.drop_pods.lock().unwrap_or_else(|e| e.into_inner());
             let key = (namespace.to_string(), pod.to_string());
@@ -210,12 +230,11 @@ impl Metrics {
         } else {
             (OTHER_LABEL, OTHER_LABEL)
         };
-        let labels = vec![
+        vec![
             ("namespace".to_string(), ns.to_string()),
             ("pod".to_string(), pod.to_string()),
             ("direction".to_string(), direction.to_string()),
-        ];
-        self.policy_drops.get_or_create(&labels).inc();
+        ]
     }
 
     /// Sizes of what is in force, after a successful apply.

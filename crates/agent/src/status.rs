@@ -254,6 +254,7 @@ mod tests {
                         },
                     ],
                     egress: vec![],
+                    ..Default::default()
                 },
             },
         );

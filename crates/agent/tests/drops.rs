@@ -16,6 +16,7 @@ use palisade_dataplane::fake::FakeKernel;
 use palisade_dataplane::{iptables_dataplane, RecordingSleeper, RetryPolicy};
 use palisade_model::{Direction, EndpointId};
 use palisade_render::names::{drop_log_prefix, DropSite};
+use palisade_store::StoredObject;
 use palisade_store::{Datastore, EmbeddedStore};
 use serde_json::Value;
 
@@ -195,6 +196,134 @@ async fn drops_says_why_when_they_are_not_read() {
     let (code, body) = client::get(addr, "/drops", T).await.unwrap();
     assert_eq!(code, 503);
     assert!(body.contains("drop logging is off"), "{body}");
+    let _ = stop_tx.send(());
+    srv.await.unwrap().unwrap();
+}
+
+/// The prefix of a would-drop at `prod/client`'s ingress.
+fn client_staged_drop(payload: Vec<u8>) -> LoggedPacket {
+    LoggedPacket {
+        prefix: drop_log_prefix(DropSite::StagedDrop {
+            direction: Direction::Ingress,
+            endpoint: &EndpointId::new("prod", "client"),
+        }),
+        payload,
+    }
+}
+
+fn kernel_text(kernel: &FakeKernel, kind: DataplaneKind) -> String {
+    match kind {
+        DataplaneKind::Iptables => kernel.external("iptables-save", &[], None).stdout,
+        DataplaneKind::Nftables => {
+            kernel
+                .external("nft", &["-j", "list", "table", "inet", "palisade"], None)
+                .stdout
+        }
+    }
+}
+
+/// A staged `client-deny-all`: both dataplanes program client's staged chain with the staged
+/// key in its log prefix; a logged would-drop is served with `"staged": true`, named after the
+/// staged policy, and counted in `staged_drops_total`. Unstaging the policy (a normal update)
+/// removes the staged chain and makes the policy's drop an ordinary one.
+#[tokio::test]
+async fn staged_drops_are_attributed_counted_and_unstaging_enforces() {
+    for kind in [DataplaneKind::Iptables, DataplaneKind::Nftables] {
+        staged_case(kind).await;
+    }
+}
+
+async fn staged_case(kind: DataplaneKind) {
+    let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
+    let mut staged = deny_to_client();
+    staged.staged = true;
+    let mut objs = objects();
+    objs.push(StoredObject::Policy(staged.clone()));
+    put_all(store.as_ref(), &objs).await;
+    let kernel = Arc::new(FakeKernel::new());
+    let cfg = config(kind);
+    let dp: Box<dyn palisade_dataplane::Dataplane> = match kind {
+        DataplaneKind::Iptables => Box::new(iptables_dataplane(
+            cfg.render.clone(),
+            kernel.clone(),
+            Arc::new(RecordingSleeper::new()),
+            RetryPolicy::none(),
+        )),
+        DataplaneKind::Nftables => Box::new(palisade_dataplane::nft_dataplane(
+            cfg.render.clone(),
+            kernel.clone(),
+            Arc::new(RecordingSleeper::new()),
+            RetryPolicy::none(),
+        )),
+    };
+    let agent = Agent::new(cfg, store.clone(), dp).unwrap();
+    let listener = server::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shared = agent.shared();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let srv = tokio::spawn(server::serve(listener, shared.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+    let run = Running::start(agent);
+    run.wait_ready(T).await;
+    let text = kernel_text(&kernel, kind);
+    assert!(text.contains("pal-st-"), "{kind:?}: {text}");
+    assert!(
+        text.contains("ingress staged prod/client"),
+        "{kind:?}: {text}"
+    );
+
+    // web → client:80, which the enforced policies let in and client-deny-all would drop.
+    record(
+        &shared,
+        &client_staged_drop(tcp([10, 0, 0, 1], [10, 0, 0, 2], 80)),
+    );
+    let (code, body) = client::get(addr, "/drops", T).await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    let got = lines(&body);
+    assert_eq!(got.len(), 1, "{body}");
+    assert_eq!(got[0]["staged"], true, "{body}");
+    assert_eq!(got[0]["from"], "prod/web");
+    assert_eq!(got[0]["to"], "prod/client");
+    assert_eq!(got[0]["endpoint"], "prod/client");
+    assert_eq!(got[0]["direction"], "ingress");
+    assert_eq!(
+        got[0]["policy"],
+        serde_json::json!(["prod/client-deny-all"])
+    );
+    assert!(got[0].get("staged_allow").is_none(), "{body}");
+    let (_, metrics) = client::get(addr, "/metrics", T).await.unwrap();
+    assert!(
+        metrics.contains(
+            "palisade_agent_staged_drops_total{namespace=\"prod\",pod=\"client\",direction=\"ingress\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("palisade_agent_policy_drops_total{namespace=\"prod\",pod=\"client\""),
+        "a would-drop is not a drop: {metrics}"
+    );
+
+    // The annotation removed: an ordinary update, the staged chain goes, the policy drops.
+    staged.staged = false;
+    put(store.as_ref(), &StoredObject::Policy(staged)).await;
+    let k = kernel.clone();
+    wait_for("the staged chain to go", T, || {
+        !kernel_text(&k, kind).contains("pal-st-")
+    })
+    .await;
+    let s = shared.clone();
+    wait_for("the staged key to be forgotten", T, || {
+        let key = palisade_render::names::drop_key(DropSite::StagedDrop {
+            direction: Direction::Ingress,
+            endpoint: &EndpointId::new("prod", "client"),
+        });
+        s.drops.index().get(&key).is_none()
+    })
+    .await;
+    let text = kernel_text(&kernel, kind);
+    assert!(text.contains("ingress prod/client"), "{kind:?}: {text}");
+    run.stop().await;
     let _ = stop_tx.send(());
     srv.await.unwrap().unwrap();
 }

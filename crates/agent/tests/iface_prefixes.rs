@@ -35,6 +35,7 @@ fn other_egress_denied() -> Policy {
         order: palisade_model::KUBERNETES_POLICY_ORDER,
         selector: Selector::parse("app == 'other'").unwrap(),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: Some(vec![]),
     }

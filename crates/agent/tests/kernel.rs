@@ -645,6 +645,7 @@ async fn an_address_taken_over_by_another_etcd_cluster_is_not_followed() {
         order: palisade_model::KUBERNETES_POLICY_ORDER,
         selector: Selector::parse("app == 'client'").unwrap(),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: Some(vec![Rule {
             action: Action::Allow,

@@ -294,6 +294,7 @@ fn bench_policy(t: usize, ns: &str, rng: &mut SynthRng) -> Policy {
         order: 1000,
         selector: app(rng),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![Rule {
             action: Action::Allow,
             peers: vec![Peer::Endpoints(peer)],

@@ -35,6 +35,7 @@ pub fn compile_policy(policy: &Policy) -> Compiled {
         policy: ActivePolicy {
             id: policy.id.clone(),
             order: policy.order,
+            staged: policy.staged,
             ingress,
             egress,
         },
@@ -106,8 +107,30 @@ fn compile_port(spec: &PortSpec, sets: &mut Vec<(IpSetId, SetDef)>) -> RulePort 
 
 /// Orders the policies that select an endpoint: tiers by `tier_of`'s order (then name), inside a
 /// tier by policy order, then name, then namespace. A tier appears in a direction only if
-/// one of its policies applies to that direction.
+/// one of its policies applies to that direction. Staged policies are left out of the
+/// enforced tiers; in a direction that a staged policy applies to, the tiers of every
+/// selecting policy (staged ones as if enforced) are the staged tiers of that direction.
 pub fn endpoint_tiers<'a>(
+    policies: impl IntoIterator<Item = &'a Policy>,
+    tier_of: impl Fn(&str) -> (u32, TierAction),
+) -> EndpointTiers {
+    let all: Vec<&Policy> = policies.into_iter().collect();
+    if !all.iter().any(|p| p.staged) {
+        return ordered_tiers(all, tier_of);
+    }
+    let mut tiers = ordered_tiers(all.iter().copied().filter(|p| !p.staged), &tier_of);
+    let as_if = ordered_tiers(all.iter().copied(), &tier_of);
+    let staged_in = |dir| all.iter().any(|p| p.staged && p.rules(dir).is_some());
+    if staged_in(Direction::Ingress) {
+        tiers.staged_ingress = Some(as_if.ingress);
+    }
+    if staged_in(Direction::Egress) {
+        tiers.staged_egress = Some(as_if.egress);
+    }
+    tiers
+}
+
+fn ordered_tiers<'a>(
     policies: impl IntoIterator<Item = &'a Policy>,
     tier_of: impl Fn(&str) -> (u32, TierAction),
 ) -> EndpointTiers {
@@ -123,6 +146,7 @@ pub fn endpoint_tiers<'a>(
     EndpointTiers {
         ingress: group(&keyed, Direction::Ingress),
         egress: group(&keyed, Direction::Egress),
+        ..EndpointTiers::default()
     }
 }
 
@@ -170,6 +194,7 @@ mod tests {
             order: 7,
             selector: Selector::All,
             namespace_selector: Selector::All,
+            staged: false,
             ingress: Some(vec![rule.clone()]),
             egress: Some(vec![rule]),
         };

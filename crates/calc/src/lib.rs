@@ -34,6 +34,7 @@
 //!     order: 1000,
 //!     selector: Selector::parse("app == \"web\"").unwrap(),
 //!     namespace_selector: Selector::All,
+//!     staged: false,
 //!     ingress: Some(vec![]),
 //!     egress: None,
 //! };

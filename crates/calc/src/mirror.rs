@@ -241,6 +241,7 @@ mod tests {
             ActivePolicy {
                 id: pid.clone(),
                 order: 1,
+                staged: false,
                 ingress: Some(vec![CompiledRule {
                     action: Action::Allow,
                     peers: vec![RulePeer::Set(set.clone())],
@@ -263,6 +264,7 @@ mod tests {
                         default_action: Default::default(),
                     }],
                     egress: vec![],
+                    ..Default::default()
                 },
             },
         );

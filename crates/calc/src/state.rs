@@ -6,7 +6,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use palisade_model::{
-    Action, Endpoint, EndpointId, Namespace, Node, Policy, PolicyId, Protocol, Tier, TierAction,
+    Action, Direction, Endpoint, EndpointId, Namespace, Node, Policy, PolicyId, Protocol, Tier,
+    TierAction,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,6 +104,9 @@ pub struct CompiledRule {
 pub struct ActivePolicy {
     pub id: PolicyId,
     pub order: u32,
+    /// Staged: evaluated (in the staged tiers of the endpoints it selects), never enforced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub staged: bool,
     /// `None` when the policy does not apply to ingress.
     pub ingress: Option<Vec<CompiledRule>>,
     pub egress: Option<Vec<CompiledRule>>,
@@ -126,6 +130,31 @@ pub struct TierPolicies {
 pub struct EndpointTiers {
     pub ingress: Vec<TierPolicies>,
     pub egress: Vec<TierPolicies>,
+    /// When a staged policy selects the endpoint for ingress: the ingress tiers as if staged
+    /// policies were enforced (what the dataplane evaluates alongside, to report differences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_ingress: Option<Vec<TierPolicies>>,
+    /// The same for egress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_egress: Option<Vec<TierPolicies>>,
+}
+
+impl EndpointTiers {
+    /// The enforced tiers of a direction.
+    pub fn of(&self, direction: Direction) -> &[TierPolicies] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// The staged tiers of a direction, when a staged policy applies there.
+    pub fn staged(&self, direction: Direction) -> Option<&[TierPolicies]> {
+        match direction {
+            Direction::Ingress => self.staged_ingress.as_deref(),
+            Direction::Egress => self.staged_egress.as_deref(),
+        }
+    }
 }
 
 /// An endpoint on this node.

@@ -246,6 +246,7 @@ fn namespace_label_change_reevaluates_dependent_sets_and_policies() {
         order: 10,
         selector: Selector::All,
         namespace_selector: sel("env == \"prod\""),
+        staged: false,
         ingress: Some(vec![]),
         egress: None,
     };
@@ -490,6 +491,7 @@ fn tiers_order_policies_per_direction() {
         order,
         selector: Selector::All,
         namespace_selector: Selector::All,
+        staged: false,
         ingress: ingress.then(Vec::new),
         egress: egress.then(Vec::new),
     };

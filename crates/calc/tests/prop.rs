@@ -199,6 +199,8 @@ fn policy() -> impl Strategy<Value = Policy> {
                 order,
                 selector,
                 namespace_selector,
+                // Some policies staged (the order is random): the staged tiers must agree too.
+                staged: order % 3 == 0,
                 ingress,
                 egress,
             },

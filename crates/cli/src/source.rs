@@ -20,6 +20,10 @@ pub struct SourceArgs {
     pub files: Vec<PathBuf>,
     #[command(flatten)]
     pub datastore: DatastoreArgs,
+    /// Evaluate as if the staged policies (annotated `palisade.dev/staged: "true"`) were
+    /// enforced. Without it they are left out: the cluster as it is enforced.
+    #[arg(long)]
+    pub staged: bool,
 }
 
 /// A command line that names no input, or two: a usage error (exit 2).
@@ -68,6 +72,20 @@ impl SourceArgs {
 
     /// The cluster: from the manifests, or from the datastore.
     pub fn load(&self) -> Result<Cluster> {
+        Ok(self.staged_view(self.load_as_stored()?))
+    }
+
+    /// The cluster as `--staged` asks to see it.
+    pub fn staged_view(&self, cluster: Cluster) -> Cluster {
+        if self.staged {
+            cluster.with_staged_enforced()
+        } else {
+            cluster
+        }
+    }
+
+    /// The cluster as the input holds it (staged policies marked, not enforced).
+    pub fn load_as_stored(&self) -> Result<Cluster> {
         match self.choice()? {
             Choice::Files(files) => input::load_cluster(files),
             Choice::Datastore(args) => ds::runtime()?.block_on(async {

@@ -302,6 +302,7 @@ fn flood_deny() -> Policy {
         order: 10,
         selector: Selector::parse("role == \"client\"").unwrap(),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: Some(vec![
             Rule {

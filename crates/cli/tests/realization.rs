@@ -47,6 +47,7 @@ fn policy(rules: usize) -> StoredObject {
                 .collect(),
         ),
         egress: None,
+        staged: false,
     })
 }
 

@@ -154,7 +154,8 @@ pub(crate) fn evaluate<'a>(cluster: &'a Cluster, flow: &Flow) -> Result<FlowEval
 }
 
 /// The policies that select `ep` for `direction`, in evaluation order: tier order (then tier
-/// name), policy order, policy name, namespace.
+/// name), policy order, policy name, namespace. Staged policies are not enforced: they never
+/// select (evaluate `Cluster::with_staged_enforced` to see them at work).
 pub(crate) fn selecting_policies(
     cluster: &Cluster,
     ep: &Endpoint,
@@ -168,7 +169,7 @@ pub(crate) fn selecting_policies(
         .policies
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.rules(direction).is_some() && p.selects(ep, &ns_labels))
+        .filter(|(_, p)| !p.staged && p.rules(direction).is_some() && p.selects(ep, &ns_labels))
         .map(|(i, _)| i)
         .collect();
     sort_policies(cluster, &mut out);

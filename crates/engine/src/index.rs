@@ -132,8 +132,10 @@ impl<'a> Index<'a> {
             }
         }
 
-        // Selecting policies, in evaluation order.
-        let mut pol_order: Vec<usize> = (0..cluster.policies.len()).collect();
+        // Selecting policies, in evaluation order (staged policies are not enforced).
+        let mut pol_order: Vec<usize> = (0..cluster.policies.len())
+            .filter(|&pi| !cluster.policies[pi].staged)
+            .collect();
         sort_policies(cluster, &mut pol_order);
         let mut sel_ingress = vec![Vec::new(); n];
         let mut sel_egress = vec![Vec::new(); n];

@@ -221,6 +221,7 @@ fn k8s_policy(ns: &str, name: String, selector: Selector) -> Policy {
         order: KUBERNETES_POLICY_ORDER,
         selector,
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: None,
     }
@@ -361,6 +362,7 @@ fn admin_policy(p: usize, rng: &mut SynthRng) -> Policy {
         order: rng.below(5) as u32,
         selector: Selector::All,
         namespace_selector: eq("env", env),
+        staged: false,
         ingress: Some(vec![
             Rule {
                 action: Action::Deny,
@@ -505,6 +507,7 @@ pub fn cluster_network_policies(admin: usize, baseline: usize, seed: u64) -> Vec
             namespace_selector,
             ingress,
             egress,
+            staged: false,
         });
     }
     out

@@ -218,6 +218,7 @@ fn cluster(seed: u64, namespaces: usize, pods: usize, policies: usize, k8s_style
             },
             selector: selector(&mut rng, 0),
             namespace_selector: selector(&mut rng, 0),
+            staged: false,
             ingress: rules(&mut rng, namespaces, k8s_style),
             egress: rules(&mut rng, namespaces, k8s_style),
         });

@@ -47,6 +47,7 @@ fn k8s(ns: &str, name: &str, selector: &str) -> Policy {
         order: 1000,
         selector: sel(selector),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: None,
     }
@@ -433,6 +434,7 @@ fn tiered(tier: &str, name: &str, order: u32, ns_selector: &str, rules: Vec<Rule
         order,
         selector: Selector::All,
         namespace_selector: sel(ns_selector),
+        staged: false,
         ingress: Some(rules),
         egress: None,
     }

@@ -205,6 +205,34 @@ pub fn id_of<K: kube::ResourceExt>(kind: Kind, obj: &K) -> ObjectId {
 mod tests {
     use super::*;
 
+    /// The staged annotation of an API server object reaches the stored policy (so agents
+    /// see it); a bad value makes the object invalid, naming the field.
+    #[test]
+    fn the_staged_annotation_survives_the_api_object() {
+        let np = |value: &str| -> k8s_openapi::api::networking::v1::NetworkPolicy {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web-deny-all", "namespace": "default",
+                             "annotations": {"palisade.dev/staged": value}},
+                "spec": {"podSelector": {}}
+            }))
+            .unwrap()
+        };
+        match network_policy(&np("true")) {
+            Converted::Stored {
+                object: StoredObject::Policy(p),
+                ..
+            } => assert!(p.staged),
+            other => panic!("{other:?}"),
+        }
+        match network_policy(&np("sometimes")) {
+            Converted::Invalid(why) => assert!(
+                why.contains("metadata.annotations[\"palisade.dev/staged\"]"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn keys_map_back_to_their_objects() {
         assert_eq!(

@@ -138,6 +138,20 @@ impl Cluster {
         }
     }
 
+    /// The cluster as it would be if its staged policies were enforced (`--staged`): every
+    /// policy unstaged.
+    pub fn with_staged_enforced(mut self) -> Cluster {
+        for p in &mut self.policies {
+            p.staged = false;
+        }
+        self
+    }
+
+    /// Whether any policy is staged.
+    pub fn has_staged(&self) -> bool {
+        self.policies.iter().any(|p| p.staged)
+    }
+
     /// Whether an endpoint is a host-networked pod.
     pub fn is_host_network(&self, id: &EndpointId) -> bool {
         self.host_network.contains(id)

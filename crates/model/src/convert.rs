@@ -5,6 +5,8 @@ mod cnp;
 #[cfg(test)]
 mod cnp_tests;
 #[cfg(test)]
+mod staged_tests;
+#[cfg(test)]
 mod tests;
 
 pub use cnp::{cluster_network_policy, host_network_pod, node, node_addresses_for_pod};
@@ -60,6 +62,7 @@ pub fn network_policy(np: &k8s::NetworkPolicy) -> Result<Policy, Vec<FieldError>
         order: KUBERNETES_POLICY_ORDER,
         selector: selector(&spec.pod_selector),
         namespace_selector: Selector::All,
+        staged: validate::staged(&np.metadata),
         ingress,
         egress,
     })

@@ -32,6 +32,6 @@ pub use node::Node;
 pub use policy::{
     Action, Direction, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, PortMatch, PortSpec,
     Protocol, Rule, Tier, TierAction, ADMIN_TIER, BASELINE_TIER, DEFAULT_TIER,
-    KUBERNETES_POLICY_ORDER,
+    KUBERNETES_POLICY_ORDER, STAGED_ANNOTATION,
 };
 pub use selector::Selector;

@@ -29,6 +29,10 @@ pub const ADMIN_TIER: &str = "admin";
 /// The tier ClusterNetworkPolicies of `tier: Baseline` go into (after the NetworkPolicy tier).
 pub const BASELINE_TIER: &str = "baseline";
 
+/// The annotation that stages a NetworkPolicy or ClusterNetworkPolicy: `"true"` (evaluated,
+/// reported, not enforced) or `"false"` (enforced, as without it).
+pub const STAGED_ANNOTATION: &str = "palisade.dev/staged";
+
 /// A tier: a group of policies judged together, before tiers of higher order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tier {
@@ -132,12 +136,21 @@ pub struct Policy {
     /// labels). Ignored for namespaced policies.
     #[serde(default = "all_selector", skip_serializing_if = "is_all")]
     pub namespace_selector: Selector,
+    /// Staged (annotation [`STAGED_ANNOTATION`] `"true"`): evaluated but not enforced. The
+    /// engine leaves it out unless asked to evaluate as if staged policies were enforced; the
+    /// agent reports what it would change and lets the packets go as the enforced policies say.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub staged: bool,
     /// Ingress rules; `None` when the policy does not apply to ingress (does not isolate it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<Vec<Rule>>,
     /// Egress rules; `None` when the policy does not apply to egress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<Vec<Rule>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn all_selector() -> Selector {

@@ -102,6 +102,7 @@ pub fn pod(pod: &k8s::Pod) -> Vec<FieldError> {
 pub fn network_policy(np: &k8s::NetworkPolicy) -> Vec<FieldError> {
     let mut errs = Vec::new();
     metadata(&np.metadata, NameRule::DnsSubdomain, true, &mut errs);
+    staged_annotation(&np.metadata, &mut errs);
     policy::spec(&np.spec, &mut errs);
     errs
 }
@@ -111,8 +112,31 @@ pub fn cluster_network_policy(cnp: &k8s::ClusterNetworkPolicy) -> Vec<FieldError
     let mut errs = Vec::new();
     // Cluster-scoped: a metadata.namespace is ignored, as the API server ignores it.
     metadata(&cnp.metadata, NameRule::DnsSubdomain, false, &mut errs);
+    staged_annotation(&cnp.metadata, &mut errs);
     cnp::spec(cnp.spec.as_ref(), &mut errs);
     errs
+}
+
+/// The staged annotation ([`crate::policy::STAGED_ANNOTATION`]), when present, is `"true"` or
+/// `"false"`.
+fn staged_annotation(meta: &k8s::ObjectMeta, errs: &mut Vec<FieldError>) {
+    let key = crate::policy::STAGED_ANNOTATION;
+    if let Some(v) = meta.annotations.as_ref().and_then(|a| a.get(key)) {
+        if v != "true" && v != "false" {
+            errs.push(FieldError::new(
+                format!("metadata.annotations[\"{key}\"]"),
+                format!("{v:?} is not a valid value: it must be \"true\" or \"false\""),
+            ));
+        }
+    }
+}
+
+/// Whether a validated policy's metadata stages it (the annotation is `"true"`).
+pub(crate) fn staged(meta: &k8s::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::policy::STAGED_ANNOTATION))
+        .is_some_and(|v| v == "true")
 }
 
 /// A Node: name, labels and `status.addresses`.

@@ -459,6 +459,7 @@ fn bench_policy(name: String, ns: &str, app: String, apps: usize, rng: &mut Synt
         order: 1000,
         selector: Selector::Eq("app".into(), app),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![Rule {
             action: Action::Allow,
             peers: vec![Peer::Endpoints(peer)],

@@ -178,6 +178,16 @@ impl RenderConfig {
         })
     }
 
+    /// Staged evaluation: set when an endpoint's staged tiers accept the packet (scratch 0).
+    pub fn staged_accept_mark(&self) -> u32 {
+        self.scratch_marks[0]
+    }
+
+    /// Staged evaluation: set by a Deny rule of a staged-evaluation policy chain (scratch 1).
+    pub fn staged_deny_mark(&self) -> u32 {
+        self.scratch_marks[1]
+    }
+
     /// Accept and pass bits together (cleared at the start of every tier).
     pub fn verdict_marks(&self) -> u32 {
         self.accept_mark | self.pass_mark

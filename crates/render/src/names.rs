@@ -121,6 +121,26 @@ pub fn policy_chain(direction: Direction, id: &PolicyId) -> String {
     format!("{prefix}{h}")
 }
 
+/// `pal-si-<hash>` / `pal-so-<hash>`: a policy's chain for staged evaluation, where a Deny
+/// rule marks instead of dropping (the hash is [`policy_chain`]'s).
+pub fn staged_policy_chain(direction: Direction, id: &PolicyId) -> String {
+    let enforced = policy_chain(direction, id);
+    let prefix = match direction {
+        Direction::Ingress => "pal-si-",
+        Direction::Egress => "pal-so-",
+    };
+    format!("{prefix}{}", &enforced["pal-pi-".len()..])
+}
+
+/// `pal-st-<iface>` (ingress) / `pal-sf-<iface>` (egress): an endpoint's staged evaluation
+/// (its tiers as if staged policies were enforced), which only marks.
+pub fn staged_endpoint_chain(direction: Direction, iface: &str) -> String {
+    match direction {
+        Direction::Ingress => format!("pal-st-{iface}"),
+        Direction::Egress => format!("pal-sf-{iface}"),
+    }
+}
+
 /// `pal-tw-<iface>` (to workload: ingress) or `pal-fw-<iface>` (from workload: egress).
 /// The interface must have passed [`check_iface`].
 pub fn endpoint_chain(direction: Direction, iface: &str) -> String {
@@ -223,6 +243,19 @@ pub enum DropSite<'a> {
         policy: &'a PolicyId,
         rule: usize,
     },
+    /// `endpoint`'s enforced policies accepted the packet in `direction`, its staged tiers
+    /// (staged policies as if enforced) would have dropped it: a would-drop.
+    StagedDrop {
+        direction: Direction,
+        endpoint: &'a EndpointId,
+    },
+    /// The drop at the end of `tier` of `endpoint`'s enforced chain, where its staged tiers
+    /// would have accepted the packet.
+    StagedAllow {
+        direction: Direction,
+        endpoint: &'a EndpointId,
+        tier: &'a str,
+    },
 }
 
 /// The compact key of a drop site ([`DROP_KEY_LEN`] hex characters): what the agent maps a
@@ -258,6 +291,32 @@ pub fn drop_key(site: DropSite<'_>) -> String {
             ],
             DROP_KEY_LEN,
         ),
+        DropSite::StagedDrop {
+            direction,
+            endpoint,
+        } => hash_hex(
+            &[
+                "staged-drop",
+                dir_word(direction),
+                &endpoint.namespace,
+                &endpoint.name,
+            ],
+            DROP_KEY_LEN,
+        ),
+        DropSite::StagedAllow {
+            direction,
+            endpoint,
+            tier,
+        } => hash_hex(
+            &[
+                "staged-allow",
+                dir_word(direction),
+                &endpoint.namespace,
+                &endpoint.name,
+                tier,
+            ],
+            DROP_KEY_LEN,
+        ),
     }
 }
 
@@ -275,6 +334,15 @@ pub fn drop_log_prefix(site: DropSite<'_>) -> String {
             policy,
             rule,
         } => (direction, format!("{policy} rule {rule}")),
+        DropSite::StagedDrop {
+            direction,
+            endpoint,
+        } => (direction, format!("staged {endpoint}")),
+        DropSite::StagedAllow {
+            direction,
+            endpoint,
+            ..
+        } => (direction, format!("staged-allow {endpoint}")),
     };
     let head = format!("{DROP_PREFIX_TAG} {} {direction} ", drop_key(site));
     let room = MAX_LOG_PREFIX.saturating_sub(head.len());

@@ -26,6 +26,7 @@ fn cluster() -> palisade_model::Cluster {
         order: 10,
         selector: Selector::All,
         namespace_selector: Selector::All,
+        staged: false,
         ingress: None,
         egress: Some(vec![
             Rule {

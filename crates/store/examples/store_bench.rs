@@ -61,6 +61,7 @@ fn policy(i: usize, namespace: &str) -> StoredObject {
         order: 1000,
         selector: Selector::Eq("app".into(), format!("app-{}", i % 50)),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![Rule {
             action: Action::Allow,
             peers: vec![Peer::Endpoints(EndpointPeer {

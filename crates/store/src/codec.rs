@@ -234,6 +234,7 @@ mod tests {
                 order: 1000,
                 selector: Selector::All,
                 namespace_selector: Selector::All,
+                staged: false,
                 ingress: Some(vec![]),
                 egress: None,
             }),

@@ -24,6 +24,20 @@ pub struct DropOrigin {
     pub policies: Vec<PolicyId>,
     /// The Deny rule's index; `None` for the drop at the end of a tier (a default deny).
     pub rule: Option<usize>,
+    /// What the log says about staged policies.
+    pub staged: StagedKind,
+}
+
+/// A drop site of the enforced policies, or one of the staged evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StagedKind {
+    /// A drop (the staged policies, if any, would have dropped it too).
+    #[default]
+    No,
+    /// Passed, but the staged policies would have dropped it.
+    WouldDrop,
+    /// Dropped at the end of a tier, but the staged policies would have let it through.
+    WouldAllow,
 }
 
 /// Drop key → origin, for every drop site of a node's [`DesiredState`].
@@ -44,7 +58,8 @@ impl DropIndex {
             ] {
                 for tier in tiers {
                     // A tier that ends with Pass (ClusterNetworkPolicy) drops nothing at its
-                    // end: only Deny rules can drop in it.
+                    // end (only Deny rules can drop in it), so it has no end-of-tier site and
+                    // no staged-allow site either.
                     if tier.default_action != palisade_model::TierAction::Pass {
                         let key = drop_key(DropSite::EndOfTier {
                             direction,
@@ -59,8 +74,27 @@ impl DropIndex {
                                 tier: tier.tier.clone(),
                                 policies: tier.policies.clone(),
                                 rule: None,
+                                staged: StagedKind::No,
                             },
                         );
+                        if ep.tiers.staged(direction).is_some() {
+                            let key = drop_key(DropSite::StagedAllow {
+                                direction,
+                                endpoint: &ep.id,
+                                tier: &tier.tier,
+                            });
+                            sites.insert(
+                                key,
+                                DropOrigin {
+                                    endpoint: ep.id.clone(),
+                                    direction,
+                                    tier: tier.tier.clone(),
+                                    policies: tier.policies.clone(),
+                                    rule: None,
+                                    staged: StagedKind::WouldAllow,
+                                },
+                            );
+                        }
                     }
                     for pid in &tier.policies {
                         let Some(p) = state.policies.get(pid) else {
@@ -87,9 +121,21 @@ impl DropIndex {
                                 tier: tier.tier.clone(),
                                 policies: vec![pid.clone()],
                                 rule: Some(i),
+                                staged: StagedKind::No,
                             });
                         }
                     }
+                }
+            }
+        }
+        for ep in state.endpoints.values() {
+            for direction in [Direction::Ingress, Direction::Egress] {
+                if let Some(origin) = would_drop_origin(state, ep, direction) {
+                    let key = drop_key(DropSite::StagedDrop {
+                        direction,
+                        endpoint: &ep.id,
+                    });
+                    sites.insert(key, origin);
                 }
             }
         }
@@ -107,6 +153,29 @@ impl DropIndex {
     pub fn is_empty(&self) -> bool {
         self.sites.is_empty()
     }
+}
+
+/// The would-drop site of `ep` in `direction`, when staged policies select it there: named
+/// after the staged policies of its staged tiers (the first one's tier).
+fn would_drop_origin(
+    state: &DesiredState,
+    ep: &palisade_calc::LocalEndpoint,
+    direction: Direction,
+) -> Option<DropOrigin> {
+    let tiers = ep.tiers.staged(direction)?;
+    let staged: Vec<(&str, &PolicyId)> = tiers
+        .iter()
+        .flat_map(|t| t.policies.iter().map(move |p| (t.tier.as_str(), p)))
+        .filter(|(_, p)| state.policies.get(*p).is_some_and(|a| a.staged))
+        .collect();
+    Some(DropOrigin {
+        endpoint: ep.id.clone(),
+        direction,
+        tier: staged.first().map(|(t, _)| t.to_string())?,
+        policies: staged.iter().map(|(_, p)| (*p).clone()).collect(),
+        rule: None,
+        staged: StagedKind::WouldDrop,
+    })
 }
 
 /// Every pod's addresses (local and remote), kept current from the datastore's endpoints.
@@ -182,6 +251,8 @@ pub fn attribute(
         policy,
         rule: origin.rule,
         endpoint: endpoint.to_string(),
+        staged: origin.staged == StagedKind::WouldDrop,
+        staged_allow: origin.staged == StagedKind::WouldAllow,
     })
 }
 
@@ -235,6 +306,7 @@ mod tests {
                 order: 1000,
                 selector: web.clone(),
                 namespace_selector: Selector::All,
+                staged: false,
                 ingress: Some(vec![]),
                 egress: None,
             },
@@ -243,6 +315,7 @@ mod tests {
                 order: 10,
                 selector: web,
                 namespace_selector: Selector::All,
+                staged: false,
                 ingress: None,
                 egress: Some(vec![
                     Rule {
@@ -374,6 +447,102 @@ mod tests {
         assert_eq!(r.policy, PolicyNames::One("admin:no-dns".into()));
         assert_eq!(r.rule, Some(1));
         assert_eq!(serde_json::to_value(&r).unwrap()["policy"], "admin:no-dns");
+    }
+
+    /// [`state`] with `shop/web-deny-all` staged and a staged `shop/web-allow-client` (which
+    /// alone would not isolate web, but with web-deny-all enforced would let the client in).
+    fn staged_state(deny_all_staged: bool) -> DesiredState {
+        let mut c = Cluster::new();
+        for ns in ["shop", "bob"] {
+            c.namespaces.insert(
+                ns.into(),
+                Namespace {
+                    name: ns.into(),
+                    labels: Default::default(),
+                },
+            );
+        }
+        c.endpoints = vec![
+            ep("bob", "client", "n2", "10.0.1.1"),
+            ep("shop", "web", "n1", "10.0.0.1"),
+        ];
+        let web = Selector::parse("app == \"web\"").unwrap();
+        let mut deny_all = palisade_model::Policy {
+            id: pid("default", Some("shop"), "web-deny-all"),
+            order: 1000,
+            selector: web.clone(),
+            namespace_selector: Selector::All,
+            staged: deny_all_staged,
+            ingress: Some(vec![]),
+            egress: None,
+        };
+        c.policies.push(deny_all.clone());
+        if !deny_all_staged {
+            deny_all.id.name = "web-allow-all".into();
+            deny_all.staged = true;
+            deny_all.ingress = Some(vec![Rule {
+                action: Action::Allow,
+                peers: vec![],
+                ports: vec![],
+            }]);
+            c.policies.push(deny_all);
+        }
+        compute_full(&CalcConfig::new("n1"), &c)
+    }
+
+    #[test]
+    fn staged_keys_are_indexed_and_attributed_as_staged() {
+        for deny_all_staged in [true, false] {
+            let s = staged_state(deny_all_staged);
+            let cfg = RenderConfig {
+                drop_log_group: Some(2),
+                ..RenderConfig::default()
+            };
+            let rs = build(&s, &cfg).unwrap();
+            let index = DropIndex::of(&s);
+            for chain in &rs.chains {
+                for r in &chain.rules {
+                    if let IrAction::Log { prefix, group: 2 } = &r.action {
+                        let key = names::drop_key_of_prefix(prefix).unwrap();
+                        assert!(index.get(key).is_some(), "{prefix} not indexed");
+                    }
+                }
+            }
+        }
+        let web = EndpointId::new("shop", "web");
+        let s = staged_state(true);
+        let key = drop_key(DropSite::StagedDrop {
+            direction: Direction::Ingress,
+            endpoint: &web,
+        });
+        let h = headers("10.0.1.1", "10.0.0.1", 6, Some(80));
+        let r = attribute(&DropIndex::of(&s), &book(&s), "n1", "t".into(), &key, &h).unwrap();
+        assert!(r.staged && !r.staged_allow);
+        assert_eq!(
+            r.policy,
+            PolicyNames::Many(vec!["shop/web-deny-all".into()])
+        );
+        assert_eq!(
+            (r.tier.as_str(), r.endpoint.as_str()),
+            ("default", "shop/web")
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["staged"], true);
+        assert!(v.get("staged_allow").is_none());
+
+        let s = staged_state(false);
+        let key = drop_key(DropSite::StagedAllow {
+            direction: Direction::Ingress,
+            endpoint: &web,
+            tier: "default",
+        });
+        let r = attribute(&DropIndex::of(&s), &book(&s), "n1", "t".into(), &key, &h).unwrap();
+        assert!(r.staged_allow && !r.staged);
+        assert_eq!(
+            r.policy,
+            PolicyNames::Many(vec!["shop/web-deny-all".into()])
+        );
+        assert_eq!(serde_json::to_value(&r).unwrap()["staged_allow"], true);
     }
 
     #[test]

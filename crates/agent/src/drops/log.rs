@@ -144,6 +144,8 @@ mod tests {
             policy: PolicyNames::Many(vec!["default/web-deny-all".into()]),
             rule: None,
             endpoint: "default/app-web".into(),
+            staged: false,
+            staged_allow: false,
         }
     }
 

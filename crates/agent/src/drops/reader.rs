@@ -119,6 +119,10 @@ pub fn record(shared: &Shared, logged: &LoggedPacket) {
         .endpoint
         .split_once('/')
         .unwrap_or(("", &record.endpoint));
-    shared.metrics.policy_drop(ns, pod, &record.direction);
+    if record.staged {
+        shared.metrics.staged_drop(ns, pod, &record.direction);
+    } else {
+        shared.metrics.policy_drop(ns, pod, &record.direction);
+    }
     shared.drops.push(&record);
 }

@@ -54,4 +54,17 @@ pub struct DropRecord {
     pub rule: Option<usize>,
     /// The local pod whose policies dropped it (`to` for ingress, `from` for egress).
     pub endpoint: String,
+    /// A would-drop: the enforced policies let the packet through, the staged ones (as if
+    /// enforced) would have dropped it; `policy` names the staged policies of that side.
+    /// Left out when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub staged: bool,
+    /// Dropped, but the staged policies (as if enforced) would have let it through; `tier` and
+    /// `policy` are the enforced ones that dropped it. Left out when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub staged_allow: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

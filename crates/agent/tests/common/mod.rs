@@ -57,6 +57,7 @@ pub fn allow_client_to_web() -> Policy {
         order: palisade_model::KUBERNETES_POLICY_ORDER,
         selector: Selector::parse("app == 'web'").unwrap(),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![Rule {
             action: Action::Allow,
             peers: vec![Peer::Endpoints(EndpointPeer {
@@ -79,6 +80,7 @@ pub fn deny_to_client() -> Policy {
         order: palisade_model::KUBERNETES_POLICY_ORDER,
         selector: Selector::parse("app == 'client'").unwrap(),
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![]),
         egress: None,
     }

@@ -74,6 +74,7 @@ pub fn policy(ns: &str, name: &str, selector: &str, ingress: Option<Vec<Rule>>) 
         order: 1000,
         selector: sel(selector),
         namespace_selector: Selector::All,
+        staged: false,
         ingress,
         egress: None,
     }

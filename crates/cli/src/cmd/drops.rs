@@ -248,7 +248,7 @@ impl StreamLine {
     }
 
     /// Table rows: one per drop, one per revoked flow (direction `revoked`).
-    fn rows(&self) -> Vec<[String; 10]> {
+    fn rows(&self) -> Vec<[String; 11]> {
         match self {
             StreamLine::Drop(d) => vec![cells(d)],
             StreamLine::Revoked(r) => r
@@ -266,6 +266,7 @@ impl StreamLine {
                         "-".into(),
                         format!("({} of {} tracked flows cut)", r.removed, r.checked),
                         "-".into(),
+                        "-".into(),
                     ]
                 })
                 .collect(),
@@ -273,7 +274,7 @@ impl StreamLine {
     }
 }
 
-const HEADER: [&str; 10] = [
+const HEADER: [&str; 11] = [
     "TIME",
     "NODE",
     "FROM",
@@ -284,12 +285,23 @@ const HEADER: [&str; 10] = [
     "TIER",
     "POLICY",
     "RULE",
+    "STAGED",
 ];
 /// Column widths of `--follow` tables (rows are printed one by one as they come, so they
 /// cannot be measured first); longer values push the rest of their row right.
-const FOLLOW_WIDTHS: [usize; 10] = [24, 8, 24, 24, 8, 5, 9, 8, 28, 4];
+const FOLLOW_WIDTHS: [usize; 11] = [24, 8, 24, 24, 8, 5, 9, 8, 28, 4, 11];
 
-fn cells(d: &DropRecord) -> [String; 10] {
+/// `would-drop` (passed; the staged policies would have dropped it), `would-allow` (dropped;
+/// the staged policies would have let it through), else `-`.
+fn staged_cell(d: &DropRecord) -> String {
+    match (d.staged, d.staged_allow) {
+        (true, _) => "would-drop".into(),
+        (_, true) => "would-allow".into(),
+        _ => "-".into(),
+    }
+}
+
+fn cells(d: &DropRecord) -> [String; 11] {
     [
         d.time.clone(),
         d.node.clone(),
@@ -301,6 +313,7 @@ fn cells(d: &DropRecord) -> [String; 10] {
         d.tier.clone(),
         d.policy.to_string(),
         d.rule.map_or("-".into(), |r| r.to_string()),
+        staged_cell(d),
     ]
 }
 
@@ -320,7 +333,7 @@ fn table(drops: &[StreamLine], header: bool) -> String {
 }
 
 /// One row in the `--follow` widths, three spaces apart.
-fn fixed(cells: &[String; 10]) -> String {
+fn fixed(cells: &[String; 11]) -> String {
     let mut line = String::new();
     for (i, (c, w)) in cells.iter().zip(FOLLOW_WIDTHS).enumerate() {
         if i + 1 == cells.len() {
@@ -361,6 +374,8 @@ mod tests {
             policy: PolicyNames::Many(vec!["default/web-deny-all".into()]),
             rule: None,
             endpoint: to.into(),
+            staged: false,
+            staged_allow: false,
         }
     }
 

@@ -173,7 +173,13 @@ fn item(s: &Stored, realization: Option<Realization>) -> Result<Item> {
     let spec = match &s.record.object {
         StoredObject::Namespace(o) => serde_json::to_value(o),
         StoredObject::Endpoint(o) => serde_json::to_value(o),
-        StoredObject::Policy(o) => serde_json::to_value(o),
+        // `staged` always shown (the model leaves it out when false).
+        StoredObject::Policy(o) => serde_json::to_value(o).map(|mut v| {
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("staged".into(), o.staged.into());
+            }
+            v
+        }),
         StoredObject::Status(o) => serde_json::to_value(o),
         StoredObject::Node(o) => serde_json::to_value(o),
     }?;
@@ -207,8 +213,15 @@ fn table(
     realized: &HashMap<String, Realization>,
 ) -> Vec<Vec<String>> {
     let mut header: Vec<&str> = match kind {
-        Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES"],
-        Kind::ClusterPolicies => vec!["NAME", "TIER", "PRIORITY", "INGRESS-RULES", "EGRESS-RULES"],
+        Kind::Policies => vec!["NAMESPACE", "NAME", "TIER", "ORDER", "TYPES", "STAGED"],
+        Kind::ClusterPolicies => vec![
+            "NAME",
+            "TIER",
+            "PRIORITY",
+            "INGRESS-RULES",
+            "EGRESS-RULES",
+            "STAGED",
+        ],
         Kind::Namespaces => vec!["NAME", "LABELS"],
         Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS"],
         Kind::Nodes => vec!["NAME", "ADDRESSES"],
@@ -245,6 +258,7 @@ fn table(
                     p.order.to_string(),
                     rules(&p.ingress),
                     rules(&p.egress),
+                    p.staged.to_string(),
                 ];
                 if wide {
                     let programmed = realized
@@ -292,6 +306,7 @@ fn table(
                     } else {
                         types.join(",")
                     },
+                    p.staged.to_string(),
                 ];
                 if wide {
                     let n = |r: &Option<Vec<palisade_model::Rule>>| {

@@ -22,6 +22,7 @@ Examples:
   palisade matrix -f ns.yaml pods.yaml policies/ --probe 80 --probe 53/udp --probe icmp -o json
   palisade matrix --datastore etcd://127.0.0.1:2379 -n default --probe 80
   palisade matrix -f examples/seed --probe 80 --probe 53/udp -o html > reach.html
+  palisade matrix --datastore etcd://127.0.0.1:2379 --probe 80 --staged   # staged policies enforced
 
 What-if (only the pairs whose verdict would change, with the policy and rule that cause it):
   palisade matrix --datastore etcd://127.0.0.1:2379 --what-if -f new-policy.yaml --probe 80
@@ -137,6 +138,7 @@ fn run_what_if(args: &Args) -> anyhow::Result<ExitCode> {
         let then = whatif::cluster_of(&documents, "the manifests after the change")?;
         (now, then)
     };
+    let (now, then) = (args.source.staged_view(now), args.source.staged_view(then));
     let mut w = palisade_engine::what_if(&now, &then, &args.probes);
     if !args.namespaces.is_empty() {
         let shown = |id: &EndpointId| args.namespaces.contains(&id.namespace);

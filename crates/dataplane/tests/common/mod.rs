@@ -51,6 +51,7 @@ pub fn endpoint(
                 }]
             },
             egress: vec![],
+            ..Default::default()
         },
     }
 }
@@ -59,6 +60,7 @@ pub fn allow_web() -> ActivePolicy {
     ActivePolicy {
         id: pid("ns1", "allow-web"),
         order: 1000,
+        staged: false,
         ingress: Some(vec![CompiledRule {
             action: Action::Allow,
             peers: vec![RulePeer::Set(IpSetId("web".into()))],
@@ -76,6 +78,7 @@ pub fn deny_block() -> ActivePolicy {
     ActivePolicy {
         id: pid("ns1", "deny-block"),
         order: 1000,
+        staged: false,
         ingress: Some(vec![
             CompiledRule {
                 action: Action::Deny,

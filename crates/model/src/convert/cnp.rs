@@ -69,6 +69,7 @@ pub fn cluster_network_policy(
         order: u32::try_from(spec.priority.unwrap_or_default()).unwrap_or_default(),
         selector: pod_selector,
         namespace_selector,
+        staged: validate::staged(&cnp.metadata),
         ingress: (!ingress.is_empty()).then_some(ingress),
         egress: (!egress.is_empty()).then_some(egress),
     };

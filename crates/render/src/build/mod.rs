@@ -23,6 +23,7 @@
 //! which only marks, and then the receiver's tw chain, which decides.
 
 mod rules;
+mod staged;
 
 use std::collections::BTreeMap;
 
@@ -38,8 +39,10 @@ use crate::ir::{
 };
 use crate::names;
 
+pub(crate) use rules::staged_jump_target;
 pub use rules::MULTIPORT_SLOTS;
-pub(crate) use rules::{policy_chain, set_kind, split_zero};
+pub(crate) use rules::{policy_chain_names, policy_chains, set_kind, split_zero};
+pub(crate) use staged::staged_endpoint_chain;
 
 /// The families the config enables, v4 first.
 pub fn families(cfg: &RenderConfig) -> Vec<Family> {
@@ -72,7 +75,7 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
     let mut cidr_sets: BTreeMap<String, SetDef> = BTreeMap::new();
     for policy in state.policies.values() {
         for dir in [Direction::Ingress, Direction::Egress] {
-            if let Some((chain, extra)) = policy_chain(state, cfg, &fams, policy, dir)? {
+            for (chain, extra) in policy_chains(state, cfg, &fams, policy, dir)? {
                 chains.push(chain);
                 for s in extra {
                     cidr_sets.insert(s.set.name.clone(), s);
@@ -82,6 +85,7 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
     }
     for ep in state.endpoints.values() {
         for dir in [Direction::Egress, Direction::Ingress] {
+            chains.extend(staged_endpoint_chain(state, cfg, ep, dir)?);
             chains.push(endpoint_chain(state, cfg, ep, dir)?);
         }
     }
@@ -455,38 +459,33 @@ pub(crate) fn forward_chain(state: &DesiredState, cfg: &RenderConfig) -> Chain {
     .seal()
 }
 
-/// The ingress (`pal-tw-`) or egress (`pal-fw-`) chain of a local endpoint.
+/// The ingress (`pal-tw-`) or egress (`pal-fw-`) chain of a local endpoint. With staged tiers
+/// in `direction` (and drop logging on), it first runs the staged evaluation
+/// ([`staged_endpoint_chain`]), which leaves the staged-accept mark set when the staged tiers
+/// accept, and logs, rate-limited, where the enforced verdict differs: an accept the staged
+/// tiers would drop ([`names::DropSite::StagedDrop`]), an end-of-tier drop they would accept
+/// ([`names::DropSite::StagedAllow`]). The enforced verdict is the same as without them.
 pub(crate) fn endpoint_chain(
     state: &DesiredState,
     cfg: &RenderConfig,
     ep: &LocalEndpoint,
     direction: Direction,
 ) -> Result<Chain, RenderError> {
-    let tiers = match direction {
-        Direction::Ingress => &ep.tiers.ingress,
-        Direction::Egress => &ep.tiers.egress,
-    };
+    let tiers = ep.tiers.of(direction);
     let verdict = cfg.verdict_marks();
     let on_accept = match direction {
         Direction::Ingress => Action::Accept,
         Direction::Egress => Action::Return,
     };
+    let staged = staged::logging(cfg, ep, direction);
     let mut rules = Vec::new();
+    if let Some(log) = &staged {
+        rules.extend(log.prologue(cfg));
+    }
     for tier in tiers {
         rules.push(Rule::new(vec![], Action::ClearMark(verdict)));
         for pid in &tier.policies {
-            let applies = state.policies.get(pid).is_some_and(|p| match direction {
-                Direction::Ingress => p.ingress.is_some(),
-                Direction::Egress => p.egress.is_some(),
-            });
-            if !applies {
-                return Err(RenderError::MissingPolicy {
-                    endpoint: ep.id.to_string(),
-                    direction,
-                    tier: tier.tier.clone(),
-                    policy: pid.to_string(),
-                });
-            }
+            check_applies(state, ep, direction, &tier.tier, pid)?;
             rules.push(Rule::new(
                 vec![Match::Mark {
                     value: 0,
@@ -494,6 +493,9 @@ pub(crate) fn endpoint_chain(
                 }],
                 Action::Jump(names::policy_chain(direction, pid)),
             ));
+        }
+        if let Some(log) = &staged {
+            rules.push(log.would_drop(cfg, cfg.accept_mark));
         }
         rules.push(Rule::new(
             vec![Match::Mark {
@@ -512,13 +514,22 @@ pub(crate) fn endpoint_chain(
             mask: cfg.pass_mark,
         };
         if let Some(group) = cfg.drop_log_group {
+            // With staged tiers: either the staged-allow log or the plain drop log.
+            let mut log_when = no_pass.clone();
+            if let Some(log) = &staged {
+                rules.push(log.would_allow(cfg, ep, &tier.tier));
+                log_when = Match::Mark {
+                    value: 0,
+                    mask: cfg.pass_mark | cfg.staged_accept_mark(),
+                };
+            }
             let site = names::DropSite::EndOfTier {
                 direction,
                 endpoint: &ep.id,
                 tier: &tier.tier,
             };
             rules.push(Rule::new(
-                std::iter::once(no_pass.clone())
+                std::iter::once(log_when)
                     .chain(cfg.drop_log_limit())
                     .collect(),
                 Action::Log {
@@ -530,6 +541,9 @@ pub(crate) fn endpoint_chain(
         rules.push(Rule::new(vec![no_pass], Action::Drop));
     }
     // No tier, or every tier passed: the namespace's default allow.
+    if let Some(log) = &staged {
+        rules.push(log.would_drop(cfg, 0));
+    }
     rules.push(match direction {
         Direction::Ingress => Rule::new(vec![], Action::Accept),
         Direction::Egress => Rule::new(vec![], Action::SetMark(cfg.accept_mark)),
@@ -539,4 +553,28 @@ pub(crate) fn endpoint_chain(
         rules,
     }
     .seal())
+}
+
+/// A policy an endpoint's tiers name exists in `state` and applies to `direction`.
+pub(crate) fn check_applies(
+    state: &DesiredState,
+    ep: &LocalEndpoint,
+    direction: Direction,
+    tier: &str,
+    pid: &palisade_model::PolicyId,
+) -> Result<(), RenderError> {
+    let applies = state.policies.get(pid).is_some_and(|p| match direction {
+        Direction::Ingress => p.ingress.is_some(),
+        Direction::Egress => p.egress.is_some(),
+    });
+    if applies {
+        Ok(())
+    } else {
+        Err(RenderError::MissingPolicy {
+            endpoint: ep.id.to_string(),
+            direction,
+            tier: tier.to_string(),
+            policy: pid.to_string(),
+        })
+    }
 }

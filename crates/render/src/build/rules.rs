@@ -18,14 +18,78 @@ use crate::names;
 /// Most slots one iptables multiport match takes.
 pub const MULTIPORT_SLOTS: usize = 15;
 
+/// Whether `policy` gets a staged-evaluation chain (`pal-si-`/`pal-so-`) for `direction`: when
+/// it is staged, or when its rules there do more than mark (Deny drops, Log logs), which a
+/// staged evaluation must not do. Otherwise staged evaluation jumps to its enforced chain.
+pub(crate) fn has_staged_chain(policy: &ActivePolicy, direction: Direction) -> bool {
+    let rules = match direction {
+        Direction::Ingress => policy.ingress.as_ref(),
+        Direction::Egress => policy.egress.as_ref(),
+    };
+    rules.is_some_and(|rules| {
+        policy.staged
+            || rules
+                .iter()
+                .any(|r| matches!(r.action, ModelAction::Deny | ModelAction::Log))
+    })
+}
+
+/// The chain a staged evaluation jumps to for `policy`.
+pub(crate) fn staged_jump_target(policy: &ActivePolicy, direction: Direction) -> String {
+    if has_staged_chain(policy, direction) {
+        names::staged_policy_chain(direction, &policy.id)
+    } else {
+        names::policy_chain(direction, &policy.id)
+    }
+}
+
+/// The names of the chains [`policy_chains`] builds for `policy` and `direction`.
+pub(crate) fn policy_chain_names(policy: &ActivePolicy, direction: Direction) -> Vec<String> {
+    let applies = match direction {
+        Direction::Ingress => policy.ingress.is_some(),
+        Direction::Egress => policy.egress.is_some(),
+    };
+    let mut out = Vec::new();
+    if applies && !policy.staged {
+        out.push(names::policy_chain(direction, &policy.id));
+    }
+    if has_staged_chain(policy, direction) {
+        out.push(names::staged_policy_chain(direction, &policy.id));
+    }
+    out
+}
+
+/// Every chain of `policy` for `direction`: the enforced one (not for a staged policy) and the
+/// staged-evaluation one ([`has_staged_chain`]), with the ipBlock sets they need.
+pub(crate) fn policy_chains(
+    state: &DesiredState,
+    cfg: &RenderConfig,
+    families: &[Family],
+    policy: &ActivePolicy,
+    direction: Direction,
+) -> Result<Vec<(Chain, Vec<SetDef>)>, RenderError> {
+    let mut out = Vec::new();
+    if !policy.staged {
+        out.extend(policy_chain(
+            state, cfg, families, policy, direction, false,
+        )?);
+    }
+    if has_staged_chain(policy, direction) {
+        out.extend(policy_chain(state, cfg, families, policy, direction, true)?);
+    }
+    Ok(out)
+}
+
 /// The chain of `policy` for `direction` (`None` when the policy does not apply to it) and
-/// the dedicated ipBlock sets its rules need.
+/// the dedicated ipBlock sets its rules need. `staged`: the staged-evaluation form, where Deny
+/// sets the deny mark (scratch bit 1) and returns, and Log rules are left out.
 pub(crate) fn policy_chain(
     state: &DesiredState,
     cfg: &RenderConfig,
     families: &[Family],
     policy: &ActivePolicy,
     direction: Direction,
+    staged: bool,
 ) -> Result<Option<(Chain, Vec<SetDef>)>, RenderError> {
     let rules = match direction {
         Direction::Ingress => policy.ingress.as_ref(),
@@ -54,9 +118,14 @@ pub(crate) fn policy_chain(
                 }
             }
         }
+        if staged && rule.action == ModelAction::Log {
+            continue;
+        }
+        let deny_mark = cfg.staged_deny_mark();
         let (action, mark) = match rule.action {
             ModelAction::Allow => (Action::SetMark(cfg.accept_mark), Some(cfg.accept_mark)),
             ModelAction::Pass => (Action::SetMark(cfg.pass_mark), Some(cfg.pass_mark)),
+            ModelAction::Deny if staged => (Action::SetMark(deny_mark), Some(deny_mark)),
             ModelAction::Deny => (Action::Drop, None),
             ModelAction::Log => (
                 Action::Log {
@@ -68,7 +137,7 @@ pub(crate) fn policy_chain(
         };
         let any = !variants.is_empty();
         let deny_log = match (rule.action, cfg.drop_log_group) {
-            (ModelAction::Deny, Some(group)) => Some(Action::Log {
+            (ModelAction::Deny, Some(group)) if !staged => Some(Action::Log {
                 group,
                 prefix: names::drop_log_prefix(names::DropSite::DenyRule {
                     direction,
@@ -95,11 +164,12 @@ pub(crate) fn policy_chain(
             ));
         }
     }
-    let chain = Chain {
-        name: names::policy_chain(direction, &policy.id),
-        rules: out,
-    }
-    .seal();
+    let name = if staged {
+        names::staged_policy_chain(direction, &policy.id)
+    } else {
+        names::policy_chain(direction, &policy.id)
+    };
+    let chain = Chain { name, rules: out }.seal();
     Ok(Some((chain, sets)))
 }
 

@@ -22,7 +22,8 @@ use serde::Serialize;
 
 use crate::build::{
     check_changed_addresses, check_changed_endpoints, dispatch_entries, endpoint_chain, families,
-    for_each_member_entry, forward_chain, policy_chain, set_ref,
+    for_each_member_entry, forward_chain, policy_chain_names, policy_chains, set_ref,
+    staged_endpoint_chain,
 };
 use crate::config::{EndpointMatch, RenderConfig};
 use crate::error::RenderError;
@@ -140,6 +141,7 @@ pub fn plan(
     }
     if !policies.is_empty() {
         plan_policies(prev, next, cfg, &fams, &policies, &mut plan)?;
+        endpoints.extend(retargeted(prev, next, cfg, &policies));
     }
     for id in endpoints {
         plan_endpoint(prev, next, cfg, id, &mut plan)?;
@@ -174,29 +176,33 @@ fn plan_policies(
     let mut seen: BTreeSet<String> = BTreeSet::new();
     for id in ids {
         for dir in [Direction::Ingress, Direction::Egress] {
-            let existed = prev.policies.get(*id).is_some_and(|p| match dir {
-                Direction::Ingress => p.ingress.is_some(),
-                Direction::Egress => p.egress.is_some(),
-            });
+            // A policy has its enforced chain and, staged or with Deny/Log rules, its
+            // staged-evaluation chain: each one is new, rewritten or gone on its own.
+            let existed = prev
+                .policies
+                .get(*id)
+                .map(|p| policy_chain_names(p, dir))
+                .unwrap_or_default();
             let built = match next.policies.get(*id) {
-                Some(p) => policy_chain(next, cfg, fams, p, dir)?,
-                None => None,
+                Some(p) => policy_chains(next, cfg, fams, p, dir)?,
+                None => Vec::new(),
             };
-            match (built, existed) {
-                (Some((chain, sets)), existed) => {
-                    for s in sets {
-                        if !before.contains_key(&s.set.name) && seen.insert(s.set.name.clone()) {
-                            created.push(s);
-                        }
-                    }
-                    if existed {
-                        plan.chains_rewrite.push(chain);
-                    } else {
-                        plan.chains_new.push(chain);
+            for name in &existed {
+                if !built.iter().any(|(c, _)| c.name == *name) {
+                    plan.chains_delete.push(name.clone());
+                }
+            }
+            for (chain, sets) in built {
+                for s in sets {
+                    if !before.contains_key(&s.set.name) && seen.insert(s.set.name.clone()) {
+                        created.push(s);
                     }
                 }
-                (None, true) => plan.chains_delete.push(names::policy_chain(dir, id)),
-                (None, false) => {}
+                if existed.contains(&chain.name) {
+                    plan.chains_rewrite.push(chain);
+                } else {
+                    plan.chains_new.push(chain);
+                }
             }
         }
     }
@@ -254,6 +260,27 @@ fn plan_endpoint(
             }
         }
     }
+    // The staged-evaluation chains: new, rewritten or gone with the endpoint's staged tiers.
+    for dir in [Direction::Egress, Direction::Ingress] {
+        let had = old.filter(|o| staged_logged(cfg, o, dir));
+        let built = match new {
+            Some(n) => staged_endpoint_chain(next, cfg, n, dir)?,
+            None => None,
+        };
+        let had_name = had.map(|o| names::staged_endpoint_chain(dir, &o.iface));
+        if let Some(name) = &had_name {
+            if built.as_ref().is_none_or(|c| c.name != *name) {
+                plan.chains_delete.push(name.clone());
+            }
+        }
+        if let Some(chain) = built {
+            if had_name.as_deref() == Some(chain.name.as_str()) {
+                plan.chains_rewrite.push(chain);
+            } else {
+                plan.chains_new.push(chain);
+            }
+        }
+    }
     if let Some(new) = new {
         for dir in [Direction::Egress, Direction::Ingress] {
             let chain = endpoint_chain(next, cfg, new, dir)?;
@@ -271,6 +298,53 @@ fn plan_endpoint(
         }
     }
     Ok(())
+}
+
+/// The endpoints whose staged-evaluation chains must be rewritten although the batch does not
+/// name them: they jump to a changed policy whose staged-evaluation target changed (it gained
+/// or lost its Deny/Log rules). Rare, so a scan of the endpoints is fine.
+fn retargeted<'a>(
+    prev: &DesiredState,
+    next: &'a DesiredState,
+    cfg: &RenderConfig,
+    policies: &BTreeSet<&PolicyId>,
+) -> Vec<&'a EndpointId> {
+    if cfg.drop_log_group.is_none() {
+        return Vec::new();
+    }
+    let dirs = [Direction::Ingress, Direction::Egress];
+    let target = |s: &DesiredState, id: &PolicyId, dir| {
+        s.policies
+            .get(id)
+            .map(|p| crate::build::staged_jump_target(p, dir))
+    };
+    let changed: Vec<(&PolicyId, Direction)> = policies
+        .iter()
+        .flat_map(|id| dirs.map(|d| (*id, d)))
+        .filter(|(id, d)| {
+            let (a, b) = (target(prev, id, *d), target(next, id, *d));
+            a.is_some() && b.is_some() && a != b
+        })
+        .collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    next.endpoints
+        .values()
+        .filter(|ep| {
+            changed.iter().any(|(id, d)| {
+                ep.tiers
+                    .staged(*d)
+                    .is_some_and(|tiers| tiers.iter().any(|t| t.policies.contains(id)))
+            })
+        })
+        .map(|ep| &ep.id)
+        .collect()
+}
+
+/// Whether an endpoint had (or has) a staged-evaluation chain in `dir`.
+fn staged_logged(cfg: &RenderConfig, ep: &palisade_calc::LocalEndpoint, dir: Direction) -> bool {
+    cfg.drop_log_group.is_some() && ep.tiers.staged(dir).is_some()
 }
 
 /// The iptables form of a batch: run `ipset_pre` (`ipset restore`), then `v4`/`v6` with

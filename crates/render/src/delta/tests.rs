@@ -128,6 +128,7 @@ fn with_block_policies(names: &[&str]) -> DesiredState {
         let p = ActivePolicy {
             id: id.clone(),
             order: 1,
+            staged: false,
             ingress: Some(vec![rule]),
             egress: None,
         };

@@ -211,6 +211,8 @@ pub fn cluster(seed: u64) -> Cluster {
             } else {
                 Selector::Eq("team".into(), "red".into())
             },
+            // Some policies staged: enforced nowhere, evaluated where they select.
+            staged: g.chance(25),
             ingress: rules(&mut g, ns, kube),
             egress: rules(&mut g, ns, kube),
         });

@@ -160,6 +160,7 @@ pub fn hostile_cluster() -> Cluster {
             order: 1,
             selector: Selector::Eq(format!("k{EVIL}"), long.clone()),
             namespace_selector: Selector::All,
+            staged: false,
             ingress: Some(vec![rule(Action::Log), rule(Action::Allow)]),
             egress: Some(vec![rule(Action::Pass)]),
         });

@@ -241,6 +241,7 @@ fn bench_policy(port: u16) -> Policy {
         order: 1,
         selector: Selector::All,
         namespace_selector: Selector::All,
+        staged: false,
         ingress: Some(vec![Rule {
             action: Action::Allow,
             peers: vec![Peer::Endpoints(EndpointPeer {

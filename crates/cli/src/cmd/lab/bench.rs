@@ -8,6 +8,10 @@
 //!
 //! 1. `no policy`: the baseline;
 //! 2. `1 policy`: the server selected by one policy that allows the client;
+//!    then `1 policy + deny-all`: a default-deny on the server as well (enforced; the
+//!    client is still allowed), and `1 policy + staged deny-all`: the same default-deny
+//!    staged (`palisade.dev/staged`), which the server's chain evaluates besides the enforced
+//!    policies; their ratio (staged / enforced, per round) is the cost of staging;
 //! 3. `N policies on node`: n2 carries N active policies; the server is still selected only by
 //!    the one allowing the client, the N - 1 others select the idle pods (each with its own
 //!    peers and ports, see [`palisade_lab::bench::workload`]);
@@ -47,6 +51,10 @@ use super::{require_root, Output};
 Scenarios (N = --policies), per dataplane; each round measures them in this order:
   no policy           baseline (measured once more after the last round)
   1 policy            the server selected by one policy allowing the client
+  1 policy + deny-all the same, and a default-deny on the server (enforced)
+  1 policy + staged deny-all
+                      the same default-deny, staged: the cost of staging is the ratio of
+                      these two (printed per dataplane at the end)
   N policies on node  n2 carries N active policies: 1 selects the server, the others
                       select idle pods of n2 (each with its own peers and ports)
   N policies on pod   all N select the server: each new connection is judged by all N
@@ -139,10 +147,24 @@ struct Block {
     max_ms: f64,
 }
 
+/// The staged default-deny against the same policy enforced.
+#[derive(Serialize)]
+struct StagedCost {
+    dataplane: String,
+    cni: String,
+    endpoint_match: String,
+    /// Median over rounds of (connection rate with the deny-all staged / with it enforced).
+    rate_ratio: f64,
+    rate_ratio_runs: Vec<f64>,
+    /// The same for the request latency p50.
+    p50_ratio: f64,
+}
+
 #[derive(Serialize)]
 struct Report {
     cases: Vec<Case>,
     apply_to_blocked: Vec<Block>,
+    staged_vs_enforced: Vec<StagedCost>,
 }
 
 fn apply(names: &LabNames, policies: Vec<Policy>) -> Result<()> {
@@ -404,9 +426,14 @@ fn bench_dataplane(
     let scenarios = [
         ("no policy".to_string(), 0, 0),
         ("1 policy".to_string(), 1, 1),
+        ("1 policy + deny-all".to_string(), 2, 2),
+        // A staged policy is active on the node but selects the server only as staged.
+        ("1 policy + staged deny-all".to_string(), 2, 1),
         (format!("{n} policies on node"), n, 1),
         (format!("{n} policies on pod"), n, n),
     ];
+    let mut staged_deny = workload::deny_all()?;
+    staged_deny.staged = true;
     let on_node = workload::on_node(n, args.idle_pods)?;
     let on_server = workload::on_server(n)?;
     let mut all: Vec<PolicyId> = on_node.iter().map(|p| p.id.clone()).collect();
@@ -430,6 +457,11 @@ fn bench_dataplane(
         measure_scenario(0, round)?;
         apply(&names, vec![workload::allow_client()?])?;
         measure_scenario(1, round)?;
+        apply(&names, vec![workload::deny_all()?])?;
+        measure_scenario(2, round)?;
+        apply(&names, vec![staged_deny.clone()])?;
+        measure_scenario(3, round)?;
+        delete(&names, workload::DENY_ALL)?;
         let t = Instant::now();
         apply(&names, on_node.clone())?;
         eprintln!(
@@ -437,7 +469,7 @@ fn bench_dataplane(
             n - 1,
             t.elapsed()
         );
-        measure_scenario(2, round)?;
+        measure_scenario(4, round)?;
         let t = Instant::now();
         apply(&names, on_server.clone())?;
         eprintln!(
@@ -445,12 +477,27 @@ fn bench_dataplane(
             n - 1,
             t.elapsed()
         );
-        measure_scenario(3, round)?;
+        measure_scenario(5, round)?;
         let t = Instant::now();
         delete_all(&names, all.clone())?;
         eprintln!("  deleted {n} policies in {:.1?}", t.elapsed());
     }
     measure_scenario(0, args.rounds + 1)?;
+
+    // The staged deny-all against the same policy enforced, round by round.
+    let (staged_ratios, staged_p50): (Vec<f64>, Vec<f64>) = runs[3]
+        .iter()
+        .zip(&runs[2])
+        .map(|(s, e)| (ratio(s.rate, e.rate), ratio(s.p50, e.p50)))
+        .unzip();
+    report.staged_vs_enforced.push(StagedCost {
+        dataplane: dataplane.into(),
+        cni: label.0.clone(),
+        endpoint_match: label.1.clone(),
+        rate_ratio: median(staged_ratios.iter().copied()),
+        rate_ratio_runs: staged_ratios,
+        p50_ratio: median(staged_p50),
+    });
 
     // Each run of a scenario against the mean of the two no-policy runs around its round.
     let base = &runs[0];
@@ -513,7 +560,7 @@ fn print_table(report: &Report, rounds: usize) {
         rounds + 1
     );
     println!(
-        "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
+        "{:<9} {:<9} {:<27} {:>6} {:>6} {:>6} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6} {:>6}",
         "DATAPLANE",
         "MATCH",
         "SCENARIO",
@@ -536,7 +583,7 @@ fn print_table(report: &Report, rounds: usize) {
             .fold(f64::INFINITY, f64::min);
         let hi = c.rate_ratio_runs.iter().copied().fold(0.0, f64::max);
         println!(
-            "{:<9} {:<9} {:<23} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
+            "{:<9} {:<9} {:<27} {:>6} {:>6} {:>6} {:>8.0} {:>6.2} {:>11} {:>8.1} {:>8.1} {:>6.2} {:>6}",
             c.dataplane,
             c.endpoint_match,
             c.scenario,
@@ -565,6 +612,19 @@ fn print_table(report: &Report, rounds: usize) {
             b.dataplane, b.endpoint_match, b.runs, b.p50_ms, b.p99_ms, b.max_ms
         );
     }
+    println!("\nstaged deny-all on the server / the same policy enforced (per round, median):");
+    for c in &report.staged_vs_enforced {
+        let lo = c
+            .rate_ratio_runs
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let hi = c.rate_ratio_runs.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{:<9} {:<9} connection rate {:.3} (range {lo:.3}-{hi:.3})  latency p50 {:.3}",
+            c.dataplane, c.endpoint_match, c.rate_ratio, c.p50_ratio
+        );
+    }
 }
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
@@ -586,6 +646,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mut report = Report {
         cases: vec![],
         apply_to_blocked: vec![],
+        staged_vs_enforced: vec![],
     };
     let cni: Cni = args.cni.parse().map_err(anyhow::Error::msg)?;
     let modes: Vec<EndpointMatch> = if args.endpoint_match.is_empty() {
