@@ -200,12 +200,12 @@ pub struct EgressPeer {
     pub nodes: Option<LabelSelector>,
     /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 25))]
+    #[schemars(length(min = 1, max = 25), inner(length(max = 48)))]
     #[x_kube(validation = "self.all(n, isCIDR(n))")]
     pub networks: Option<Vec<String>>,
     /// Domain names (`example.com`, `*.example.com`); Palisade refuses them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 25))]
+    #[schemars(length(min = 1, max = 25), inner(length(max = 253)))]
     pub domain_names: Option<Vec<String>>,
 }
 
@@ -223,6 +223,7 @@ pub struct Protocol {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sctp: Option<ProtocolPorts>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 15))]
     pub destination_named_port: Option<String>,
 }
 
