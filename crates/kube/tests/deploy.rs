@@ -344,3 +344,32 @@ fn the_crd_carries_the_upstream_validation() {
         serde_json::json!(["Accept", "Deny", "Pass"])
     );
 }
+
+/// The CRD's types take every ClusterNetworkPolicy of `examples/cluster-policies/` whole: the
+/// schema has every field the examples (and so Palisade) use, with the same shape.
+#[test]
+fn the_crd_types_read_the_example_cluster_policies() {
+    let dir = deploy_dir().join("../examples/cluster-policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/cluster-policies") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = Value::deserialize(doc).unwrap();
+            if v["kind"] != "ClusterNetworkPolicy" {
+                continue;
+            }
+            let id = format!("{}: {}", path.display(), v["metadata"]["name"]);
+            drop(typed::<palisade_kube::crd::ClusterNetworkPolicy>(&id, &v));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "only {seen} ClusterNetworkPolicies in {}",
+        dir.display()
+    );
+}
