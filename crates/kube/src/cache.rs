@@ -5,7 +5,8 @@
 //! `InitApply` fills it, `InitDone` swaps it in whole (objects missing from the relist are
 //! gone, whatever happened while the watch was down); `Apply`/`Delete` change one object.
 //!
-//! A pod or policy is desired only while its namespace is known and valid, so deleting (or,
+//! ClusterNetworkPolicies and Nodes are cluster-scoped: desired whenever valid. A pod or
+//! NetworkPolicy is desired only while its namespace is known and valid, so deleting (or,
 //! with a namespace selector, deselecting) a namespace removes its pods and policies at once.
 
 use std::collections::BTreeMap;
@@ -63,8 +64,8 @@ pub enum Effect {
 #[derive(Debug, Default)]
 pub struct Cache {
     objects: BTreeMap<ObjectId, Converted>,
-    relisting: [Option<BTreeMap<ObjectId, Converted>>; 3],
-    synced: [bool; 3],
+    relisting: [Option<BTreeMap<ObjectId, Converted>>; Kind::COUNT],
+    synced: [bool; Kind::COUNT],
 }
 
 impl Cache {
@@ -168,7 +169,7 @@ impl Cache {
     /// The key and object this cluster object should have in the datastore, if any.
     pub fn desired(&self, id: &ObjectId) -> Option<(&String, &StoredObject)> {
         let stored = self.objects.get(id)?.stored()?;
-        (id.kind == Kind::Namespace || self.namespace_ok(&id.namespace)).then_some(stored)
+        (id.kind.cluster_scoped() || self.namespace_ok(&id.namespace)).then_some(stored)
     }
 
     /// Everything the datastore should hold, by key.
@@ -243,6 +244,8 @@ mod tests {
             ],
         );
         list(&mut c, Kind::NetworkPolicy, vec![]);
+        list(&mut c, Kind::ClusterNetworkPolicy, vec![]);
+        list(&mut c, Kind::Node, vec![]);
         c
     }
 
@@ -253,6 +256,9 @@ mod tests {
         list(&mut c, Kind::Pod, vec![]);
         assert!(!c.synced());
         list(&mut c, Kind::NetworkPolicy, vec![]);
+        list(&mut c, Kind::ClusterNetworkPolicy, vec![]);
+        assert!(!c.synced());
+        list(&mut c, Kind::Node, vec![]);
         assert!(c.synced());
     }
 
@@ -332,5 +338,24 @@ mod tests {
         };
         assert!(ids.contains(&pod_id("later", "x")));
         assert!(c.desired(&pod_id("later", "x")).is_some());
+    }
+
+    #[test]
+    fn cluster_scoped_objects_need_no_namespace() {
+        let mut c = synced_cache();
+        let node = stored(StoredObject::Node(palisade_model::Node {
+            name: "n1".into(),
+            labels: Default::default(),
+            addresses: vec!["192.168.0.1".parse().unwrap()],
+        }));
+        let id = ObjectId::cluster(Kind::Node, "n1");
+        c.apply(Change::Apply(id.clone(), node));
+        assert!(c.desired(&id).is_some());
+        // Deleting a namespace of the same name does not touch it.
+        let Effect::Touched(ids) = c.apply(Change::Delete(ns_id("n1"))) else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![ns_id("n1")]);
+        assert!(c.desired(&id).is_some());
     }
 }

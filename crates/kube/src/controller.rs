@@ -3,11 +3,17 @@
 //! ```text
 //!  watcher(Namespace) ─┐  convert + trim          drain up to `max_drain` changes
 //!  watcher(Pod)        ├──────────────► channel ─────────────────────────────► Cache
-//!  watcher(NetworkPolicy)┘                                                      │ touched ids / relisted
+//!  watcher(NetworkPolicy)┤                                                      │ touched ids / relisted
+//!  watcher(ClusterNetworkPolicy), watcher(Node) ┘
 //!                                                                               ▼
 //!        leader && every kind listed?  ── full resync (relist datastore) ─► plan ─► Writer ─► datastore
 //!                                      └─ else the touched objects only ─┘
 //! ```
+//!
+//! ClusterNetworkPolicy and Node have watchers too. ClusterNetworkPolicy is a CRD the
+//! cluster may lack: a 404 on its list or watch is said once (a warning and the
+//! `palisade_controller_crd_missing` metric), the kind counts as listed and empty, and the
+//! controller goes on without it.
 //!
 //! Only the leader writes, and nothing is written before every kind has listed once, so a
 //! controller that starts never deletes what it simply has not seen yet. Failures keep the
@@ -20,7 +26,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -32,6 +38,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::cache::{Cache, Change, Effect};
+use crate::crd::{RawClusterNetworkPolicy, CRD_NAME};
 use crate::metrics::Metrics;
 use crate::objects::{self, Converted, Kind, ObjectId};
 use crate::writer::{Outcome, Writer};
@@ -107,10 +114,28 @@ pub fn spawn_watchers(
             metrics.clone(),
         )),
         tokio::spawn(watch_kind(
-            Api::<NetworkPolicy>::all(client),
+            Api::<NetworkPolicy>::all(client.clone()),
             watcher::Config::default(),
             Kind::NetworkPolicy,
             objects::network_policy,
+            tx.clone(),
+            notices.clone(),
+            metrics.clone(),
+        )),
+        tokio::spawn(watch_kind(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            Kind::Node,
+            objects::node,
+            tx.clone(),
+            notices.clone(),
+            metrics.clone(),
+        )),
+        tokio::spawn(watch_kind(
+            Api::<RawClusterNetworkPolicy>::all(client),
+            watcher::Config::default(),
+            Kind::ClusterNetworkPolicy,
+            objects::cluster_network_policy,
             tx,
             notices,
             metrics,
@@ -158,6 +183,18 @@ async fn watch_kind<K>(
                 Change::Apply(id, c)
             }
             Ok(watcher::Event::Delete(obj)) => Change::Delete(objects::id_of(kind, &obj)),
+            Err(e) if kind == Kind::ClusterNetworkPolicy && resource_missing(&e) => {
+                crd_missing(kind, &metrics);
+                // Nothing of this kind: the datastore gets no ClusterNetworkPolicies, and
+                // the other kinds go on.
+                for change in [Change::Init(kind), Change::InitDone(kind)] {
+                    metrics.event(kind, change.verb());
+                    if tx.send((change, Instant::now())).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
             Err(e) => {
                 warn!(kind = %kind, error = %e, "watch error; the watcher retries");
                 metrics.watch_error(kind);
@@ -169,6 +206,35 @@ async fn watch_kind<K>(
             return;
         }
     }
+}
+
+/// Whether a watch error means the API server does not serve the resource at all (its CRD is
+/// not installed): a 404 on the list or the watch.
+pub fn resource_missing(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 404,
+        watcher::Error::WatchError(s) => s.code == 404,
+        _ => false,
+    }
+}
+
+/// Says once that an optional CRD is missing, and what to do about it.
+fn crd_missing(kind: Kind, metrics: &Metrics) {
+    warn!(
+        kind = %kind,
+        crd = CRD_NAME,
+        "the cluster has no {CRD_NAME} CRD: ClusterNetworkPolicies are not enforced; \
+         install it with `kubectl apply -f deploy/05-crd-clusternetworkpolicy.yaml` and \
+         restart the controller"
+    );
+    metrics
+        .crd_missing
+        .get_or_create(&crate::metrics::CrdLabels {
+            crd: CRD_NAME.to_string(),
+        })
+        .set(1);
 }
 
 /// The reconcile loop's state.

@@ -1,6 +1,7 @@
 //! # palisade-kube — the Kubernetes controller
 //!
-//! The stage before the datastore: kube-runtime watchers of Namespace, Pod and NetworkPolicy
+//! The stage before the datastore: kube-runtime watchers of Namespace, Pod, NetworkPolicy,
+//! ClusterNetworkPolicy (a CRD that may be absent) and Node
 //! feed a trimmed cache; from it, the desired datastore contents; a pure plan makes the
 //! datastore match, and only the elected leader writes it.
 //!
@@ -15,6 +16,8 @@
 //! ```
 //!
 //! * [`objects`]: the conversion, the same as `palisade apply`'s.
+//! * [`crd`]: the ClusterNetworkPolicy resource: the raw type watched, and the schema the
+//!   CRD manifest in `deploy/` is generated from.
 //! * [`cache`]: the reflector, with kube-runtime's Init/InitApply/InitDone relist protocol.
 //! * [`reconcile`]: the pure plan from desired and current state.
 //! * [`writer`]: executes plans against a [`palisade_store::Datastore`].
@@ -36,6 +39,7 @@
 pub mod cache;
 pub mod connect;
 pub mod controller;
+pub mod crd;
 pub mod election;
 pub mod metrics;
 pub mod objects;

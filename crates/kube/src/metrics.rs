@@ -32,6 +32,11 @@ pub struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrdLabels {
+    pub crd: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabels {
     pub op: String,
 }
@@ -58,6 +63,8 @@ pub struct Metrics {
     pub synced: Gauge,
     pub full_resyncs: Counter,
     pub initial_sync_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// 1 per optional CRD the cluster does not have (by CRD name).
+    pub crd_missing: Family<CrdLabels, Gauge>,
     registry: Registry,
     ready: AtomicBool,
 }
@@ -137,7 +144,14 @@ impl Metrics {
             "Seconds from start to the first complete reconcile",
             initial_sync_seconds.clone(),
         );
+        let crd_missing = Family::<CrdLabels, Gauge>::default();
+        registry.register(
+            "crd_missing",
+            "1 for each optional CRD the cluster lacks (its objects are not watched)",
+            crd_missing.clone(),
+        );
         Arc::new(Metrics {
+            crd_missing,
             events,
             watch_errors,
             writes,

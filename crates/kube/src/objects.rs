@@ -7,27 +7,42 @@
 
 use std::fmt;
 
+pub use crate::crd::RawClusterNetworkPolicy;
+
 use palisade_model::{convert, k8s};
 use palisade_store::StoredObject;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// The three kinds of cluster object the controller watches.
+/// The kinds of cluster object the controller watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Namespace,
     Pod,
     NetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha2`, cluster-scoped (a CRD that may be absent).
+    ClusterNetworkPolicy,
+    /// Cluster-scoped.
+    Node,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Namespace, Kind::Pod, Kind::NetworkPolicy];
+    pub const COUNT: usize = 5;
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Namespace,
+        Kind::Pod,
+        Kind::NetworkPolicy,
+        Kind::ClusterNetworkPolicy,
+        Kind::Node,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Kind::Node => "Node",
         }
     }
 
@@ -37,7 +52,17 @@ impl Kind {
             Kind::Namespace => 0,
             Kind::Pod => 1,
             Kind::NetworkPolicy => 2,
+            Kind::ClusterNetworkPolicy => 3,
+            Kind::Node => 4,
         }
+    }
+
+    /// Whether objects of this kind have no namespace.
+    pub fn cluster_scoped(self) -> bool {
+        matches!(
+            self,
+            Kind::Namespace | Kind::ClusterNetworkPolicy | Kind::Node
+        )
     }
 }
 
@@ -74,8 +99,18 @@ impl ObjectId {
         }
     }
 
+    /// A cluster-scoped object (ClusterNetworkPolicy, Node, Namespace).
+    pub fn cluster(kind: Kind, name: impl Into<String>) -> Self {
+        ObjectId {
+            kind,
+            namespace: String::new(),
+            name: name.into(),
+        }
+    }
+
     /// The cluster object a datastore key belongs to, for the keys the controller writes:
-    /// namespaces, endpoints, and namespaced policies of the default tier.
+    /// namespaces, endpoints, namespaced policies of the default tier, cluster-wide policies
+    /// of the admin and baseline tiers, and nodes.
     pub fn of_key(key: &str) -> Option<ObjectId> {
         use palisade_store::keys::Key;
         match Key::parse(key).ok()? {
@@ -90,6 +125,14 @@ impl ObjectId {
             } if tier == palisade_model::DEFAULT_TIER => {
                 Some(ObjectId::namespaced(Kind::NetworkPolicy, namespace, name))
             }
+            Key::Policy {
+                tier,
+                namespace: None,
+                name,
+            } if tier == palisade_model::ADMIN_TIER || tier == palisade_model::BASELINE_TIER => {
+                Some(ObjectId::cluster(Kind::ClusterNetworkPolicy, name))
+            }
+            Key::Node { name } => Some(ObjectId::cluster(Kind::Node, name)),
             _ => None,
         }
     }
@@ -170,6 +213,36 @@ pub fn network_policy(np: &k8s_openapi::api::networking::v1::NetworkPolicy) -> C
     }
 }
 
+/// A ClusterNetworkPolicy from the API server (kept raw: see [`RawClusterNetworkPolicy`]).
+pub fn cluster_network_policy(cnp: &RawClusterNetworkPolicy) -> Converted {
+    match to_model::<_, k8s::ClusterNetworkPolicy>(cnp) {
+        Ok(cnp) => from_cluster_network_policy(&cnp),
+        Err(e) => Converted::Invalid(e),
+    }
+}
+
+/// A Node from the API server.
+pub fn node(node: &k8s_openapi::api::core::v1::Node) -> Converted {
+    match to_model::<_, k8s::Node>(node) {
+        Ok(node) => from_node(&node),
+        Err(e) => Converted::Invalid(e),
+    }
+}
+
+pub fn from_cluster_network_policy(cnp: &k8s::ClusterNetworkPolicy) -> Converted {
+    match convert::cluster_network_policy(cnp) {
+        Ok((policy, _rule_names)) => stored(StoredObject::Policy(policy)),
+        Err(errs) => Converted::Invalid(errors(errs)),
+    }
+}
+
+pub fn from_node(node: &k8s::Node) -> Converted {
+    match convert::node(node) {
+        Ok(node) => stored(StoredObject::Node(node)),
+        Err(errs) => Converted::Invalid(errors(errs)),
+    }
+}
+
 pub fn from_namespace(ns: &k8s::Namespace) -> Converted {
     match convert::namespace(ns) {
         Ok(ns) => stored(StoredObject::Namespace(ns)),
@@ -196,7 +269,7 @@ pub fn from_network_policy(np: &k8s::NetworkPolicy) -> Converted {
 /// The id of a cluster object from its metadata (kube's `ResourceExt`).
 pub fn id_of<K: kube::ResourceExt>(kind: Kind, obj: &K) -> ObjectId {
     match kind {
-        Kind::Namespace => ObjectId::namespace(obj.name_any()),
+        k if k.cluster_scoped() => ObjectId::cluster(kind, obj.name_any()),
         _ => ObjectId::namespaced(kind, obj.namespace().unwrap_or_default(), obj.name_any()),
     }
 }
@@ -259,7 +332,91 @@ mod tests {
             ObjectId::of_key("/palisade/v1/policies/default/_global/x"),
             None
         );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/policies/admin/_global/protect"),
+            Some(ObjectId::cluster(Kind::ClusterNetworkPolicy, "protect"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/policies/baseline/_global/deny"),
+            Some(ObjectId::cluster(Kind::ClusterNetworkPolicy, "deny"))
+        );
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/nodes/node-1"),
+            Some(ObjectId::cluster(Kind::Node, "node-1"))
+        );
         assert_eq!(ObjectId::of_key("/palisade/v1/status/node-1"), None);
         assert_eq!(ObjectId::of_key("garbage"), None);
+    }
+
+    fn raw_cnp(name: &str, spec: serde_json::Value) -> RawClusterNetworkPolicy {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "spec": spec}))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_cluster_network_policy_is_stored_cluster_wide_in_its_tier() {
+        let c = cluster_network_policy(&raw_cnp(
+            "protect",
+            serde_json::json!({
+                "tier": "Baseline", "priority": 7,
+                "subject": {"namespaces": {}},
+                "egress": [{"action": "Deny", "to": [{"networks": ["10.0.0.0/8"]}]}],
+            }),
+        ));
+        let (key, object) = c.stored().expect("stored");
+        assert_eq!(key, "/palisade/v1/policies/baseline/_global/protect");
+        let StoredObject::Policy(p) = object else {
+            panic!("policy expected: {object:?}")
+        };
+        assert_eq!(p.id.tier, palisade_model::BASELINE_TIER);
+        assert_eq!(p.id.namespace, None);
+        assert_eq!(
+            id_of(
+                Kind::ClusterNetworkPolicy,
+                &raw_cnp("protect", serde_json::json!({}))
+            ),
+            ObjectId::cluster(Kind::ClusterNetworkPolicy, "protect")
+        );
+    }
+
+    #[test]
+    fn an_invalid_cluster_network_policy_names_its_fields() {
+        let c = cluster_network_policy(&raw_cnp(
+            "bad",
+            serde_json::json!({"tier": "Middle", "priority": 5000, "subject": {"namespaces": {}}}),
+        ));
+        let Converted::Invalid(why) = c else {
+            panic!("invalid expected: {c:?}")
+        };
+        assert!(why.contains("spec.tier"), "{why}");
+        assert!(why.contains("spec.priority"), "{why}");
+        let Converted::Invalid(why) =
+            cluster_network_policy(&raw_cnp("nospec", serde_json::Value::Null))
+        else {
+            panic!("a policy without spec is invalid")
+        };
+        assert!(why.contains("spec"), "{why}");
+    }
+
+    #[test]
+    fn a_node_keeps_its_labels_and_addresses() {
+        let n: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "n1", "labels": {"zone": "a"}},
+            "status": {"addresses": [
+                {"type": "Hostname", "address": "n1"},
+                {"type": "ExternalIP", "address": "203.0.113.1"},
+                {"type": "InternalIP", "address": "192.168.0.1"},
+            ]},
+        }))
+        .unwrap();
+        let c = node(&n);
+        let (key, object) = c.stored().expect("stored");
+        assert_eq!(key, "/palisade/v1/nodes/n1");
+        let StoredObject::Node(n) = object else {
+            panic!("node expected: {object:?}")
+        };
+        assert_eq!(n.labels.get("zone").map(String::as_str), Some("a"));
+        let ips: Vec<String> = n.addresses.iter().map(ToString::to_string).collect();
+        assert_eq!(ips, vec!["192.168.0.1", "203.0.113.1"]);
     }
 }

@@ -9,11 +9,13 @@
 use std::fmt::Debug;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ListParams, WatchParams};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
+
+use crate::crd::RawClusterNetworkPolicy;
 
 /// What the checks need to know.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +62,16 @@ pub async fn check(client: &Client, req: &Requirements) -> Result<(), StartupErr
         " in all namespaces",
     )
     .await?;
+    readable(Api::<Node>::all(client.clone()), "").await?;
+    // The ClusterNetworkPolicy CRD may be absent (the controller then goes on without it),
+    // but if it is there, the controller must be allowed to read it.
+    match readable(Api::<RawClusterNetworkPolicy>::all(client.clone()), "").await {
+        Err(StartupError::Api {
+            source: kube::Error::Api(s),
+            ..
+        }) if s.code == 404 => {}
+        other => other?,
+    }
     if let Some((namespace, name)) = &req.lease {
         lease_namespace_exists(client, namespace).await?;
         let scope = format!(" in namespace {namespace}");

@@ -19,7 +19,12 @@ use crate::objects::ObjectId;
 use crate::reconcile::{self, Action, Current, Plan};
 
 /// The prefixes the controller writes under.
-pub const PREFIXES: [&str; 3] = [keys::NAMESPACES, keys::ENDPOINTS, keys::POLICIES];
+pub const PREFIXES: [&str; 4] = [
+    keys::NAMESPACES,
+    keys::ENDPOINTS,
+    keys::POLICIES,
+    keys::NODES,
+];
 
 /// What one round wrote.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

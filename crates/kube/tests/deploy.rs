@@ -82,6 +82,9 @@ fn every_manifest_matches_the_kubernetes_schema_exactly() {
             "Secret" => drop(typed::<Secret>(id, v)),
             "Deployment" => drop(typed::<Deployment>(id, v)),
             "DaemonSet" => drop(typed::<DaemonSet>(id, v)),
+            "CustomResourceDefinition" => drop(typed::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >(id, v)),
             other => panic!("{id}: unexpected kind {other}"),
         }
     }
@@ -93,6 +96,7 @@ fn every_manifest_matches_the_kubernetes_schema_exactly() {
         "Secret/palisade-etcd",
         "Deployment/palisade-controller",
         "DaemonSet/palisade-agent",
+        "CustomResourceDefinition/clusternetworkpolicies.policy.networking.k8s.io",
     ] {
         assert!(docs.contains_key(want), "missing {want}");
     }
@@ -114,6 +118,13 @@ fn the_controller_may_read_what_it_watches_and_hold_its_lease() {
     assert!(grants(&role, "", "pods", &read));
     assert!(grants(&role, "", "namespaces", &read));
     assert!(grants(&role, "networking.k8s.io", "networkpolicies", &read));
+    assert!(grants(&role, "", "nodes", &read));
+    assert!(grants(
+        &role,
+        "policy.networking.k8s.io",
+        "clusternetworkpolicies",
+        &read
+    ));
     assert!(grants(
         &role,
         "coordination.k8s.io",
@@ -267,4 +278,98 @@ fn the_dockerfile_builds_palisade_into_a_slim_image_with_the_packet_filter_tools
     for tool in ["iptables", "nftables", "ipset"] {
         assert!(text.contains(tool), "runtime image lacks {tool}");
     }
+}
+
+/// `deploy/05-crd-clusternetworkpolicy.yaml` is what `crates/kube/src/crd.rs` generates.
+/// Regenerate: `cargo run -p palisade-kube --example crd > deploy/05-crd-clusternetworkpolicy.yaml`.
+#[test]
+fn the_checked_in_crd_is_the_generated_one() {
+    let path = deploy_dir().join("05-crd-clusternetworkpolicy.yaml");
+    let checked_in = std::fs::read_to_string(&path).expect("the CRD manifest exists");
+    assert!(
+        checked_in == palisade_kube::crd::crd_yaml(),
+        "{} is stale: regenerate it with \
+         `cargo run -p palisade-kube --example crd > deploy/05-crd-clusternetworkpolicy.yaml`",
+        path.display()
+    );
+}
+
+/// The generated schema carries the upstream validation rules.
+#[test]
+fn the_crd_carries_the_upstream_validation() {
+    let docs = documents();
+    let crd = &docs["CustomResourceDefinition/clusternetworkpolicies.policy.networking.k8s.io"];
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["group"], "policy.networking.k8s.io");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha2");
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let required: Vec<&str> = spec["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for field in ["tier", "priority", "subject"] {
+        assert!(
+            required.contains(&field),
+            "{field} not required: {required:?}"
+        );
+    }
+    assert_eq!(
+        spec["properties"]["tier"]["enum"],
+        serde_json::json!(["Admin", "Baseline"])
+    );
+    // JSONSchemaProps holds bounds as floats.
+    assert_eq!(
+        spec["properties"]["priority"]["minimum"].as_f64(),
+        Some(0.0)
+    );
+    assert_eq!(
+        spec["properties"]["priority"]["maximum"].as_f64(),
+        Some(1000.0)
+    );
+    assert_eq!(spec["properties"]["ingress"]["maxItems"], 25);
+    let text = serde_json::to_string(crd).unwrap();
+    for rule in [
+        "isCIDR(n)",
+        "self.start < self.end",
+        "has(self.destinationNamedPort)",
+    ] {
+        assert!(text.contains(rule), "no CEL rule {rule}");
+    }
+    let action = &spec["properties"]["ingress"]["items"]["properties"]["action"];
+    assert_eq!(
+        action["enum"],
+        serde_json::json!(["Accept", "Deny", "Pass"])
+    );
+}
+
+/// The CRD's types take every ClusterNetworkPolicy of `examples/cluster-policies/` whole: the
+/// schema has every field the examples (and so Palisade) use, with the same shape.
+#[test]
+fn the_crd_types_read_the_example_cluster_policies() {
+    let dir = deploy_dir().join("../examples/cluster-policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/cluster-policies") {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let v: Value = Value::deserialize(doc).unwrap();
+            if v["kind"] != "ClusterNetworkPolicy" {
+                continue;
+            }
+            let id = format!("{}: {}", path.display(), v["metadata"]["name"]);
+            drop(typed::<palisade_kube::crd::ClusterNetworkPolicy>(&id, &v));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 4,
+        "only {seen} ClusterNetworkPolicies in {}",
+        dir.display()
+    );
 }

@@ -50,6 +50,11 @@ async fn rbac_denied_on_a_watched_kind_names_the_verb_and_the_resource() {
         ("namespaces", "namespaces"),
         ("pods", "pods"),
         ("networkpolicies", "networkpolicies.networking.k8s.io"),
+        ("nodes", "nodes"),
+        (
+            "clusternetworkpolicies",
+            "clusternetworkpolicies.policy.networking.k8s.io",
+        ),
     ] {
         api.fail_next(plural, 1, 403);
         let err = check(&client, &with_lease("palisade-system"))
@@ -94,4 +99,21 @@ async fn rbac_denied_on_a_watched_kind_names_the_verb_and_the_resource() {
         err.to_string().contains("in namespace palisade-system"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn a_missing_cluster_network_policy_crd_does_not_stop_the_start() {
+    let (client, api) = FakeApi::start();
+    api.apply(&namespace("palisade-system", &[]));
+    // The API server answers 404 for a resource it does not serve.
+    api.fail_next("clusternetworkpolicies", u32::MAX, 404);
+    check(&client, &with_lease("palisade-system"))
+        .await
+        .expect("the CRD is optional");
+    // Other kinds are not optional.
+    api.fail_next("nodes", 1, 404);
+    let err = check(&client, &with_lease("palisade-system"))
+        .await
+        .expect_err("nodes are required");
+    assert!(err.to_string().contains("nodes"), "{err}");
 }

@@ -1,5 +1,5 @@
 //! `palisade controller`: watch the Kubernetes API and keep the datastore in step with it
-//! (Namespaces, Pods, NetworkPolicies), with leader election between replicas, Prometheus
+//! (Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies, Nodes), with leader election between replicas, Prometheus
 //! metrics and health endpoints. The logic lives in `palisade-kube`.
 
 use std::net::SocketAddr;
@@ -15,12 +15,17 @@ use tokio::sync::watch;
 use super::datastore_args::DatastoreArgs;
 
 const AFTER_HELP: &str = "\
-Watches Namespaces, Pods and NetworkPolicies and writes them into the datastore as
+Watches Namespaces, Pods, NetworkPolicies, ClusterNetworkPolicies
+(policy.networking.k8s.io/v1alpha2) and Nodes and writes them into the datastore as
 `palisade apply` would, with the owner `palisade-controller`. Objects stored by hand with
 `palisade apply` are never touched (a clash is logged and counted). Pods without an IP,
 finished or terminating pods and hostNetwork pods are not endpoints. Invalid objects are
 logged, counted (palisade_controller_invalid_object), reported as a Warning Event on the
 object (unless --no-events) and not stored.
+
+ClusterNetworkPolicy is a CRD (deploy/05-crd-clusternetworkpolicy.yaml). Without it the
+controller warns once (palisade_controller_crd_missing) and goes on without
+ClusterNetworkPolicies; restart it after installing the CRD.
 
 Several replicas may run: they elect a leader through a coordination.k8s.io/v1 Lease and
 only the leader writes; a standby takes over within the lease duration.
@@ -28,7 +33,8 @@ only the leader writes; a standby takes over within the lease duration.
 At start-up the controller checks what it cannot work without and exits 1 with what to do
 when something is missing: the lease namespace must exist (create it, or pass
 --lease-namespace or --no-leader-election), and RBAC must let it list and watch Namespaces,
-Pods and NetworkPolicies and get its Lease.
+Pods, NetworkPolicies, Nodes and (if the CRD is installed) ClusterNetworkPolicies and get its
+Lease.
 
 HTTP on --metrics-addr: /metrics (Prometheus), /healthz, /readyz. Logging: RUST_LOG
 (default info).

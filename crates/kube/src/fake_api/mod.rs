@@ -2,8 +2,9 @@
 //! approach: `tower_test::mock::pair` and `Client::new(mock_service, "default")`).
 //!
 //! It serves what the controller uses: list and watch (streaming, with resource versions,
-//! history replay, compaction and `410 Gone`) of Namespaces, Pods and NetworkPolicies
-//! (equality label selectors honoured), and get/create/replace of Leases with
+//! history replay, compaction and `410 Gone`) of Namespaces, Pods, NetworkPolicies, Nodes and
+//! ClusterNetworkPolicies (equality label selectors honoured; a missing CRD is
+//! `fail_next("clusternetworkpolicies", u32::MAX, 404)`), and get/create/replace of Leases with
 //! `resourceVersion` compare-and-swap. Tests drive it: add, change and delete objects, break
 //! or expire open watches, make requests fail. Feature `testing` only.
 

@@ -1,8 +1,10 @@
 //! Builders of Kubernetes objects (k8s-openapi types) for tests and benchmarks.
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use serde_json::{json, Value};
+
+use crate::crd::RawClusterNetworkPolicy;
 
 fn labels(pairs: &[(&str, &str)]) -> Value {
     Value::Object(
@@ -68,4 +70,42 @@ pub fn allow_from(ns: &str, name: &str, to: &str, from: &str) -> NetworkPolicy {
                          "ports": [{"protocol": "TCP", "port": 80}]}],
         }),
     )
+}
+
+/// A ClusterNetworkPolicy from its `spec` as JSON (not checked: invalid ones are for tests).
+pub fn cluster_network_policy(name: &str, spec: Value) -> RawClusterNetworkPolicy {
+    serde_json::from_value(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .unwrap_or_default()
+}
+
+/// An Admin policy at `priority` that denies ingress from namespace `from` into namespace
+/// `to` (both by their `kubernetes.io/metadata.name` label).
+pub fn admin_deny(name: &str, priority: i64, to: &str, from: &str) -> RawClusterNetworkPolicy {
+    let ns = |n: &str| json!({"matchLabels": {"kubernetes.io/metadata.name": n}});
+    cluster_network_policy(
+        name,
+        json!({
+            "tier": "Admin",
+            "priority": priority,
+            "subject": {"namespaces": ns(to)},
+            "ingress": [{"name": "deny-from", "action": "Deny", "from": [{"namespaces": ns(from)}]}],
+        }),
+    )
+}
+
+/// A Node with these labels and an `InternalIP` address.
+pub fn node(name: &str, internal_ip: &str, l: &[(&str, &str)]) -> Node {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels(l)},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": internal_ip},
+            {"type": "Hostname", "address": name},
+        ]},
+    }))
+    .unwrap_or_default()
 }

@@ -16,7 +16,12 @@ pub type Contents = BTreeMap<String, (String, StoredObject)>;
 
 pub async fn contents(store: &Arc<dyn Datastore>) -> Contents {
     let mut out = BTreeMap::new();
-    for prefix in [keys::NAMESPACES, keys::ENDPOINTS, keys::POLICIES] {
+    for prefix in [
+        keys::NAMESPACES,
+        keys::ENDPOINTS,
+        keys::POLICIES,
+        keys::NODES,
+    ] {
         let listing = store.list(prefix).await.expect("list");
         for kv in listing.items {
             if let Ok(rec) = Record::decode(&kv.key, &kv.value) {
