@@ -357,7 +357,7 @@ fn cluster_network_policies_and_nodes_apply_get_and_delete() {
     let out = palisade(&url, &["get", "cnp"]);
     assert_eq!(
         stdout(&out),
-        "NAME      TIER    PRIORITY   INGRESS-RULES   EGRESS-RULES\nprotect   Admin   7          1               -\n"
+        "NAME      TIER    PRIORITY   INGRESS-RULES   EGRESS-RULES   STAGED\nprotect   Admin   7          1               -              false\n"
     );
     // NetworkPolicies and ClusterNetworkPolicies are listed apart.
     let out = palisade(&url, &["get", "networkpolicies"]);
