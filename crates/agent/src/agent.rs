@@ -38,7 +38,7 @@ use crate::bindings::Bindings;
 use crate::config::{AgentConfig, ConfigError, EndpointMatch};
 use crate::drops::DropIndex;
 use crate::metrics::ErrorKind;
-use crate::revoke::{Revocation, RevocationRecord};
+use crate::revoke::{Revocation, RevocationRecord, Revoker};
 use crate::shared::{ApplyTiming, Shared};
 use crate::status::{self, EndpointPolicies, NodeStatus};
 use crate::translate::{Translated, Translator};
@@ -425,11 +425,7 @@ impl<'a> Loop<'a> {
         let force = std::mem::take(&mut self.force_next) || !p.programmed || !p.last_ok;
         let log_drops = self.agent.config.render.drop_log_group.is_some();
         let learner = self.learner();
-        let revoker = self
-            .agent
-            .conntrack
-            .clone()
-            .map(|t| (t, self.agent.config.render.clone()));
+        let revoker = self.revoker();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let t = std::time::Instant::now();
             let deltas = calc.apply_all(updates);
@@ -455,15 +451,9 @@ impl<'a> Loop<'a> {
             let drop_index = (endpoints_changed && log_drops).then(|| DropIndex::of(calc.state()));
             // A change can only deny more where the desired state changed.
             let changed = force || !deltas.is_empty();
-            let revocation = match (&result, revoker) {
-                (Ok(_), Some((table, render))) if changed => Some(Box::new(crate::revoke::revoke(
-                    calc.state(),
-                    &render,
-                    table.as_ref(),
-                    crate::revoke::MAX_CHECKED_PER_SWEEP,
-                ))),
-                _ => None,
-            };
+            let revocation = revoker
+                .filter(|_| changed)
+                .and_then(|r| r.after(calc.state(), &result));
             let policies = status::programmed(calc.state(), &policy_revisions);
             let elapsed = t.elapsed();
             if force {
@@ -494,11 +484,7 @@ impl<'a> Loop<'a> {
         };
         let dataplane = Arc::clone(&self.agent.shared.dataplane);
         let learner = self.learner();
-        let revoker = self
-            .agent
-            .conntrack
-            .clone()
-            .map(|t| (t, self.agent.config.render.clone()));
+        let revoker = self.revoker();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let mut dp = dataplane.lock().unwrap_or_else(|e| e.into_inner());
             learner.learn(calc.state(), dp.as_mut(), true);
@@ -509,15 +495,7 @@ impl<'a> Loop<'a> {
                 dp.resync()
             });
             drop(dp);
-            let revocation = match (&result, revoker) {
-                (Ok(_), Some((table, render))) => Some(Box::new(crate::revoke::revoke(
-                    calc.state(),
-                    &render,
-                    table.as_ref(),
-                    crate::revoke::MAX_CHECKED_PER_SWEEP,
-                ))),
-                _ => None,
-            };
+            let revocation = revoker.and_then(|r| r.after(calc.state(), &result));
             crate::alloc::release_free_memory();
             Done::Resync(calc, result, revocation)
         }));
@@ -737,6 +715,12 @@ impl Learner {
 }
 
 impl Loop<'_> {
+    /// With `--established revoke`: what a sweep needs, to take into a blocking task.
+    fn revoker(&self) -> Option<Revoker> {
+        let table = self.agent.conntrack.clone()?;
+        Some(Revoker::new(table, self.agent.config.render.clone()))
+    }
+
     /// Counts a conntrack sweep and reports its revocations in the drop stream.
     fn revoked(&self, r: Result<Revocation, String>) {
         let shared = &self.agent.shared;

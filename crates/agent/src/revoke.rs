@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_calc::DesiredState;
 use palisade_dataplane::conntrack::{sweep, Conntrack, CtFlow, SweepReport};
@@ -57,6 +58,34 @@ fn probe_of(flow: &CtFlow) -> Option<(Protocol, u16)> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// A sweep's table and render configuration, taken into the apply's blocking task.
+pub struct Revoker {
+    table: Arc<dyn Conntrack>,
+    render: RenderConfig,
+}
+
+impl Revoker {
+    pub fn new(table: Arc<dyn Conntrack>, render: RenderConfig) -> Self {
+        Revoker { table, render }
+    }
+
+    /// Sweeps against the rules of `state` once they are in the kernel (`written` is the
+    /// outcome of the write); `None` when the write failed.
+    pub fn after<T, E>(
+        &self,
+        state: &DesiredState,
+        written: &Result<T, E>,
+    ) -> Option<Box<Result<Revocation, String>>> {
+        written.as_ref().ok()?;
+        Some(Box::new(revoke(
+            state,
+            &self.render,
+            self.table.as_ref(),
+            MAX_CHECKED_PER_SWEEP,
+        )))
     }
 }
 
