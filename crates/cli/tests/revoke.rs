@@ -12,37 +12,6 @@ use std::time::{Duration, Instant};
 use palisade_lab::held::Held;
 use serde_json::Value;
 
-const PODS: &str = "
-apiVersion: v1
-kind: Namespace
-metadata: {name: rv}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: rv, labels: {app: server}}
-spec: {nodeName: n2, containers: [{name: c, ports: [{containerPort: 7000}]}]}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cut, namespace: rv, labels: {app: cut}}
-spec: {nodeName: n1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: kept, namespace: rv, labels: {app: kept}}
-spec: {nodeName: n1}
-";
-
-const ONLY_KEPT: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-from-kept, namespace: rv}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: kept}}}]
-";
-
 fn palisade(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_palisade"))
         .args(args)
@@ -95,12 +64,10 @@ fn addr(p: &Value, v6: bool) -> IpAddr {
 fn run(mode: &str) -> Vec<Option<Duration>> {
     let name = format!("trv{}-{}", &mode[..3], std::process::id());
     let _guard = LabGuard(name.clone());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let pods = dir.path().join("pods.yaml");
-    std::fs::write(&pods, PODS).expect("write pods");
-    let policy = dir.path().join("policy.yaml");
-    std::fs::write(&policy, ONLY_KEPT).expect("write policy");
-    let pods = pods.display().to_string();
+    // The manifests of `examples/revoke`, which `palisade bench revoke` uses too.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/revoke");
+    let pods = example.join("pods.yaml").display().to_string();
+    let policy = example.join("server-from-kept.yaml");
     ok(&[
         "lab",
         "--name",

@@ -11,6 +11,7 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use palisade_lab::bench::quantile;
 use palisade_lab::held::Held;
 use serde::Serialize;
 use serde_json::Value;
@@ -36,36 +37,9 @@ pub struct Args {
     pub output: Output,
 }
 
-const PODS: &str = "
-apiVersion: v1
-kind: Namespace
-metadata: {name: rv}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: server, namespace: rv, labels: {app: server}}
-spec: {nodeName: n2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cut, namespace: rv, labels: {app: cut}}
-spec: {nodeName: n1}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: kept, namespace: rv, labels: {app: kept}}
-spec: {nodeName: n1}
-";
+const PODS: &str = include_str!("../../../../examples/revoke/pods.yaml");
 
-const ONLY_KEPT: &str = "
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: server-from-kept, namespace: rv}
-spec:
-  podSelector: {matchLabels: {app: server}}
-  ingress:
-  - from: [{podSelector: {matchLabels: {app: kept}}}]
-";
+const ONLY_KEPT: &str = include_str!("../../../../examples/revoke/server-from-kept.yaml");
 
 #[derive(Serialize)]
 struct Report {
@@ -152,14 +126,6 @@ fn conntrack_count(netns: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 pub fn run(a: Args) -> Result<ExitCode> {
     super::lab::require_root()?;
     anyhow::ensure!(a.runs >= 1, "--runs must be at least 1");
@@ -206,7 +172,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let to = SocketAddr::new(first_ip(server)?, 7100);
     let mut held = Held::serve(&netns(server), 7100)?;
 
-    let mut cut_ms = Vec::new();
+    let mut cuts: Vec<Duration> = Vec::new();
     let mut entries = Vec::new();
     for run in 0..a.runs {
         // Top the table up to about --conntrack entries (UDP entries expire after 30 s).
@@ -225,7 +191,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         loop {
             let last = held.last_delivery(client).unwrap_or(written);
             if last.elapsed() > Duration::from_millis(500) {
-                cut_ms.push(last.saturating_duration_since(written).as_secs_f64() * 1000.0);
+                cuts.push(last.saturating_duration_since(written));
                 break;
             }
             if Instant::now() > deadline {
@@ -243,16 +209,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         ])?;
     }
     drop(held);
-    let mut sorted = cut_ms.clone();
-    sorted.sort_by(f64::total_cmp);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut sorted = cuts.clone();
+    sorted.sort();
     let report = Report {
         dataplane: a.dataplane,
         runs: a.runs,
         conntrack_entries_on_server_node: entries,
-        p50_ms: quantile(&sorted, 0.5),
-        p99_ms: quantile(&sorted, 0.99),
-        max_ms: sorted.last().copied().unwrap_or(0.0),
-        cut_ms,
+        p50_ms: ms(quantile(&sorted, 0.5)),
+        p99_ms: ms(quantile(&sorted, 0.99)),
+        max_ms: sorted.last().copied().map_or(0.0, ms),
+        cut_ms: cuts.into_iter().map(ms).collect(),
     };
     match a.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&report)?),
