@@ -151,11 +151,13 @@ pub fn load_cluster(paths: &[PathBuf]) -> Result<palisade_model::Cluster> {
 }
 
 fn report(errors: Vec<ManifestError>) -> anyhow::Error {
-    for e in &errors {
+    report_in(&errors, "the manifests")
+}
+
+/// Prints every error and returns the one-line failure: `N error(s) in WHAT; nothing was used`.
+pub fn report_in(errors: &[ManifestError], what: &str) -> anyhow::Error {
+    for e in errors {
         eprintln!("error: {e}");
     }
-    anyhow::anyhow!(
-        "{} error(s) in the manifests; nothing was used",
-        errors.len()
-    )
+    anyhow::anyhow!("{} error(s) in {what}; nothing was used", errors.len())
 }

@@ -120,15 +120,8 @@ fn run_what_if(args: &Args) -> anyhow::Result<ExitCode> {
         };
         let (manifests, checked) = crate::input::check(files)?;
         crate::input::warn_skipped(&manifests);
-        let now = checked.map_err(|errors| {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            anyhow::anyhow!(
-                "{} error(s) in the current manifests; nothing was used",
-                errors.len()
-            )
-        })?;
+        let now =
+            checked.map_err(|errors| crate::input::report_in(&errors, "the current manifests"))?;
         let changes = if args.what_if_files.is_empty() {
             Vec::new()
         } else {

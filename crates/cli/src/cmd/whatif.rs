@@ -171,12 +171,7 @@ pub fn upsert_stored<'a>(
 
 /// Converts documents into a cluster; every error is printed and the command fails.
 pub fn cluster_of(documents: &[Document], what: &str) -> Result<Cluster> {
-    palisade_model::convert::cluster(documents).map_err(|errors| {
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        anyhow::anyhow!("{} error(s) in {what}; nothing was used", errors.len())
-    })
+    palisade_model::convert::cluster(documents).map_err(|errors| input::report_in(&errors, what))
 }
 
 /// Reads the change files (validated on their own first, so that errors name their files).
@@ -184,13 +179,7 @@ pub fn read_changes(paths: &[PathBuf]) -> Result<Manifests> {
     let (manifests, errors) = input::read_manifests_partial(paths)?;
     input::warn_skipped(&manifests);
     if !errors.is_empty() {
-        for e in &errors {
-            eprintln!("error: {e}");
-        }
-        bail!(
-            "{} error(s) in the what-if manifests; nothing was used",
-            errors.len()
-        );
+        return Err(input::report_in(&errors, "the what-if manifests"));
     }
     Ok(manifests)
 }
