@@ -7,39 +7,12 @@
 //! the dataplane does not match `nodes` peers yet; neither affects the pairs probed here.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn palisade() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_palisade"))
-}
+mod common;
 
-fn run(args: &[&str]) -> Output {
-    palisade().args(args).output().expect("run palisade")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "palisade {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Takes the lab down when the test ends, also when it fails.
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = palisade().args(["lab", "--name", &self.0, "down"]).output();
-    }
-}
+use common::lab::{ok, run, LabGuard};
 
 /// Probes every pair on the example's ports: the report, after checking that the packets
 /// matched the engine.

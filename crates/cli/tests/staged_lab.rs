@@ -9,60 +9,15 @@
 //!   and the drop is reported with `"staged_allow": true`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
+use common::lab::{json_lines, ok, run, skip_unless_root, LabGuard};
+
 static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn palisade() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    c.env_remove("PALISADE_DATASTORE");
-    c
-}
-
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no side effects.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    eprintln!("skipping {test}: needs root (it creates network namespaces)");
-    true
-}
-
-fn run(args: &[&str]) -> Output {
-    palisade().args(args).output().expect("run palisade")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "palisade {} failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn json_lines(args: &[&str]) -> Vec<Value> {
-    ok(args)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
-}
-
-struct LabGuard(String);
-
-impl Drop for LabGuard {
-    fn drop(&mut self) {
-        let _ = palisade().args(["lab", "--name", &self.0, "down"]).output();
-    }
-}
 
 const WEB_DENY_ALL: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
 metadata: {name: web-deny-all, namespace: default}\n\

@@ -3,3 +3,5 @@
 // Each test crate uses a different part of these helpers.
 #[allow(dead_code)]
 pub mod conformance;
+#[allow(dead_code)]
+pub mod lab;
