@@ -1051,17 +1051,33 @@ fn lab_down_leaves_nothing_behind() {
             .map(|d| d.count())
             .unwrap_or(0);
         assert_eq!(now, var_lib_cni, "something was written under /var/lib/cni");
-        let ps = Command::new("ps")
-            .args(["-eo", "args"])
-            .output()
-            .expect("ps");
-        let ps = String::from_utf8_lossy(&ps.stdout);
-        assert!(
-            !ps.lines()
-                .any(|l| l.contains(&name) || l.contains("/usr/lib/cni/")),
-            "{cni}: processes left:\n{ps}"
-        );
+        let left = lab_processes(&name, &prefix);
+        assert!(left.is_empty(), "{cni}: processes left: {left:?}");
     }
+}
+
+/// Processes of the lab `name` (whose namespaces start with `prefix`): its own commands, and
+/// CNI plugins called for its pods (their `CNI_NETNS` names one of its namespaces). Plugins
+/// that other tests' labs run at the same moment are not this lab's.
+fn lab_processes(name: &str, prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let path = entry.path();
+        let Ok(cmdline) = std::fs::read(path.join("cmdline")) else {
+            continue;
+        };
+        let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let environ = std::fs::read(path.join("environ")).unwrap_or_default();
+        let netns = format!("CNI_NETNS=/run/netns/{prefix}");
+        let ours_in_env = String::from_utf8_lossy(&environ).contains(&netns);
+        if args.contains(name) || (args.contains("/usr/lib/cni/") && ours_in_env) {
+            out.push(args);
+        }
+    }
+    out
 }
 
 /// `examples/dual-stack-lab`: web admits port 80 from an IPv4 block only. Over IPv4 the
