@@ -28,7 +28,7 @@ use palisade_calc::{CalcStats, Calculator, Update};
 use palisade_dataplane::{ApplyReport, CommandRunner, Dataplane, DataplaneError};
 use palisade_model::{EndpointId, PolicyId};
 use palisade_store::keys::Key;
-use palisade_store::{keys, Datastore, Revision, StoredObject, Syncer};
+use palisade_store::{keys, Datastore, Revision, Syncer};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -379,7 +379,7 @@ impl<'a> Loop<'a> {
                 revision,
                 ..
             } => {
-                if let StoredObject::Policy(p) = &record.object {
+                if let Some(p) = record.object.as_policy() {
                     self.policy_revisions.insert(p.id.clone(), *revision);
                 }
             }

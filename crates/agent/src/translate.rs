@@ -81,9 +81,15 @@ impl Translator {
                     }
                     Translated::Update(Update::EndpointUpsert(ep))
                 }
-                StoredObject::Policy(p) => Translated::Update(Update::PolicyUpsert(p)),
+                // Rule names are for explanations; the dataplane does not need them.
+                StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _) => {
+                    Translated::Update(Update::PolicyUpsert(p))
+                }
                 StoredObject::Node(n) => Translated::Update(Update::NodeUpsert(n)),
-                StoredObject::Status(_) => Translated::Ignore,
+                // A host-networked pod is never a local workload endpoint, a subject or a pod
+                // peer: its traffic is its node's, which `nodes` peers match by the Node's
+                // addresses.
+                StoredObject::HostEndpoint(_) | StoredObject::Status(_) => Translated::Ignore,
             },
             SyncEvent::Update {
                 key, value: None, ..
@@ -144,7 +150,7 @@ impl Translator {
                 name,
             })),
             Key::Node { name } => Some(Update::NodeRemove(name)),
-            Key::Config { .. } | Key::Status { .. } => None,
+            Key::Config { .. } | Key::Status { .. } | Key::HostEndpoint { .. } => None,
         }
     }
 }
@@ -220,6 +226,28 @@ mod tests {
         );
         assert_eq!(
             t.translate(put(StoredObject::Policy(policy()))),
+            Translated::Update(Update::PolicyUpsert(policy()))
+        );
+    }
+
+    /// A host-networked pod is no workload endpoint of any node (not even its own): putting
+    /// or deleting it changes nothing the calculation sees, and its key is not one the
+    /// calculation reads. A named policy is the policy, names dropped.
+    #[test]
+    fn host_endpoints_are_ignored_and_rule_names_dropped() {
+        let mut t = Translator::new();
+        let host = StoredObject::HostEndpoint(ep("n1"));
+        let key = host.key().unwrap();
+        assert_eq!(key, "/palisade/v1/hostendpoints/prod/web-0");
+        assert!(!is_relevant(&key));
+        assert_eq!(t.translate(put(host)), Translated::Ignore);
+        assert_eq!(t.translate(del(&key)), Translated::Ignore);
+        let names = palisade_model::RuleNames {
+            ingress: vec!["allow-web".into()],
+            egress: vec![],
+        };
+        assert_eq!(
+            t.translate(put(StoredObject::NamedPolicy(policy(), names))),
             Translated::Update(Update::PolicyUpsert(policy()))
         );
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use palisade_model::Cluster;
-use palisade_store::{keys, Datastore, StoredObject};
+use palisade_store::{keys, Datastore};
 
 use crate::cmd::datastore_args::{self as ds, DatastoreArgs};
 use crate::input;
@@ -103,33 +103,18 @@ pub enum Choice<'a> {
 }
 
 /// Everything the agents compute from, as one [`Cluster`]: one listing of the whole key
-/// space (a consistent snapshot), default tiers, namespaces, endpoints and policies. An
-/// endpoint stored under two nodes (a pod that moved, its old key not yet deleted) counts
+/// space (a consistent snapshot), default tiers, namespaces, nodes, endpoints, host-networked
+/// pods (with their node's addresses) and policies with their rule names. A pod stored under
+/// two keys (it moved, or became host-networked, and its old key is not deleted yet) counts
 /// once, with its newest value. Values that cannot be decoded are reported and skipped, as
 /// the agents skip them.
 pub async fn load_live(store: &dyn Datastore) -> Result<Cluster> {
     let mut objects = ds::list_objects(store, keys::ROOT).await?;
-    // Oldest first, so that the newest value of an endpoint stored twice wins.
+    // Oldest first, so that the newest value of a pod stored twice wins.
     objects.sort_by_key(|s| s.kv.mod_revision);
     let mut cluster = Cluster::new();
-    let mut endpoints = Vec::new();
-    let mut policies = Vec::new();
     for s in objects {
-        match s.record.object {
-            StoredObject::Namespace(ns) => cluster.upsert_namespace(ns),
-            StoredObject::Endpoint(ep) => endpoints.push(ep),
-            StoredObject::Policy(p) => policies.push(p),
-            // Nodes: their addresses are what `nodes` peers of ClusterNetworkPolicies match.
-            StoredObject::Node(n) => cluster.upsert_node(n),
-            StoredObject::Status(_) => {}
-        }
-    }
-    // Namespaces first: an endpoint declares its namespace only if it is not stored.
-    for ep in endpoints {
-        cluster.upsert_endpoint(ep);
-    }
-    for p in policies {
-        cluster.upsert_policy(p);
+        s.record.object.upsert_into(&mut cluster);
     }
     // Files give policies in a stable order; so does the datastore (by key).
     cluster.policies.sort_by(|a, b| a.id.cmp(&b.id));
@@ -140,7 +125,7 @@ pub async fn load_live(store: &dyn Datastore) -> Result<Cluster> {
 mod tests {
     use super::*;
     use palisade_engine::{Probe, ProbeMatrix};
-    use palisade_store::{EmbeddedStore, OWNER_APPLY};
+    use palisade_store::{EmbeddedStore, StoredObject, OWNER_APPLY};
 
     /// The embedded store (not reachable across processes, so tested here): what is stored
     /// is what the files say, and the matrix is the same.

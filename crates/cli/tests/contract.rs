@@ -519,8 +519,11 @@ fn kubectl_style_names_and_a_dead_member_among_the_endpoints() {
         }
     }
     for kind in ["pods", "po", "endpoints", "ep"] {
+        // The workload pod and the host-networked one.
         let v = json(&run(&["get", kind, "-o", "json"]));
-        assert_eq!(v.as_array().map(Vec::len), Some(1), "get {kind}: {v}");
+        assert_eq!(v.as_array().map(Vec::len), Some(2), "get {kind}: {v}");
+        assert_eq!(v[0]["kind"], "HostEndpoint", "get {kind}: {v}");
+        assert_eq!(v[1]["kind"], "Endpoint", "get {kind}: {v}");
     }
     let out = run(&["get", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -528,7 +531,11 @@ fn kubectl_style_names_and_a_dead_member_among_the_endpoints() {
     let out = run(&["delete", "-f", &file]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("networkpolicy shop/deny deleted"));
-    assert!(!stdout(&out).contains("node-exporter"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("pod shop/node-exporter deleted"),
+        "{}",
+        stdout(&out)
+    );
     let v = json(&run(&["get", "np", "-o", "json"]));
     assert_eq!(v, serde_json::json!([]));
     // Names as kubectl users type them, for delete too.

@@ -8,8 +8,14 @@
 //! ClusterNetworkPolicies and Nodes are cluster-scoped: desired whenever valid. A pod or
 //! NetworkPolicy is desired only while its namespace is known and valid, so deleting (or,
 //! with a namespace selector, deselecting) a namespace removes its pods and policies at once.
+//!
+//! A host-networked pod is stored as a host endpoint with its node's addresses
+//! (`convert::node_addresses_for_pod`, as `palisade matrix -f` gives it), or its own
+//! `status.podIPs` while its Node is unknown or has none; without any address it is not
+//! stored. So a change of a Node touches the host-networked pods on it (an index by node
+//! finds them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use palisade_store::StoredObject;
 
@@ -66,6 +72,16 @@ pub struct Cache {
     objects: BTreeMap<ObjectId, Converted>,
     relisting: [Option<BTreeMap<ObjectId, Converted>>; Kind::COUNT],
     synced: [bool; Kind::COUNT],
+    /// Host-networked pods by the node they run on.
+    host_pods: BTreeMap<String, BTreeSet<ObjectId>>,
+}
+
+/// The node of a host-networked pod.
+fn host_node(converted: &Converted) -> Option<&str> {
+    match converted.stored()? {
+        (_, StoredObject::HostEndpoint(ep)) => ep.node.as_deref(),
+        _ => None,
+    }
 }
 
 impl Cache {
@@ -118,18 +134,50 @@ impl Cache {
                     .collect::<Vec<_>>();
                 self.objects.retain(|id, _| id.kind != kind);
                 self.objects.extend(fresh);
+                if kind == Kind::Pod {
+                    self.index_host_pods();
+                }
                 self.synced[kind.index()] = true;
                 Effect::Relisted { kind, dropped }
             }
             Change::Apply(id, converted) => {
                 let touched = self.touched_by(&id);
+                self.unindex(&id);
+                if let Some(node) = host_node(&converted) {
+                    let set = self.host_pods.entry(node.to_string()).or_default();
+                    set.insert(id.clone());
+                }
                 self.objects.insert(id, converted);
                 Effect::Touched(touched)
             }
             Change::Delete(id) => {
                 let touched = self.touched_by(&id);
+                self.unindex(&id);
                 self.objects.remove(&id);
                 Effect::Touched(touched)
+            }
+        }
+    }
+
+    /// Takes a pod out of the host-networked index.
+    fn unindex(&mut self, id: &ObjectId) {
+        let node = self.objects.get(id).and_then(host_node).map(str::to_string);
+        if let Some(node) = node {
+            if let Some(set) = self.host_pods.get_mut(&node) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.host_pods.remove(&node);
+                }
+            }
+        }
+    }
+
+    fn index_host_pods(&mut self) {
+        self.host_pods.clear();
+        for (id, c) in &self.objects {
+            if let Some(node) = host_node(c) {
+                let set = self.host_pods.entry(node.to_string()).or_default();
+                set.insert(id.clone());
             }
         }
     }
@@ -138,13 +186,17 @@ impl Cache {
         self.objects.keys().filter(move |id| id.kind == kind)
     }
 
-    /// The object itself and, for a namespace, everything in it.
+    /// The object itself; for a namespace, everything in it; for a node, the
+    /// host-networked pods on it.
     fn touched_by(&self, id: &ObjectId) -> Vec<ObjectId> {
         let mut out = vec![id.clone()];
         if id.kind == Kind::Namespace {
             for kind in [Kind::Pod, Kind::NetworkPolicy] {
                 out.extend(self.in_namespace(kind, &id.name).cloned());
             }
+        }
+        if id.kind == Kind::Node {
+            out.extend(self.host_pods.get(&id.name).into_iter().flatten().cloned());
         }
         out
     }
@@ -167,9 +219,33 @@ impl Cache {
     }
 
     /// The key and object this cluster object should have in the datastore, if any.
-    pub fn desired(&self, id: &ObjectId) -> Option<(&String, &StoredObject)> {
-        let stored = self.objects.get(id)?.stored()?;
-        (id.kind.cluster_scoped() || self.namespace_ok(&id.namespace)).then_some(stored)
+    pub fn desired(&self, id: &ObjectId) -> Option<(String, StoredObject)> {
+        let (key, object) = self.objects.get(id)?.stored()?;
+        if !(id.kind.cluster_scoped() || self.namespace_ok(&id.namespace)) {
+            return None;
+        }
+        match object {
+            StoredObject::HostEndpoint(ep) => {
+                let mut ep = ep.clone();
+                if let Some(addresses) = self.node_addresses(ep.node.as_deref()) {
+                    ep.ips = addresses;
+                }
+                (!ep.ips.is_empty()).then(|| (key.clone(), StoredObject::HostEndpoint(ep)))
+            }
+            _ => Some((key.clone(), object.clone())),
+        }
+    }
+
+    /// The addresses a host-networked pod has on `node`, if the node is known with some.
+    fn node_addresses(&self, node: Option<&str>) -> Option<Vec<std::net::IpAddr>> {
+        let id = ObjectId::cluster(Kind::Node, node?);
+        match self.objects.get(&id)?.stored()? {
+            (_, StoredObject::Node(n)) => {
+                let addresses = palisade_model::convert::node_addresses_for_pod(n);
+                (!addresses.is_empty()).then_some(addresses)
+            }
+            _ => None,
+        }
     }
 
     /// Everything the datastore should hold, by key.
@@ -177,7 +253,6 @@ impl Cache {
         self.objects
             .keys()
             .filter_map(|id| self.desired(id))
-            .map(|(k, o)| (k.clone(), o.clone()))
             .collect()
     }
 

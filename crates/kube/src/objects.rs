@@ -109,13 +109,13 @@ impl ObjectId {
     }
 
     /// The cluster object a datastore key belongs to, for the keys the controller writes:
-    /// namespaces, endpoints, namespaced policies of the default tier, cluster-wide policies
+    /// namespaces, endpoints and host endpoints (pods), namespaced policies of the default tier, cluster-wide policies
     /// of the admin and baseline tiers, and nodes.
     pub fn of_key(key: &str) -> Option<ObjectId> {
         use palisade_store::keys::Key;
         match Key::parse(key).ok()? {
             Key::Namespace { name } => Some(ObjectId::namespace(name)),
-            Key::Endpoint { namespace, pod, .. } => {
+            Key::Endpoint { namespace, pod, .. } | Key::HostEndpoint { namespace, pod } => {
                 Some(ObjectId::namespaced(Kind::Pod, namespace, pod))
             }
             Key::Policy {
@@ -155,8 +155,7 @@ impl fmt::Display for ObjectId {
 pub enum Converted {
     /// This object, under its key.
     Stored { key: String, object: StoredObject },
-    /// Nothing, and rightly so (a hostNetwork, finished or terminating pod, a pod without an
-    /// IP yet).
+    /// Nothing, and rightly so (a finished or terminating pod, a pod without an IP yet).
     Skipped(&'static str),
     /// Nothing, because the object is invalid: the reason names the fields.
     Invalid(String),
@@ -231,7 +230,7 @@ pub fn node(node: &k8s_openapi::api::core::v1::Node) -> Converted {
 
 pub fn from_cluster_network_policy(cnp: &k8s::ClusterNetworkPolicy) -> Converted {
     match convert::cluster_network_policy(cnp) {
-        Ok((policy, _rule_names)) => stored(StoredObject::Policy(policy)),
+        Ok((policy, rule_names)) => stored(StoredObject::policy(policy, rule_names)),
         Err(errs) => Converted::Invalid(errors(errs)),
     }
 }
@@ -250,7 +249,16 @@ pub fn from_namespace(ns: &k8s::Namespace) -> Converted {
     }
 }
 
+/// A Pod: a workload endpoint, or (`spec.hostNetwork: true`) a host endpoint with its own
+/// `status.podIPs` for now; the cache gives it its node's addresses ([`crate::cache`]).
 pub fn from_pod(pod: &k8s::Pod) -> Converted {
+    if pod.spec.host_network == Some(true) {
+        return match convert::host_network_pod(pod) {
+            Ok(Some(ep)) => stored(StoredObject::HostEndpoint(ep)),
+            Ok(None) => Converted::Skipped("finished or being deleted"),
+            Err(errs) => Converted::Invalid(errors(errs)),
+        };
+    }
     match convert::pod(pod) {
         Ok(Some(ep)) if ep.ips.is_empty() => Converted::Skipped("no IP yet"),
         Ok(Some(ep)) => stored(StoredObject::Endpoint(ep)),

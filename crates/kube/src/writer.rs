@@ -19,9 +19,10 @@ use crate::objects::ObjectId;
 use crate::reconcile::{self, Action, Current, Plan};
 
 /// The prefixes the controller writes under.
-pub const PREFIXES: [&str; 4] = [
+pub const PREFIXES: [&str; 5] = [
     keys::NAMESPACES,
     keys::ENDPOINTS,
+    keys::HOST_ENDPOINTS,
     keys::POLICIES,
     keys::NODES,
 ];
@@ -113,7 +114,7 @@ impl Writer {
         let mut current = BTreeMap::new();
         for id in ids {
             if let Some((k, o)) = cache.desired(id) {
-                desired.insert(k.clone(), o.clone());
+                desired.insert(k, o);
             }
             for k in self.index.get(id).into_iter().flatten() {
                 if let Some(c) = self.mirror.get(k) {

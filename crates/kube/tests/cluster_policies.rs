@@ -1,17 +1,20 @@
 //! The controller with ClusterNetworkPolicies and Nodes against the fake Kubernetes API:
 //! both reach the datastore and follow changes; an invalid ClusterNetworkPolicy is reported
-//! and not written; without the CRD the controller says so once and goes on.
+//! and not written; without the CRD the controller says so once and goes on. Host-networked
+//! pods are stored as host endpoints with their node's address.
 
 mod common;
 
 use std::sync::Arc;
 
 use common::{owner, Harness};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use palisade_kube::crd::RawClusterNetworkPolicy;
-use palisade_kube::fake_api::objects::{admin_deny, cluster_network_policy, namespace, node};
+use palisade_kube::fake_api::objects::{
+    admin_deny, cluster_network_policy, host_network_pod, namespace, node, pod,
+};
 use palisade_kube::ControllerConfig;
-use palisade_store::{Datastore, StoredObject, OWNER_CONTROLLER};
+use palisade_store::{keys, Datastore, StoredObject, OWNER_CONTROLLER};
 use serde_json::json;
 
 const CNPS: &str = "clusternetworkpolicies";
@@ -49,10 +52,12 @@ pub async fn cluster_policies_and_nodes_reach_the_datastore(store: Arc<dyn Datas
         owner(&c, &admin_key("protect-prod")).as_deref(),
         Some(OWNER_CONTROLLER)
     );
-    let StoredObject::Policy(p) = &c[&admin_key("protect-prod")].1 else {
-        panic!("policy expected")
+    // Stored with its rule's name, for `explain --datastore`.
+    let StoredObject::NamedPolicy(p, names) = &c[&admin_key("protect-prod")].1 else {
+        panic!("policy with rule names expected")
     };
     assert_eq!(p.order, 10);
+    assert_eq!(names.ingress, vec!["deny-from".to_string()]);
     let StoredObject::Node(n) = &c[&node_key("n1")].1 else {
         panic!("node expected")
     };
@@ -65,7 +70,9 @@ pub async fn cluster_policies_and_nodes_reach_the_datastore(store: Arc<dyn Datas
     h.api.apply(&admin_deny("protect-prod", 20, "prod", "dev"));
     h.api.apply(&node("n2", "192.168.0.2", &[]));
     h.wait_for("new priority and node n2", |c| {
-        matches!(c.get(&admin_key("protect-prod")), Some((_, StoredObject::Policy(p))) if p.order == 20)
+        c.get(&admin_key("protect-prod"))
+            .and_then(|(_, o)| o.as_policy())
+            .is_some_and(|p| p.order == 20)
             && c.contains_key(&node_key("n2"))
     })
     .await;
@@ -180,6 +187,107 @@ pub async fn without_the_crd(store: Arc<dyn Datastore>) {
     h.stop().await;
 }
 
+fn host_key(ns: &str, name: &str) -> String {
+    format!("/palisade/v1/hostendpoints/{ns}/{name}")
+}
+
+/// The host endpoint stored for `ns/name`: (node, addresses).
+fn host_endpoint(c: &common::Contents, ns: &str, name: &str) -> Option<(String, Vec<String>)> {
+    match c.get(&host_key(ns, name)) {
+        Some((_, StoredObject::HostEndpoint(ep))) => Some((
+            ep.node.clone().unwrap_or_default(),
+            ep.ips.iter().map(ToString::to_string).collect(),
+        )),
+        _ => None,
+    }
+}
+
+/// A host-networked pod is stored as a host endpoint (never under `endpoints/`) with its
+/// node's address, follows its node's address and its node, and goes when it goes.
+pub async fn host_networked_pods(store: Arc<dyn Datastore>) {
+    let (mut h, client) = Harness::new(store);
+    h.api.apply(&namespace("monitoring", &[]));
+    h.api.apply(&node("n1", "192.168.0.1", &[]));
+    h.api.apply(&node("n2", "192.168.0.2", &[]));
+    // Scheduled, no podIP yet: its node's address is its address.
+    h.api
+        .apply(&host_network_pod("monitoring", "exporter", "n1", None));
+    h.api
+        .apply(&pod("monitoring", "web", Some("n1"), Some("10.0.0.1"), &[]));
+    h.start(client, ControllerConfig::default());
+    let one = |node: &str, ip: &str| Some((node.to_string(), vec![ip.to_string()]));
+
+    let c = h
+        .wait_for("initial sync", |c| {
+            host_endpoint(c, "monitoring", "exporter").is_some()
+        })
+        .await;
+    assert_eq!(
+        host_endpoint(&c, "monitoring", "exporter"),
+        one("n1", "192.168.0.1")
+    );
+    assert_eq!(
+        owner(&c, &host_key("monitoring", "exporter")).as_deref(),
+        Some(OWNER_CONTROLLER)
+    );
+    let StoredObject::HostEndpoint(ep) = &c[&host_key("monitoring", "exporter")].1 else {
+        unreachable!()
+    };
+    assert_eq!(ep.labels.get("app").map(String::as_str), Some("exporter"));
+    assert_eq!(ep.ports[0].port, 9100);
+    let workload: Vec<&String> = c
+        .keys()
+        .filter(|k| k.starts_with(keys::ENDPOINTS))
+        .collect();
+    assert_eq!(
+        workload,
+        vec!["/palisade/v1/endpoints/n1/monitoring/web"],
+        "only the workload pod is a workload endpoint"
+    );
+
+    // The node's address changes: so does the pod's.
+    h.api.apply(&node("n1", "192.168.0.9", &[]));
+    h.wait_for("the node's new address", |c| {
+        host_endpoint(c, "monitoring", "exporter") == one("n1", "192.168.0.9")
+    })
+    .await;
+
+    // The pod moves to n2 (and Kubernetes gives it n2's address as its podIP).
+    h.api.apply(&host_network_pod(
+        "monitoring",
+        "exporter",
+        "n2",
+        Some("192.168.0.2"),
+    ));
+    h.wait_for("the pod on n2", |c| {
+        host_endpoint(c, "monitoring", "exporter") == one("n2", "192.168.0.2")
+    })
+    .await;
+
+    // n2's address changes, then n2 is deleted: the pod falls back to its own podIP.
+    h.api.apply(&node("n2", "192.168.0.7", &[]));
+    h.wait_for("n2's new address", |c| {
+        host_endpoint(c, "monitoring", "exporter") == one("n2", "192.168.0.7")
+    })
+    .await;
+    h.api.delete::<Node>(None, "n2");
+    h.wait_for("its own podIP without its node", |c| {
+        host_endpoint(c, "monitoring", "exporter") == one("n2", "192.168.0.2")
+    })
+    .await;
+
+    // Deleted: gone; the workload pod stays.
+    h.api.delete::<Pod>(Some("monitoring"), "exporter");
+    let c = h
+        .wait_for("deleted", |c| {
+            !c.contains_key(&host_key("monitoring", "exporter"))
+        })
+        .await;
+    assert!(c.contains_key("/palisade/v1/endpoints/n1/monitoring/web"));
+    assert!(!c.keys().any(|k| k.starts_with(keys::HOST_ENDPOINTS)));
+    h.stop().await;
+}
+
 macro_rules! on_embedded_and_etcd {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -211,4 +319,5 @@ on_embedded_and_etcd!(
     cluster_policies_and_nodes_reach_the_datastore,
     invalid_cluster_policy,
     without_the_crd,
+    host_networked_pods,
 );

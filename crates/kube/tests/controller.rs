@@ -113,6 +113,8 @@ pub async fn initial_sync_and_ownership(store: Arc<dyn Datastore>) {
             &ep_key("n1", "prod", "manual"),
             &ep_key("n1", "prod", "web-0"),
             &ep_key("n2", "prod", "db-0"),
+            // The host-networked pod, with its own address while its Node is unknown.
+            "/palisade/v1/hostendpoints/prod/hostnet",
             &ns_key("dev"),
             &ns_key("prod"),
             &pol_key("dev", "deny"),

@@ -132,14 +132,10 @@ impl Daemon {
             ops.extend(listing.items.into_iter().map(|kv| Op::delete(kv.key)));
         }
         let cluster = lock(&self.cluster).clone();
-        for ns in cluster.namespaces.values() {
-            ops.push(put(&StoredObject::Namespace(ns.clone()))?);
-        }
-        for ep in &cluster.endpoints {
-            ops.push(put(&StoredObject::Endpoint(ep.clone()))?);
-        }
-        for p in &cluster.policies {
-            ops.push(put(&StoredObject::Policy(p.clone()))?);
+        // Host-networked pods as host endpoints (never workload endpoints), policies with
+        // their rule names, and the nodes.
+        for object in StoredObject::of_cluster(&cluster) {
+            ops.push(put(&object)?);
         }
         self.write(ops)?;
         Ok(())

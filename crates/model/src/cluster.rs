@@ -162,9 +162,35 @@ impl Cluster {
         self.rule_names.get(policy)?.get(direction, index)
     }
 
-    /// Adds or replaces a node.
+    /// Adds or replaces a node; the host-networked pods on it take its addresses
+    /// ([`Cluster::upsert_host_network`]).
     pub fn upsert_node(&mut self, node: Node) {
+        let addresses = crate::convert::node_addresses_for_pod(&node);
+        if !addresses.is_empty() && !self.host_network.is_empty() {
+            for ep in &mut self.endpoints {
+                if ep.node.as_deref() == Some(node.name.as_str())
+                    && self.host_network.contains(&ep.id)
+                {
+                    ep.ips = addresses.clone();
+                }
+            }
+        }
         self.nodes.insert(node.name.clone(), node);
+    }
+
+    /// Adds or replaces a host-networked pod: a flow end that is never a subject or a
+    /// pod/namespace peer. It has its node's addresses (the node's first address of each
+    /// family) once the node is known and has any, else its own (`status.podIPs`); a node
+    /// added later gives it its addresses then.
+    pub fn upsert_host_network(&mut self, mut endpoint: Endpoint) {
+        let node = endpoint.node.as_ref().and_then(|n| self.nodes.get(n));
+        if let Some(addresses) = node.map(crate::convert::node_addresses_for_pod) {
+            if !addresses.is_empty() {
+                endpoint.ips = addresses;
+            }
+        }
+        self.host_network.insert(endpoint.id.clone());
+        self.upsert_endpoint(endpoint);
     }
 
     pub fn endpoint(&self, id: &EndpointId) -> Option<&Endpoint> {

@@ -313,16 +313,8 @@ pub fn cluster(documents: &[Document]) -> Result<Cluster, Vec<ManifestError>> {
         }
     }
     // Host-networked pods have their node's addresses once the node is known.
-    for mut ep in host_network {
-        let node = ep.node.as_ref().and_then(|n| cluster.nodes.get(n));
-        if let Some(addresses) = node.map(node_addresses_for_pod) {
-            if !addresses.is_empty() {
-                ep.ips = addresses;
-            }
-        }
-        // A workload pod of the same name replaces nothing here: the id is what it is.
-        cluster.host_network.insert(ep.id.clone());
-        cluster.upsert_endpoint(ep);
+    for ep in host_network {
+        cluster.upsert_host_network(ep);
     }
     Ok(cluster)
 }

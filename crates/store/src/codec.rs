@@ -4,13 +4,14 @@
 //! {"apiVersion":"palisade/v1","kind":"Endpoint","owner":"palisade-apply","spec":{ ... }}
 //! ```
 //!
-//! `spec` is the model type (`palisade_model::{Namespace, Endpoint, Policy}`) or
-//! [`AgentStatus`]. The owner says who wrote the object: [`OWNER_APPLY`] for `palisade apply`,
+//! `spec` is the model type (`palisade_model::{Namespace, Endpoint, Policy, Node}`) or
+//! [`AgentStatus`]; a host-networked pod is an `Endpoint` of kind `HostEndpoint`; a policy's
+//! rule names (ClusterNetworkPolicy `name`s), when it has any, are the spec's `ruleNames`. The owner says who wrote the object: [`OWNER_APPLY`] for `palisade apply`,
 //! [`OWNER_CONTROLLER`] for the Kubernetes controller, which never touches objects it does
 //! not own. Decoding checks the version, the kind, and that the key is where the object
 //! belongs, and names the key in every error.
 
-use palisade_model::{Endpoint, Namespace, Node, Policy};
+use palisade_model::{Cluster, Endpoint, Namespace, Node, Policy, RuleNames};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -51,18 +52,97 @@ pub enum StoredObject {
     Status(AgentStatus),
     /// A node's labels and addresses (ClusterNetworkPolicy `nodes` peers).
     Node(Node),
+    /// A host-networked pod (`spec.hostNetwork: true`): a flow end with its node's address,
+    /// never a workload endpoint, subject or pod peer. Kind `HostEndpoint`, at
+    /// `hostendpoints/<namespace>/<pod>`.
+    HostEndpoint(Endpoint),
+    /// A policy with the names of its rules (kind `Policy`, the names in `spec.ruleNames`).
+    /// Only for names that are not all empty: build it with [`StoredObject::policy`], which
+    /// gives [`StoredObject::Policy`] otherwise, so that decoding gives back what was encoded.
+    NamedPolicy(Policy, RuleNames),
 }
 
 impl StoredObject {
+    /// A policy with its rule names: [`StoredObject::NamedPolicy`] when some rule has a
+    /// name, else [`StoredObject::Policy`].
+    pub fn policy(policy: Policy, names: RuleNames) -> StoredObject {
+        if names_empty(&names) {
+            StoredObject::Policy(policy)
+        } else {
+            StoredObject::NamedPolicy(policy, names)
+        }
+    }
+
+    /// The policy of a `Policy` or `NamedPolicy`.
+    pub fn as_policy(&self) -> Option<&Policy> {
+        match self {
+            StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _) => Some(p),
+            _ => None,
+        }
+    }
+
     /// The envelope `kind` of this object.
     pub fn kind(&self) -> &'static str {
         match self {
             StoredObject::Namespace(_) => "Namespace",
             StoredObject::Endpoint(_) => "Endpoint",
-            StoredObject::Policy(_) => "Policy",
+            StoredObject::Policy(_) | StoredObject::NamedPolicy(..) => "Policy",
             StoredObject::Status(_) => "AgentStatus",
             StoredObject::Node(_) => "Node",
+            StoredObject::HostEndpoint(_) => "HostEndpoint",
         }
+    }
+
+    /// Lays this object over a cluster, as a reader of the datastore sees it: a host
+    /// endpoint as a host-networked pod, a named policy with its rule names, a node with
+    /// the addresses of the host-networked pods on it; agent statuses are left out. The same
+    /// key replaces what was there.
+    pub fn upsert_into(self, cluster: &mut Cluster) {
+        match self {
+            StoredObject::Namespace(ns) => cluster.upsert_namespace(ns),
+            StoredObject::Endpoint(ep) => {
+                cluster.host_network.remove(&ep.id);
+                cluster.upsert_endpoint(ep);
+            }
+            StoredObject::HostEndpoint(ep) => cluster.upsert_host_network(ep),
+            StoredObject::Policy(p) => {
+                cluster.rule_names.remove(&p.id);
+                cluster.upsert_policy(p);
+            }
+            StoredObject::NamedPolicy(p, names) => {
+                cluster.rule_names.insert(p.id.clone(), names);
+                cluster.upsert_policy(p);
+            }
+            StoredObject::Node(n) => cluster.upsert_node(n),
+            StoredObject::Status(_) => {}
+        }
+    }
+
+    /// Everything of a cluster that is stored, in the order a reader needs it (namespaces,
+    /// nodes, then the rest): namespaces, workload endpoints, host endpoints, policies with
+    /// their rule names, nodes. Tiers are not stored (every reader has the default ones).
+    pub fn of_cluster(cluster: &Cluster) -> Vec<StoredObject> {
+        let mut out = Vec::new();
+        out.extend(
+            cluster
+                .namespaces
+                .values()
+                .cloned()
+                .map(StoredObject::Namespace),
+        );
+        out.extend(cluster.nodes.values().cloned().map(StoredObject::Node));
+        out.extend(cluster.endpoints.iter().map(|ep| {
+            if cluster.is_host_network(&ep.id) {
+                StoredObject::HostEndpoint(ep.clone())
+            } else {
+                StoredObject::Endpoint(ep.clone())
+            }
+        }));
+        out.extend(cluster.policies.iter().map(|p| {
+            let names = cluster.rule_names.get(&p.id).cloned().unwrap_or_default();
+            StoredObject::policy(p.clone(), names)
+        }));
+        out
     }
 
     /// The parsed key this object is stored under.
@@ -87,6 +167,15 @@ impl StoredObject {
             StoredObject::Node(n) => Key::Node {
                 name: n.name.clone(),
             },
+            StoredObject::HostEndpoint(ep) => Key::HostEndpoint {
+                namespace: ep.id.namespace.clone(),
+                pod: ep.id.name.clone(),
+            },
+            StoredObject::NamedPolicy(p, _) => Key::Policy {
+                tier: p.id.tier.clone(),
+                namespace: p.id.namespace.clone(),
+                name: p.id.name.clone(),
+            },
         }
     }
 
@@ -109,6 +198,13 @@ impl StoredObject {
             StoredObject::Policy(o) => serde_json::to_value(o),
             StoredObject::Status(o) => serde_json::to_value(o),
             StoredObject::Node(o) => serde_json::to_value(o),
+            StoredObject::HostEndpoint(o) => serde_json::to_value(o),
+            StoredObject::NamedPolicy(p, names) => serde_json::to_value(p).and_then(|mut v| {
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert(RULE_NAMES.into(), serde_json::to_value(names)?);
+                }
+                Ok(v)
+            }),
         }
         .map_err(|e| codec_error(&key, e))?;
         let envelope = Envelope {
@@ -158,15 +254,17 @@ impl Record {
         let object = match envelope.kind.as_str() {
             "Namespace" => serde_json::from_value(spec).map(StoredObject::Namespace),
             "Endpoint" => serde_json::from_value(spec).map(StoredObject::Endpoint),
-            "Policy" => serde_json::from_value(spec).map(StoredObject::Policy),
+            "Policy" => decode_policy(spec),
             "AgentStatus" => serde_json::from_value(spec).map(StoredObject::Status),
             "Node" => serde_json::from_value(spec).map(StoredObject::Node),
+            "HostEndpoint" => serde_json::from_value(spec).map(StoredObject::HostEndpoint),
             other => {
                 return Err(StoreError::Codec {
                     key: key.to_string(),
                     reason: format!(
-                    "unknown kind {other:?} (expected Namespace, Endpoint, Policy, Node or AgentStatus)"
-                ),
+                        "unknown kind {other:?} (expected Namespace, Endpoint, HostEndpoint, \
+                         Policy, Node or AgentStatus)"
+                    ),
                 })
             }
         }
@@ -194,6 +292,28 @@ struct Envelope {
     kind: String,
     owner: String,
     spec: serde_json::Value,
+}
+
+/// The field of a `Policy` spec that holds its rule names: `{"ingress": [..], "egress": [..]}`,
+/// one name per rule in order, `""` for a rule without one. Absent (values written before
+/// it existed, NetworkPolicies): no names.
+const RULE_NAMES: &str = "ruleNames";
+
+fn names_empty(names: &RuleNames) -> bool {
+    names
+        .ingress
+        .iter()
+        .chain(&names.egress)
+        .all(String::is_empty)
+}
+
+fn decode_policy(mut spec: serde_json::Value) -> serde_json::Result<StoredObject> {
+    let names = match spec.as_object_mut().and_then(|o| o.remove(RULE_NAMES)) {
+        Some(v) => serde_json::from_value::<RuleNames>(v)?,
+        None => RuleNames::default(),
+    };
+    let policy: Policy = serde_json::from_value(spec)?;
+    Ok(StoredObject::policy(policy, names))
 }
 
 fn codec_error(key: &str, e: impl std::fmt::Display) -> StoreError {
@@ -257,6 +377,133 @@ mod tests {
             let rec = Record::decode(&key, &bytes).unwrap();
             assert_eq!(rec.object, o);
             assert_eq!(rec.owner, OWNER_CONTROLLER);
+        }
+    }
+
+    fn cnp() -> Policy {
+        Policy {
+            id: palisade_model::PolicyId {
+                tier: palisade_model::ADMIN_TIER.into(),
+                namespace: None,
+                name: "protect".into(),
+            },
+            order: 7,
+            selector: Selector::All,
+            namespace_selector: Selector::All,
+            staged: false,
+            ingress: Some(vec![
+                palisade_model::Rule {
+                    action: palisade_model::Action::Pass,
+                    peers: vec![],
+                    ports: vec![],
+                },
+                palisade_model::Rule {
+                    action: palisade_model::Action::Deny,
+                    peers: vec![],
+                    ports: vec![],
+                },
+            ]),
+            egress: None,
+        }
+    }
+
+    #[test]
+    fn rule_names_are_kept_in_the_policy_value() {
+        let names = RuleNames {
+            ingress: vec!["".into(), "deny-rest".into()],
+            egress: vec![],
+        };
+        let named = StoredObject::policy(cnp(), names.clone());
+        assert_eq!(named, StoredObject::NamedPolicy(cnp(), names.clone()));
+        let key = named.key().unwrap();
+        assert_eq!(key, "/palisade/v1/policies/admin/_global/protect");
+        let bytes = named.encode(OWNER_APPLY).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["kind"], "Policy");
+        assert_eq!(
+            v["spec"]["ruleNames"],
+            serde_json::json!({"ingress": ["", "deny-rest"], "egress": []})
+        );
+        assert_eq!(v["spec"]["order"], 7);
+        assert_eq!(Record::decode(&key, &bytes).unwrap().object, named);
+        // A value written before names were kept has none; so does a policy whose rules are
+        // all unnamed (it is stored without `ruleNames`).
+        let old = StoredObject::Policy(cnp()).encode(OWNER_APPLY).unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("ruleNames"));
+        assert_eq!(
+            Record::decode(&key, &old).unwrap().object,
+            StoredObject::Policy(cnp())
+        );
+        let unnamed = RuleNames {
+            ingress: vec!["".into(), "".into()],
+            egress: vec![],
+        };
+        assert_eq!(
+            StoredObject::policy(cnp(), unnamed),
+            StoredObject::Policy(cnp())
+        );
+        assert_eq!(named.as_policy(), Some(&cnp()));
+        // Bad names are a codec error naming the key.
+        let mut bad = v.clone();
+        bad["spec"]["ruleNames"] = serde_json::json!({"ingress": 3});
+        let err = Record::decode(&key, &serde_json::to_vec(&bad).unwrap()).unwrap_err();
+        assert!(err.to_string().contains(&key), "{err}");
+    }
+
+    #[test]
+    fn a_host_endpoint_is_its_own_kind_under_its_own_prefix() {
+        let host = StoredObject::HostEndpoint(endpoint());
+        let key = host.key().unwrap();
+        assert_eq!(key, "/palisade/v1/hostendpoints/prod/web-0");
+        assert!(!key.starts_with(keys::ENDPOINTS));
+        let bytes = host.encode(OWNER_CONTROLLER).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["kind"], "HostEndpoint");
+        assert_eq!(Record::decode(&key, &bytes).unwrap().object, host);
+        // Not readable at a workload endpoint's key, nor the other way round.
+        let ep_key = keys::endpoint(Some("node-1"), "prod", "web-0").unwrap();
+        assert!(Record::decode(&ep_key, &bytes).is_err());
+        let ep = StoredObject::Endpoint(endpoint())
+            .encode(OWNER_APPLY)
+            .unwrap();
+        assert!(Record::decode(&key, &ep).is_err());
+    }
+
+    /// A reader's cluster: a host endpoint is a host-networked pod with its node's address
+    /// (whichever comes first), a later workload endpoint of the same pod replaces it.
+    #[test]
+    fn upsert_into_gives_host_endpoints_their_node_address() {
+        let node = palisade_model::Node {
+            name: "node-1".into(),
+            labels: Labels::new(),
+            addresses: vec![
+                "192.168.0.1".parse().unwrap(),
+                "192.168.0.2".parse().unwrap(),
+            ],
+        };
+        for node_first in [true, false] {
+            let mut c = Cluster::new();
+            let objects = [
+                StoredObject::Node(node.clone()),
+                StoredObject::HostEndpoint(endpoint()),
+            ];
+            let order: Vec<_> = if node_first {
+                objects.to_vec()
+            } else {
+                objects.iter().rev().cloned().collect()
+            };
+            for o in order {
+                o.upsert_into(&mut c);
+            }
+            assert!(c.is_host_network(&endpoint().id));
+            let ep = c.endpoint(&endpoint().id).unwrap();
+            assert_eq!(
+                ep.ips,
+                vec!["192.168.0.1".parse::<std::net::IpAddr>().unwrap()]
+            );
+            StoredObject::Endpoint(endpoint()).upsert_into(&mut c);
+            assert!(!c.is_host_network(&endpoint().id));
+            assert_eq!(c.endpoint(&endpoint().id), Some(&endpoint()));
         }
     }
 

@@ -15,6 +15,9 @@ pub const NAMESPACES: &str = "/palisade/v1/namespaces/";
 pub const ENDPOINTS: &str = "/palisade/v1/endpoints/";
 /// Prefix of policies: `/palisade/v1/policies/<tier>/<namespace or _global>/<name>`.
 pub const POLICIES: &str = "/palisade/v1/policies/";
+/// Prefix of host-networked pods (flow ends with their node's address, never workload
+/// endpoints): `/palisade/v1/hostendpoints/<namespace>/<pod>`.
+pub const HOST_ENDPOINTS: &str = "/palisade/v1/hostendpoints/";
 /// Prefix of nodes (labels and addresses, for ClusterNetworkPolicy `nodes` peers):
 /// `/palisade/v1/nodes/<name>`.
 pub const NODES: &str = "/palisade/v1/nodes/";
@@ -54,6 +57,11 @@ pub enum Key {
     Node {
         name: String,
     },
+    /// A host-networked pod (its node is in the value: it never changes the key).
+    HostEndpoint {
+        namespace: String,
+        pod: String,
+    },
 }
 
 impl Key {
@@ -86,9 +94,14 @@ impl Key {
             ["config", name] => Ok(Key::Config { name: own(name) }),
             ["status", node] => Ok(Key::Status { node: own(node) }),
             ["nodes", name] => Ok(Key::Node { name: own(name) }),
+            ["hostendpoints", ns, pod] => Ok(Key::HostEndpoint {
+                namespace: own(ns),
+                pod: own(pod),
+            }),
             _ => Err(bad(
                 "expected namespaces/<name>, endpoints/<node>/<ns>/<pod>, \
-                 policies/<tier>/<ns>/<name>, nodes/<name>, config/<name> or status/<node>",
+                 hostendpoints/<ns>/<pod>, policies/<tier>/<ns>/<name>, nodes/<name>, \
+                 config/<name> or status/<node>",
             )),
         }
     }
@@ -137,6 +150,11 @@ impl Key {
             Key::Node { name } => {
                 check_segment(name, "node name")?;
                 Ok(format!("{NODES}{name}"))
+            }
+            Key::HostEndpoint { namespace, pod } => {
+                check_segment(namespace, "namespace")?;
+                check_segment(pod, "pod")?;
+                Ok(format!("{HOST_ENDPOINTS}{namespace}/{pod}"))
             }
         }
     }
@@ -194,6 +212,15 @@ pub fn policy(tier: &str, namespace: Option<&str>, name: &str) -> Result<String>
         tier: tier.into(),
         namespace: namespace.map(Into::into),
         name: name.into(),
+    }
+    .to_key()
+}
+
+/// `/palisade/v1/hostendpoints/<namespace>/<pod>`.
+pub fn host_endpoint(namespace: &str, pod: &str) -> Result<String> {
+    Key::HostEndpoint {
+        namespace: namespace.into(),
+        pod: pod.into(),
     }
     .to_key()
 }
@@ -256,6 +283,10 @@ mod tests {
             },
             Key::Node {
                 name: "node-1".into(),
+            },
+            Key::HostEndpoint {
+                namespace: "kube-system".into(),
+                pod: "node-exporter-1".into(),
             },
         ];
         for k in keys {

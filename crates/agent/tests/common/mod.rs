@@ -103,13 +103,7 @@ pub fn objects() -> Vec<StoredObject> {
 pub fn cluster(objects: &[StoredObject]) -> Cluster {
     let mut c = Cluster::new();
     for o in objects {
-        match o {
-            StoredObject::Namespace(n) => c.upsert_namespace(n.clone()),
-            StoredObject::Endpoint(e) => c.upsert_endpoint(e.clone()),
-            StoredObject::Policy(p) => c.upsert_policy(p.clone()),
-            StoredObject::Node(n) => c.upsert_node(n.clone()),
-            StoredObject::Status(_) => {}
-        }
+        o.clone().upsert_into(&mut c);
     }
     c
 }

@@ -82,11 +82,11 @@ async fn run_async(args: Args) -> Result<ExitCode> {
     if let Err(errors) = checked {
         return Ok(invalid(errors.iter().map(|e| e.to_string())));
     }
-    let desired = desired_objects(&manifests.documents)?;
+    let mut desired = desired_objects(&manifests.documents)?;
 
     // 2. Compare with what is stored and plan one batch.
     let store = args.datastore.connect().await?;
-    let plan = plan(store.as_ref(), &desired).await?;
+    let plan = plan(store.as_ref(), &mut desired).await?;
     let what_if = args
         .dry_run
         .then(|| dry_run_what_if(&args, &plan, &desired));
@@ -172,17 +172,20 @@ fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
             Object::Namespace(n) => Some(StoredObject::Namespace(
                 convert::namespace(n).map_err(|e| field_errors(&describe, e))?,
             )),
+            Object::Pod(p) if p.spec.host_network == Some(true) => convert::host_network_pod(p)
+                .map_err(|e| field_errors(&describe, e))?
+                .map(StoredObject::HostEndpoint),
             Object::Pod(p) => convert::pod(p)
                 .map_err(|e| field_errors(&describe, e))?
                 .map(StoredObject::Endpoint),
             Object::NetworkPolicy(np) => Some(StoredObject::Policy(
                 convert::network_policy(np).map_err(|e| field_errors(&describe, e))?,
             )),
-            Object::ClusterNetworkPolicy(cnp) => Some(StoredObject::Policy(
-                convert::cluster_network_policy(cnp)
-                    .map_err(|e| field_errors(&describe, e))?
-                    .0,
-            )),
+            Object::ClusterNetworkPolicy(cnp) => {
+                let (policy, names) =
+                    convert::cluster_network_policy(cnp).map_err(|e| field_errors(&describe, e))?;
+                Some(StoredObject::policy(policy, names))
+            }
             Object::Node(n) => Some(StoredObject::Node(
                 convert::node(n).map_err(|e| field_errors(&describe, e))?,
             )),
@@ -194,6 +197,34 @@ fn desired_objects(documents: &[Document]) -> Result<Vec<Desired>> {
         });
     }
     Ok(out)
+}
+
+/// Host-networked pods have their node's addresses (`convert::node_addresses_for_pod`):
+/// the node of the same apply, else the stored one; without either they keep their own.
+fn give_host_endpoints_node_addresses(desired: &mut [Desired], stored: &HashMap<String, KeyValue>) {
+    let mut nodes: HashMap<String, palisade_model::Node> = stored
+        .values()
+        .filter_map(|kv| match StoredObject::decode(&kv.key, &kv.value) {
+            Ok(StoredObject::Node(n)) => Some((n.name.clone(), n)),
+            _ => None,
+        })
+        .collect();
+    for d in desired.iter() {
+        if let Some(StoredObject::Node(n)) = &d.object {
+            nodes.insert(n.name.clone(), n.clone());
+        }
+    }
+    for d in desired.iter_mut() {
+        if let Some(StoredObject::HostEndpoint(ep)) = &mut d.object {
+            let node = ep.node.as_ref().and_then(|n| nodes.get(n));
+            let addresses = node
+                .map(convert::node_addresses_for_pod)
+                .unwrap_or_default();
+            if !addresses.is_empty() {
+                ep.ips = addresses;
+            }
+        }
+    }
 }
 
 struct Plan {
@@ -228,12 +259,14 @@ fn check_owner(kv: &KeyValue) -> Result<Option<Record>> {
     }
 }
 
-async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
+async fn plan(store: &dyn Datastore, desired: &mut [Desired]) -> Result<Plan> {
     let mut existing = list_raw(store, keys::NAMESPACES).await?;
     existing.extend(list_raw(store, keys::POLICIES).await?);
     existing.extend(list_raw(store, keys::NODES).await?);
     let endpoints: Vec<KeyValue> = ds::list_endpoint_keys(store).await?;
     existing.extend(endpoints.iter().map(|kv| (kv.key.clone(), kv.clone())));
+    give_host_endpoints_node_addresses(desired, &existing);
+    let desired = &*desired;
 
     let mut seen: HashMap<String, &str> = HashMap::new();
     let mut ops = Vec::new();
@@ -246,9 +279,7 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
                 name: name.to_string(),
                 key: None,
                 result: "skipped",
-                note: Some(
-                    "not a workload endpoint (hostNetwork, finished or being deleted)".into(),
-                ),
+                note: Some("not a workload endpoint (finished or being deleted)".into()),
             });
             continue;
         };
@@ -263,9 +294,10 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
             );
         }
         let mut note = None;
-        // A pod that moved to another node leaves its old key behind: delete it.
+        // A pod that moved to another node leaves its old key behind: delete it. So does a
+        // pod that became host-networked or stopped being (endpoints/ ↔ hostendpoints/).
         let mut moved = false;
-        if let StoredObject::Endpoint(ep) = object {
+        if let StoredObject::Endpoint(ep) | StoredObject::HostEndpoint(ep) = object {
             for old in ds::endpoint_keys_of(&endpoints, &ep.id.namespace, &ep.id.name) {
                 if old.key != key {
                     check_owner(&old)?;
@@ -279,7 +311,7 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
             }
         }
         // A ClusterNetworkPolicy that changed tier leaves its old key behind: delete it.
-        if let StoredObject::Policy(p) = object {
+        if let Some(p) = object.as_policy() {
             if ds::is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) {
                 for tier in [palisade_model::ADMIN_TIER, palisade_model::BASELINE_TIER] {
                     let old_key = keys::policy(tier, None, &p.id.name)?;
@@ -316,12 +348,13 @@ async fn plan(store: &dyn Datastore, desired: &[Desired]) -> Result<Plan> {
                 }
             },
         };
+        let host_network = matches!(object, StoredObject::HostEndpoint(_));
         outcomes.push(Outcome {
             kind: ds::kind_word(object),
             name: ds::object_name(object),
             key: Some(key),
             result,
-            note,
+            note: note.or_else(|| host_network.then(|| "hostNetwork".to_string())),
         });
     }
     let current = existing

@@ -93,13 +93,13 @@ pub fn is_cluster_network_policy(tier: &str, namespace: Option<&str>) -> bool {
 pub fn kind_word(object: &StoredObject) -> &'static str {
     match object {
         StoredObject::Namespace(_) => "namespace",
-        StoredObject::Endpoint(_) => "pod",
-        StoredObject::Policy(p)
+        StoredObject::Endpoint(_) | StoredObject::HostEndpoint(_) => "pod",
+        StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _)
             if is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) =>
         {
             "clusternetworkpolicy"
         }
-        StoredObject::Policy(_) => "networkpolicy",
+        StoredObject::Policy(_) | StoredObject::NamedPolicy(..) => "networkpolicy",
         StoredObject::Status(_) => "status",
         StoredObject::Node(_) => "node",
     }
@@ -110,13 +110,13 @@ pub fn kind_word(object: &StoredObject) -> &'static str {
 pub fn object_name(object: &StoredObject) -> String {
     match object {
         StoredObject::Namespace(n) => n.name.clone(),
-        StoredObject::Endpoint(e) => e.id.to_string(),
-        StoredObject::Policy(p)
+        StoredObject::Endpoint(e) | StoredObject::HostEndpoint(e) => e.id.to_string(),
+        StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _)
             if is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref()) =>
         {
             p.id.name.clone()
         }
-        StoredObject::Policy(p) => p.id.to_string(),
+        StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _) => p.id.to_string(),
         StoredObject::Status(s) => s.node.clone(),
         StoredObject::Node(n) => n.name.clone(),
     }
@@ -127,6 +127,9 @@ pub fn describe_key(key: &str) -> String {
     match Key::parse(key) {
         Ok(Key::Namespace { name }) => format!("namespace {name}"),
         Ok(Key::Endpoint { namespace, pod, .. }) => format!("pod {namespace}/{pod}"),
+        Ok(Key::HostEndpoint { namespace, pod }) => {
+            format!("pod {namespace}/{pod} (hostNetwork)")
+        }
         Ok(Key::Policy {
             tier,
             namespace,
@@ -173,22 +176,38 @@ pub async fn list_objects(store: &dyn Datastore, prefix: &str) -> Result<Vec<Sto
     Ok(out)
 }
 
-/// The endpoint keys of `namespace/pod` under any node (a pod that moved may have left one).
+/// The keys of pod `namespace/pod`: its endpoint keys under any node (a pod that moved may
+/// have left one) and its host endpoint key (a host-networked pod).
 pub fn endpoint_keys_of(all_endpoints: &[KeyValue], namespace: &str, pod: &str) -> Vec<KeyValue> {
     all_endpoints
         .iter()
-        .filter(|kv| {
-            matches!(Key::parse(&kv.key), Ok(Key::Endpoint { namespace: n, pod: p, .. }) if n == namespace && p == pod)
+        .filter(|kv| match Key::parse(&kv.key) {
+            Ok(Key::Endpoint {
+                namespace: n,
+                pod: p,
+                ..
+            })
+            | Ok(Key::HostEndpoint {
+                namespace: n,
+                pod: p,
+            }) => n == namespace && p == pod,
+            _ => false,
         })
         .cloned()
         .collect()
 }
 
-/// Lists the raw endpoint keys (all nodes).
+/// Lists the raw keys of pods: endpoints (all nodes) and host endpoints.
 pub async fn list_endpoint_keys(store: &dyn Datastore) -> Result<Vec<KeyValue>> {
-    Ok(store
-        .list(keys::ENDPOINTS)
-        .await
-        .with_context(|| format!("cannot list endpoints in {}", store.describe()))?
-        .items)
+    let mut out = Vec::new();
+    for prefix in [keys::ENDPOINTS, keys::HOST_ENDPOINTS] {
+        out.extend(
+            store
+                .list(prefix)
+                .await
+                .with_context(|| format!("cannot list {prefix} in {}", store.describe()))?
+                .items,
+        );
+    }
+    Ok(out)
 }

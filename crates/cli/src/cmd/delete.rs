@@ -179,9 +179,13 @@ fn targets_from_files(files: &[PathBuf]) -> Result<Vec<Target>> {
     manifests
         .documents
         .iter()
-        // A Pod that is no workload endpoint (hostNetwork, finished, being deleted) was never
-        // stored by `apply`: there is nothing to delete for it.
+        // A Pod that is no workload endpoint (finished, being deleted) was never stored by
+        // `apply`: there is nothing to delete for it. A host-networked pod was (as a host
+        // endpoint).
         .filter(|doc| match &doc.object {
+            Object::Pod(p) if p.spec.host_network == Some(true) => {
+                !matches!(palisade_model::convert::host_network_pod(p), Ok(None))
+            }
             Object::Pod(p) => !matches!(palisade_model::convert::pod(p), Ok(None)),
             _ => true,
         })

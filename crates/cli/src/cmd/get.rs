@@ -90,26 +90,32 @@ pub fn run(args: Args) -> Result<ExitCode> {
 
 async fn run_async(args: Args, kind: Kind) -> Result<ExitCode> {
     let store = args.datastore.connect().await?;
-    let prefix = match kind {
-        Kind::Policies | Kind::ClusterPolicies => keys::POLICIES,
-        Kind::Namespaces => keys::NAMESPACES,
-        Kind::Endpoints => keys::ENDPOINTS,
-        Kind::Nodes => keys::NODES,
-        Kind::Status => keys::STATUS,
+    let prefixes: &[&str] = match kind {
+        Kind::Policies | Kind::ClusterPolicies => &[keys::POLICIES],
+        Kind::Namespaces => &[keys::NAMESPACES],
+        // Pods: workload endpoints and host-networked pods.
+        Kind::Endpoints => &[keys::ENDPOINTS, keys::HOST_ENDPOINTS],
+        Kind::Nodes => &[keys::NODES],
+        Kind::Status => &[keys::STATUS],
     };
-    let mut items = ds::list_objects(store.as_ref(), prefix).await?;
+    let mut items = Vec::new();
+    for prefix in prefixes {
+        items.extend(ds::list_objects(store.as_ref(), prefix).await?);
+    }
     // NetworkPolicies and ClusterNetworkPolicies share the policies/ prefix.
-    items.retain(|s| match &s.record.object {
-        StoredObject::Policy(p) => {
+    items.retain(|s| match s.record.object.as_policy() {
+        Some(p) => {
             let cnp = ds::is_cluster_network_policy(&p.id.tier, p.id.namespace.as_deref());
             cnp == (kind == Kind::ClusterPolicies)
         }
-        _ => true,
+        None => true,
     });
     if let Some(ns) = &args.namespace {
         items.retain(|s| match &s.record.object {
-            StoredObject::Policy(p) => p.id.namespace.as_deref() == Some(ns.as_str()),
-            StoredObject::Endpoint(e) => e.id.namespace == *ns,
+            StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _) => {
+                p.id.namespace.as_deref() == Some(ns.as_str())
+            }
+            StoredObject::Endpoint(e) | StoredObject::HostEndpoint(e) => e.id.namespace == *ns,
             _ => true,
         });
     }
@@ -159,12 +165,12 @@ async fn realizations(
         .collect();
     Ok(items
         .iter()
-        .filter_map(|s| match &s.record.object {
-            StoredObject::Policy(p) => Some((
+        .filter_map(|s| {
+            let p = s.record.object.as_policy()?;
+            Some((
                 s.kv.key.clone(),
                 realization(p, s.kv.mod_revision, &cluster, &statuses),
-            )),
-            _ => None,
+            ))
         })
         .collect())
 }
@@ -172,14 +178,16 @@ async fn realizations(
 fn item(s: &Stored, realization: Option<Realization>) -> Result<Item> {
     let spec = match &s.record.object {
         StoredObject::Namespace(o) => serde_json::to_value(o),
-        StoredObject::Endpoint(o) => serde_json::to_value(o),
-        // `staged` always shown (the model leaves it out when false).
-        StoredObject::Policy(o) => serde_json::to_value(o).map(|mut v| {
+        StoredObject::Endpoint(o) | StoredObject::HostEndpoint(o) => serde_json::to_value(o),
+        // `staged` always shown (the model leaves it out when false); rule names as stored.
+        StoredObject::Policy(o) | StoredObject::NamedPolicy(o, _) => {
+            let stored: serde_json::Value = serde_json::from_slice(&s.kv.value)?;
+            let mut v = stored["spec"].clone();
             if let Some(obj) = v.as_object_mut() {
                 obj.insert("staged".into(), o.staged.into());
             }
-            v
-        }),
+            Ok(v)
+        }
         StoredObject::Status(o) => serde_json::to_value(o),
         StoredObject::Node(o) => serde_json::to_value(o),
     }?;
@@ -223,7 +231,7 @@ fn table(
             "STAGED",
         ],
         Kind::Namespaces => vec!["NAME", "LABELS"],
-        Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS"],
+        Kind::Endpoints => vec!["NAMESPACE", "NAME", "NODE", "IPS", "HOSTNETWORK"],
         Kind::Nodes => vec!["NAME", "ADDRESSES"],
         Kind::Status => vec!["NODE", "IN-SYNC", "REVISION", "AGE", "LAST-ERROR"],
     };
@@ -246,7 +254,9 @@ fn table(
             r.as_ref().map_or("-".to_string(), |r| r.len().to_string())
         };
         let mut row: Vec<String> = match &s.record.object {
-            StoredObject::Policy(p) if kind == Kind::ClusterPolicies => {
+            StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _)
+                if kind == Kind::ClusterPolicies =>
+            {
                 let tier = match p.id.tier.as_str() {
                     palisade_model::ADMIN_TIER => "Admin".to_string(),
                     palisade_model::BASELINE_TIER => "Baseline".to_string(),
@@ -287,7 +297,7 @@ fn table(
                 }
                 r
             }
-            StoredObject::Policy(p) => {
+            StoredObject::Policy(p) | StoredObject::NamedPolicy(p, _) => {
                 let types: Vec<&str> = [
                     (p.ingress.is_some(), "Ingress"),
                     (p.egress.is_some(), "Egress"),
@@ -325,8 +335,9 @@ fn table(
                 r
             }
             StoredObject::Namespace(n) => vec![n.name.clone(), labels(&n.labels, !wide)],
-            StoredObject::Endpoint(e) => {
+            StoredObject::Endpoint(e) | StoredObject::HostEndpoint(e) => {
                 let ips: Vec<String> = e.ips.iter().map(ToString::to_string).collect();
+                let host_network = matches!(s.record.object, StoredObject::HostEndpoint(_));
                 let mut r = vec![
                     e.id.namespace.clone(),
                     e.id.name.clone(),
@@ -336,6 +347,7 @@ fn table(
                     } else {
                         ips.join(",")
                     },
+                    host_network.to_string(),
                 ];
                 if wide {
                     let ports: Vec<String> = e

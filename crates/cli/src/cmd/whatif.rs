@@ -153,19 +153,14 @@ pub fn delete_from(cluster: &mut Cluster, deletions: &[Deletion]) -> Result<()> 
     Ok(())
 }
 
-/// Lays stored objects over a cluster (same key replaces); agent statuses are ignored.
+/// Lays stored objects over a cluster (same key replaces; `StoredObject::upsert_into`);
+/// agent statuses are ignored.
 pub fn upsert_stored<'a>(
     cluster: &mut Cluster,
     objects: impl IntoIterator<Item = &'a StoredObject>,
 ) {
     for object in objects {
-        match object {
-            StoredObject::Namespace(n) => cluster.upsert_namespace(n.clone()),
-            StoredObject::Endpoint(e) => cluster.upsert_endpoint(e.clone()),
-            StoredObject::Policy(p) => cluster.upsert_policy(p.clone()),
-            StoredObject::Node(n) => cluster.upsert_node(n.clone()),
-            StoredObject::Status(_) => {}
-        }
+        object.clone().upsert_into(cluster);
     }
 }
 

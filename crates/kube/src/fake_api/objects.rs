@@ -48,6 +48,23 @@ pub fn pod(ns: &str, name: &str, node: Option<&str>, ip: Option<&str>, l: &[(&st
     serde_json::from_value(v).unwrap_or_default()
 }
 
+/// A host-networked Pod (`spec.hostNetwork: true`) on `node`, declaring TCP port 9100 named
+/// `metrics`, with `status.podIP` = `ip` if given (Kubernetes gives it its node's address).
+pub fn host_network_pod(ns: &str, name: &str, node: &str, ip: Option<&str>) -> Pod {
+    let mut p = pod(ns, name, Some(node), ip, &[("app", name)]);
+    if let Some(spec) = p.spec.as_mut() {
+        spec.host_network = Some(true);
+        spec.containers[0].ports = serde_json::from_value(
+            json!([{"name": "metrics", "containerPort": 9100, "protocol": "TCP"}]),
+        )
+        .ok();
+    }
+    if let Some(status) = p.status.as_mut() {
+        status.phase = Some("Running".into());
+    }
+    p
+}
+
 /// A NetworkPolicy from its `spec` as JSON.
 pub fn network_policy(ns: &str, name: &str, spec: Value) -> NetworkPolicy {
     serde_json::from_value(json!({

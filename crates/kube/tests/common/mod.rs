@@ -19,6 +19,7 @@ pub async fn contents(store: &Arc<dyn Datastore>) -> Contents {
     for prefix in [
         keys::NAMESPACES,
         keys::ENDPOINTS,
+        keys::HOST_ENDPOINTS,
         keys::POLICIES,
         keys::NODES,
     ] {
