@@ -1,0 +1,214 @@
+//! ClusterNetworkPolicies, Nodes and host-networked pods through a real etcd: what `palisade
+//! apply` stores, `palisade matrix --datastore` and `palisade explain --datastore` read back
+//! exactly as `-f` reads the same manifests — host-networked pods as flow ends with their
+//! node's address, `nodes` peers, tiers, priorities, Pass, and the rule names `explain` quotes.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::conformance::{case_slugs_in, cnp_root, Case, Objects};
+use palisade_store::testing::EtcdServer;
+use palisade_store::{keys, Datastore, Op};
+
+fn palisade(args: &[&str], datastore: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
+    cmd.args(args)
+        .env_remove("PALISADE_DATASTORE")
+        .env_remove("PALISADE_ETCD_PASSWORD")
+        .stdin(Stdio::null());
+    if let Some(url) = datastore {
+        cmd.args(["--datastore", url]);
+    }
+    cmd.output().expect("run palisade")
+}
+
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wipe(server: &EtcdServer) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            let store = server.connect().await.expect("connect");
+            let listing = store.list(keys::ROOT).await.expect("list");
+            let ops: Vec<Op> = listing
+                .items
+                .into_iter()
+                .map(|kv| Op::delete(kv.key))
+                .collect();
+            if !ops.is_empty() {
+                store.apply_batch(ops).await.expect("wipe");
+            }
+        });
+}
+
+/// The ports the suite's pods serve, and ICMP.
+const PROBES: [&str; 7] = [
+    "80/TCP",
+    "8080/TCP",
+    "53/UDP",
+    "5353/UDP",
+    "9003/SCTP",
+    "9005/SCTP",
+    "icmp",
+];
+
+fn matrix(source: &[&str], output: &str, datastore: Option<&str>) -> String {
+    let mut args = vec!["matrix"];
+    args.extend_from_slice(source);
+    for p in PROBES {
+        args.extend(["--probe", p]);
+    }
+    args.extend(["-o", output]);
+    ok(&palisade(&args, datastore), &format!("matrix {source:?}"))
+}
+
+/// Stores `file` alone and compares the matrices (JSON and table) from files and from etcd.
+fn store_and_compare(server: &EtcdServer, file: &str, what: &str) -> serde_json::Value {
+    wipe(server);
+    let url = server.url();
+    ok(
+        &palisade(&["apply", "-f", file], Some(&url)),
+        &format!("{what}: apply"),
+    );
+    for output in ["json", "table"] {
+        let from_files = matrix(&["-f", file], output, None);
+        let live = matrix(&[], output, Some(&url));
+        assert_eq!(live, from_files, "{what}: -o {output}: live != files");
+    }
+    serde_json::from_str(&matrix(&[], "json", Some(&url))).expect("json")
+}
+
+const CENTAUR: &str = "network-policy-conformance-forbidden-forrest/centaur-0";
+
+#[test]
+fn live_matrix_equals_the_files_on_every_cluster_network_policy_step() {
+    let Ok(server) = EtcdServer::start() else {
+        eprintln!("skipped: no etcd binary to start");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suite = cnp_root();
+    let base = Objects::base_of(&suite).expect("base");
+    let file = dir.path().join("cluster.yaml");
+    let file_str = file.display().to_string();
+    let mut steps = 0;
+    let mut node_peer_steps = 0;
+    for slug in case_slugs_in(&suite).expect("cases") {
+        let case = Case::load_from(&suite, &slug).expect("case");
+        for (i, objects) in case.states(&base).expect("states").iter().enumerate() {
+            let yaml = objects.to_yaml().expect("yaml");
+            node_peer_steps += usize::from(yaml.contains("nodes:"));
+            std::fs::write(&file, yaml).expect("write");
+            let live = store_and_compare(&server, &file_str, &format!("{slug} step {}", i + 1));
+            // The host-networked pods are in the live matrix (not merely absent from both).
+            let pods = live["pods"].as_array().expect("pods");
+            assert!(
+                pods.iter().any(|p| p == CENTAUR),
+                "{slug}: no {CENTAUR} in {pods:?}"
+            );
+            steps += 1;
+        }
+    }
+    assert!(steps > 30, "only {steps} steps replayed");
+    assert!(node_peer_steps > 1, "no step with a nodes peer");
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster-policies")
+}
+
+/// `explain` from etcd says what it says from the files, naming the ClusterNetworkPolicy's
+/// rule; `get pods` shows the host-networked pod with its node's address.
+#[test]
+fn live_explain_names_cluster_network_policy_rules_and_host_networked_pods() {
+    let Ok(server) = EtcdServer::start() else {
+        eprintln!("skipped: no etcd binary to start");
+        return;
+    };
+    let url = server.url();
+    let example = example().display().to_string();
+    store_and_compare(&server, &example, "examples/cluster-policies");
+
+    let flows = [
+        // (from, to, port, what the explanation must say)
+        (
+            "tenant-a/web",
+            "kube-system/coredns",
+            "8080/TCP",
+            r#"by admin:protect-kube-system rule 1 ("deny-tenants")"#,
+        ),
+        (
+            "tenant-b/web",
+            "kube-system/coredns",
+            "53/UDP",
+            r#"by admin:protect-kube-system rule 0 ("allow-dns")"#,
+        ),
+        (
+            "tenant-a/web",
+            "tenant-b/web",
+            "8080/TCP",
+            r#"by baseline:tenant-b-isolation rule 0 ("deny-other-tenants")"#,
+        ),
+        (
+            "tenant-a/web",
+            "kube-system/node-exporter",
+            "53/UDP",
+            r#"passed by admin:tenants-not-to-nodes rule 0 ("pass-node-local-dns")"#,
+        ),
+        (
+            "tenant-a/web",
+            "kube-system/node-exporter",
+            "9100/TCP",
+            r#"to kube-system/node-exporter by admin:tenants-not-to-nodes rule 1 ("deny-nodes")"#,
+        ),
+    ];
+    for (from, to, port, says) in flows {
+        let args = ["explain", "--from", from, "--to", to, "--port", port];
+        let files = ok(
+            &palisade(&[&args[..], &["-f", &example]].concat(), None),
+            "explain -f",
+        );
+        let live = ok(&palisade(&args, Some(&url)), "explain --datastore");
+        assert_eq!(live, files, "{from} -> {to} {port}");
+        assert!(live.contains(says), "{from} -> {to} {port}: {live}");
+        let json = [&args[..], &["-o", "json"]].concat();
+        let files = ok(
+            &palisade(&[&json[..], &["-f", &example]].concat(), None),
+            "explain -f -o json",
+        );
+        let live = ok(&palisade(&json, Some(&url)), "explain --datastore -o json");
+        assert_eq!(live, files, "{from} -> {to} {port} (json)");
+    }
+
+    let pods = ok(
+        &palisade(&["get", "pods", "-n", "kube-system"], Some(&url)),
+        "get pods",
+    );
+    let header = pods.lines().next().unwrap_or_default();
+    assert!(header.ends_with("HOSTNETWORK"), "{pods}");
+    let exporter = pods
+        .lines()
+        .find(|l| l.contains("node-exporter"))
+        .unwrap_or_else(|| panic!("no node-exporter in {pods}"));
+    assert!(
+        exporter.contains("10.10.0.1") && exporter.ends_with("true"),
+        "{pods}"
+    );
+    let coredns = pods
+        .lines()
+        .find(|l| l.contains("coredns"))
+        .expect("coredns");
+    assert!(coredns.ends_with("false"), "{pods}");
+}
