@@ -21,7 +21,8 @@ use super::datastore_args::{self as ds, DatastoreArgs, Stored};
 pub struct Args {
     /// What to list: networkpolicies (networkpolicy, netpol, np), clusternetworkpolicies
     /// (clusternetworkpolicy, cnp), namespaces (ns), endpoints (ep, pods, po,
-    /// workloadendpoints), nodes (node, no), status (agent status per node).
+    /// workloadendpoints; host-networked pods too, marked in the HOSTNETWORK column), nodes
+    /// (node, no), status (agent status per node).
     #[arg(value_name = "KIND")]
     pub kind: String,
     /// Only objects of this namespace (default: all namespaces).
