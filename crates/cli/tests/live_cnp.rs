@@ -212,3 +212,113 @@ fn live_explain_names_cluster_network_policy_rules_and_host_networked_pods() {
         .expect("coredns");
     assert!(coredns.ends_with("false"), "{pods}");
 }
+
+const NODE: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 10.1.0.1}]}
+"#;
+
+const HOST_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: exporter, namespace: monitoring, labels: {app: exporter}}
+spec: {nodeName: n1, hostNetwork: true, containers: [{name: c, ports: [{name: metrics, containerPort: 9100}]}]}
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path.display().to_string()
+}
+
+fn get_pods(url: &str) -> serde_json::Value {
+    let out = ok(
+        &palisade(&["get", "pods", "-o", "json"], Some(url)),
+        "get pods",
+    );
+    serde_json::from_str(&out).expect("json")
+}
+
+/// `palisade apply` stores a host-networked pod under `hostendpoints/` with its node's
+/// address (the pod has none of its own here), follows a new address of the node, moves the
+/// pod to `endpoints/` when it stops being host-networked, and `delete pod` removes it.
+#[test]
+fn apply_stores_a_host_networked_pod_with_its_node_address() {
+    let Ok(server) = EtcdServer::start() else {
+        eprintln!("skipped: no etcd binary to start");
+        return;
+    };
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let both = write(dir.path(), "both.yaml", &format!("{NODE}---{HOST_POD}"));
+    let out = ok(&palisade(&["apply", "-f", &both], Some(&url)), "apply");
+    assert!(
+        out.contains("pod monitoring/exporter created (hostNetwork)"),
+        "{out}"
+    );
+    let v = get_pods(&url);
+    assert_eq!(
+        v[0]["key"],
+        "/palisade/v1/hostendpoints/monitoring/exporter"
+    );
+    assert_eq!(v[0]["kind"], "HostEndpoint");
+    assert_eq!(v[0]["spec"]["ips"], serde_json::json!(["10.1.0.1"]));
+
+    // The node alone, with a new address: the stored pod follows.
+    let moved = write(
+        dir.path(),
+        "node.yaml",
+        &NODE.replace("10.1.0.1", "10.1.0.9"),
+    );
+    let out = ok(
+        &palisade(&["apply", "-f", &moved], Some(&url)),
+        "apply node",
+    );
+    assert!(out.contains("node n1 updated"), "{out}");
+    assert!(
+        out.contains("pod monitoring/exporter updated (hostNetwork: its node's new address)"),
+        "{out}"
+    );
+    assert_eq!(
+        get_pods(&url)[0]["spec"]["ips"],
+        serde_json::json!(["10.1.0.9"])
+    );
+
+    // No longer host-networked: the old key goes in the same batch.
+    let workload = write(
+        dir.path(),
+        "pod.yaml",
+        &format!(
+            "{}status: {{podIP: 10.0.0.5}}\n",
+            HOST_POD.replace("hostNetwork: true, ", "")
+        ),
+    );
+    let out = ok(
+        &palisade(&["apply", "-f", &workload], Some(&url)),
+        "apply pod",
+    );
+    assert!(
+        out.contains("pod monitoring/exporter updated (moved from /palisade/v1/hostendpoints/monitoring/exporter)"),
+        "{out}"
+    );
+    let v = get_pods(&url);
+    assert_eq!(v.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v[0]["key"], "/palisade/v1/endpoints/n1/monitoring/exporter");
+
+    let out = ok(
+        &palisade(&["apply", "-f", &both], Some(&url)),
+        "apply again",
+    );
+    assert!(
+        out.contains("pod monitoring/exporter updated (moved from"),
+        "{out}"
+    );
+    let out = ok(
+        &palisade(&["delete", "pod", "monitoring/exporter"], Some(&url)),
+        "delete pod",
+    );
+    assert!(out.contains("pod monitoring/exporter deleted"), "{out}");
+    assert_eq!(get_pods(&url), serde_json::json!([]));
+}

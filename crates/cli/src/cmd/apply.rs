@@ -227,6 +227,63 @@ fn give_host_endpoints_node_addresses(desired: &mut [Desired], stored: &HashMap<
     }
 }
 
+/// Host-networked pods stored by an earlier apply on a node this apply changes take the
+/// node's new addresses (readers would take them anyway; this keeps `get pods` true).
+fn follow_node_addresses(
+    desired: &[Desired],
+    stored_pods: &[KeyValue],
+    ops: &mut Vec<Op>,
+    outcomes: &mut Vec<Outcome>,
+) {
+    // Keys this apply writes or deletes already.
+    let written: std::collections::HashSet<String> =
+        ops.iter().map(|op| op.key().to_string()).collect();
+    let nodes: HashMap<&str, Vec<std::net::IpAddr>> = desired
+        .iter()
+        .filter_map(|d| match &d.object {
+            Some(StoredObject::Node(n)) => {
+                Some((n.name.as_str(), convert::node_addresses_for_pod(n)))
+            }
+            _ => None,
+        })
+        .filter(|(_, addresses)| !addresses.is_empty())
+        .collect();
+    if nodes.is_empty() {
+        return;
+    }
+    for kv in stored_pods {
+        if written.contains(&kv.key) {
+            continue;
+        }
+        let Ok(Record {
+            owner,
+            object: StoredObject::HostEndpoint(mut ep),
+        }) = Record::decode(&kv.key, &kv.value)
+        else {
+            continue;
+        };
+        let Some(addresses) = ep.node.as_deref().and_then(|n| nodes.get(n)) else {
+            continue;
+        };
+        if owner != OWNER_APPLY || ep.ips == *addresses {
+            continue;
+        }
+        ep.ips = addresses.clone();
+        let object = StoredObject::HostEndpoint(ep);
+        let Ok(value) = object.encode(OWNER_APPLY) else {
+            continue;
+        };
+        ops.push(Op::put(kv.key.clone(), value).when(Precondition::ModRevision(kv.mod_revision)));
+        outcomes.push(Outcome {
+            kind: ds::kind_word(&object),
+            name: ds::object_name(&object),
+            key: Some(kv.key.clone()),
+            result: "updated",
+            note: Some("hostNetwork: its node's new address".into()),
+        });
+    }
+}
+
 struct Plan {
     ops: Vec<Op>,
     outcomes: Vec<Outcome>,
@@ -357,6 +414,7 @@ async fn plan(store: &dyn Datastore, desired: &mut [Desired]) -> Result<Plan> {
             note: note.or_else(|| host_network.then(|| "hostNetwork".to_string())),
         });
     }
+    follow_node_addresses(desired, &endpoints, &mut ops, &mut outcomes);
     let current = existing
         .values()
         .filter_map(|kv| StoredObject::decode(&kv.key, &kv.value).ok())
