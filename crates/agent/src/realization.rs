@@ -51,6 +51,8 @@ pub fn realization(
         cluster
             .endpoints
             .iter()
+            // A host-networked pod is never selected: no agent programs anything for it.
+            .filter(|e| !cluster.is_host_network(&e.id))
             .filter(|e| policy.selects(e, &cluster.namespace_labels(&e.id.namespace)))
             .filter_map(|e| e.node.clone())
             .filter(|n| n != palisade_store::keys::UNSCHEDULED)
@@ -76,5 +78,52 @@ pub fn realization(
         nodes: nodes.into_iter().collect(),
         programmed,
         pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_model::{Endpoint, EndpointId, Labels, PolicyId, Rule, Selector};
+
+    fn web(name: &str, node: &str) -> Endpoint {
+        let mut labels = Labels::new();
+        labels.insert("app".into(), "web".into());
+        Endpoint {
+            id: EndpointId::new("prod", name),
+            node: Some(node.into()),
+            labels,
+            ips: vec!["10.0.0.1".parse().unwrap()],
+            ports: vec![],
+        }
+    }
+
+    /// A host-networked pod the policy's selector matches is still not selected: its node
+    /// does not count.
+    #[test]
+    fn host_networked_pods_put_no_node_in_the_count() {
+        let mut cluster = Cluster::new();
+        cluster.upsert_endpoint(web("web-0", "n1"));
+        cluster.upsert_host_network(web("exporter", "n2"));
+        let policy = Policy {
+            id: PolicyId {
+                tier: palisade_model::DEFAULT_TIER.into(),
+                namespace: Some("prod".into()),
+                name: "web".into(),
+            },
+            order: palisade_model::KUBERNETES_POLICY_ORDER,
+            selector: Selector::Eq("app".into(), "web".into()),
+            namespace_selector: Selector::All,
+            staged: false,
+            ingress: Some(vec![Rule {
+                action: palisade_model::Action::Allow,
+                peers: vec![],
+                ports: vec![],
+            }]),
+            egress: None,
+        };
+        let r = realization(&policy, 5, &cluster, &[]);
+        assert_eq!(r.nodes, vec!["n1".to_string()]);
+        assert_eq!(r.ratio(), "0/1");
     }
 }

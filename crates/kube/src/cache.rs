@@ -415,6 +415,100 @@ mod tests {
         assert!(c.desired(&pod_id("later", "x")).is_some());
     }
 
+    fn node_id(name: &str) -> ObjectId {
+        ObjectId::cluster(Kind::Node, name)
+    }
+
+    fn node(name: &str, ip: &str) -> Converted {
+        stored(StoredObject::Node(palisade_model::Node {
+            name: name.into(),
+            labels: Default::default(),
+            addresses: vec![ip.parse().unwrap()],
+        }))
+    }
+
+    fn host_pod(ns: &str, name: &str, node: &str, ips: &[&str]) -> Converted {
+        stored(StoredObject::HostEndpoint(Endpoint {
+            id: EndpointId::new(ns, name),
+            node: Some(node.into()),
+            labels: Default::default(),
+            ips: ips.iter().map(|ip| ip.parse().unwrap()).collect(),
+            ports: vec![],
+        }))
+    }
+
+    fn desired_ips(c: &Cache, id: &ObjectId) -> Option<Vec<String>> {
+        match c.desired(id)? {
+            (_, StoredObject::HostEndpoint(ep)) => {
+                Some(ep.ips.iter().map(ToString::to_string).collect())
+            }
+            other => panic!("host endpoint expected: {other:?}"),
+        }
+    }
+
+    /// A host-networked pod has its node's address; a change of the node touches it (and
+    /// only the pods on that node), also after the pod moved or the pods were relisted.
+    #[test]
+    fn host_networked_pods_follow_their_node() {
+        let mut c = synced_cache();
+        let exporter = pod_id("a", "exporter");
+        c.apply(Change::Apply(
+            exporter.clone(),
+            host_pod("a", "exporter", "n1", &[]),
+        ));
+        assert_eq!(
+            desired_ips(&c, &exporter),
+            None,
+            "no address at all: not stored"
+        );
+        let Effect::Touched(ids) = c.apply(Change::Apply(node_id("n1"), node("n1", "192.168.0.1")))
+        else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![node_id("n1"), exporter.clone()]);
+        assert_eq!(desired_ips(&c, &exporter), Some(vec!["192.168.0.1".into()]));
+        let Effect::Touched(ids) = c.apply(Change::Apply(node_id("n2"), node("n2", "192.168.0.2")))
+        else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![node_id("n2")], "not on n2");
+
+        // Moves to n2: n2 touches it, n1 no longer does.
+        c.apply(Change::Apply(
+            exporter.clone(),
+            host_pod("a", "exporter", "n2", &["192.168.0.2"]),
+        ));
+        let Effect::Touched(ids) = c.apply(Change::Apply(node_id("n1"), node("n1", "192.168.0.9")))
+        else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![node_id("n1")]);
+        list(
+            &mut c,
+            Kind::Pod,
+            vec![(
+                exporter.clone(),
+                host_pod("a", "exporter", "n2", &["192.168.0.2"]),
+            )],
+        );
+        let Effect::Touched(ids) = c.apply(Change::Apply(node_id("n2"), node("n2", "192.168.0.7")))
+        else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![node_id("n2"), exporter.clone()]);
+        assert_eq!(desired_ips(&c, &exporter), Some(vec!["192.168.0.7".into()]));
+        // Without its node: its own address.
+        c.apply(Change::Delete(node_id("n2")));
+        assert_eq!(desired_ips(&c, &exporter), Some(vec!["192.168.0.2".into()]));
+        // Deleted: no node touches it any more.
+        c.apply(Change::Delete(exporter.clone()));
+        let Effect::Touched(ids) = c.apply(Change::Apply(node_id("n2"), node("n2", "192.168.0.2")))
+        else {
+            panic!("expected touched")
+        };
+        assert_eq!(ids, vec![node_id("n2")]);
+    }
+
     #[test]
     fn cluster_scoped_objects_need_no_namespace() {
         let mut c = synced_cache();
