@@ -322,3 +322,58 @@ fn apply_stores_a_host_networked_pod_with_its_node_address() {
     assert!(out.contains("pod monitoring/exporter deleted"), "{out}");
     assert_eq!(get_pods(&url), serde_json::json!([]));
 }
+
+/// `matrix --datastore --what-if -f CHANGE` sees host-networked pods as `-f` does: adding
+/// the policy that denies tenants the nodes newly denies flows to the host-networked
+/// node-exporter, the same pairs as between files.
+#[test]
+fn live_what_if_includes_host_networked_pods() {
+    let Ok(server) = EtcdServer::start() else {
+        eprintln!("skipped: no etcd binary to start");
+        return;
+    };
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let change = example().join("admin-tenants-not-to-nodes.yaml");
+    for entry in std::fs::read_dir(example()).expect("example") {
+        let path = entry.expect("entry").path();
+        let yaml = path.extension().is_some_and(|e| e == "yaml");
+        if yaml && path != change {
+            std::fs::copy(&path, dir.path().join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let current = dir.path().display().to_string();
+    let change = change.display().to_string();
+    ok(&palisade(&["apply", "-f", &current], Some(&url)), "apply");
+    let probes = ["--probe", "9100/TCP", "--probe", "53/UDP"];
+    let live = [
+        &["matrix", "--what-if", "-f", &change, "-o", "json"][..],
+        &probes,
+    ]
+    .concat();
+    let files = [
+        &[
+            "matrix",
+            "-f",
+            &current,
+            "--what-if-f",
+            &change,
+            "-o",
+            "json",
+        ][..],
+        &probes,
+    ]
+    .concat();
+    let live: serde_json::Value =
+        serde_json::from_str(&ok(&palisade(&live, Some(&url)), "what-if live")).expect("json");
+    let files: serde_json::Value =
+        serde_json::from_str(&ok(&palisade(&files, None), "what-if files")).expect("json");
+    assert_eq!(live["changes"], files["changes"]);
+    let to_exporter = live["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .filter(|c| c["to"] == "kube-system/node-exporter" && c["then"] == false)
+        .count();
+    assert!(to_exporter > 0, "{live:#}");
+}
