@@ -360,6 +360,61 @@ async fn a_change_that_changes_nothing_on_this_node_never_reaches_the_dataplane(
     run.stop().await;
 }
 
+/// A host-networked pod on this very node, labelled like the selected pods and like the
+/// peers of their policies, is neither a local workload endpoint nor a peer: the kernel is
+/// not touched, and deleting it changes nothing either.
+#[tokio::test]
+async fn a_host_networked_pod_is_never_programmed() {
+    let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
+    put_all(store.as_ref(), &objects()).await;
+    let kernel = Arc::new(FakeKernel::new());
+    let agent = Agent::new(
+        config(DataplaneKind::Nftables),
+        store.clone(),
+        dataplane(DataplaneKind::Nftables, &kernel),
+    )
+    .unwrap();
+    let run = Running::start(agent);
+    run.wait_ready(T).await;
+    let before = kernel_text(&kernel, DataplaneKind::Nftables);
+    kernel.clear_calls();
+    let mut applied = run.shared.applied();
+    // The agent reports no revision for keys it does not read: a change after each one (a pod
+    // on another node that nothing selects, which writes nothing) says it got past it.
+    let mut marker = 0;
+    let mut got_past = |store: Arc<dyn Datastore>| {
+        marker += 1;
+        async move {
+            let unrelated = pod(
+                "dev",
+                "unrelated",
+                "n2",
+                "10.0.9.9",
+                &format!("batch{marker}"),
+            );
+            put(store.as_ref(), &StoredObject::Endpoint(unrelated)).await
+        }
+    };
+    for app in ["web", "client"] {
+        let host = StoredObject::HostEndpoint(pod("prod", app, NODE, "192.168.0.1", app));
+        put(store.as_ref(), &host).await;
+        let rev = got_past(store.clone()).await;
+        tokio::time::timeout(T, applied.wait_for(|r| *r >= rev))
+            .await
+            .unwrap()
+            .unwrap();
+        delete(store.as_ref(), &host).await;
+        let rev = got_past(store.clone()).await;
+        tokio::time::timeout(T, applied.wait_for(|r| *r >= rev))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(kernel.writes().is_empty(), "wrote {:?}", kernel.writes());
+    assert_eq!(kernel_text(&kernel, DataplaneKind::Nftables), before);
+    run.stop().await;
+}
+
 #[tokio::test]
 async fn a_burst_of_changes_is_coalesced_into_few_applies() {
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
