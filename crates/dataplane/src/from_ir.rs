@@ -8,7 +8,7 @@ use std::sync::Arc;
 use palisade_render::ir::{
     Action, Chain, DispatchKey, Family as IrFamily, Ruleset, SetDef, SetEntry, SetKind,
 };
-use palisade_render::{iptables, names, nft};
+use palisade_render::{iptables, nft};
 
 use crate::error::DataplaneError;
 use crate::ipt::program::{Family, IpsetSpec, IptRule, IptablesProgram};
@@ -182,7 +182,9 @@ pub fn nft_program(
     let mut maps = BTreeMap::new();
     for c in &rs.chains {
         dispatch_elements(c, &mut maps);
-        p.chains.insert(c.name.clone(), nft_chain(c, origins));
+        for c in palisade_render::nft::with_local_copies(c) {
+            p.chains.insert(c.name.clone(), nft_chain(&c, origins));
+        }
     }
     for (name, (key, elements)) in maps {
         p.sets.insert(name, Arc::new(verdict_map(key, elements)));
@@ -232,9 +234,9 @@ pub fn nft_chain(c: &Chain, origins: &Origins) -> NftChain {
             body,
         });
     }
-    let base = (c.name == names::FORWARD_CHAIN).then(|| BaseChain {
+    let base = palisade_render::nft::base_hook(&c.name).map(|hook| BaseChain {
         kind: "filter".into(),
-        hook: "forward".into(),
+        hook: hook.into(),
         priority: 0,
         policy: "accept".into(),
     });

@@ -233,10 +233,13 @@ impl Incremental {
         }
         // Chains: the new and rewritten ones converted, with their rules' origins.
         let (changed, origins) = changed_chains(plan, next, cfg, endpoints, policies);
-        for c in &changed {
+        for c in changed
+            .iter()
+            .flat_map(|c| palisade_render::nft::with_local_copies(c))
+        {
             program
                 .chains
-                .insert(c.name.clone(), nft_chain(c, &origins));
+                .insert(c.name.clone(), nft_chain(&c, &origins));
         }
         if let Some(fwd) = &plan.forward {
             // The verdict maps are filled from `pal-FORWARD`'s dispatch rules.

@@ -50,8 +50,8 @@ fn first_apply_writes_everything_second_writes_nothing() {
     assert!(r.chains_rewritten.iter().any(|c| c == "pal-FORWARD"));
     assert_eq!(
         r.jumps_written,
-        vec!["FORWARD", "FORWARD"],
-        "one per family"
+        vec!["FORWARD", "INPUT", "OUTPUT", "FORWARD", "INPUT", "OUTPUT"],
+        "one per kernel chain (a node's own traffic to and from its pods too) and family"
     );
     assert_eq!(
         programs(&kernel),

@@ -21,7 +21,8 @@ const DAEMON_START: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct UpOptions {
-    pub nodes: usize,
+    /// `--nodes`: with Node manifests absent or their count; without, `n1..nN` (default 2).
+    pub nodes: Option<usize>,
     /// `iptables` or `nftables`.
     pub dataplane: String,
     /// `embedded:` or `etcd://...`.

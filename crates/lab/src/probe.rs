@@ -7,6 +7,8 @@
 //!   silence until the timeout all count as "not reached".
 //! * Family: the one asked for, else the engine's rule: the family of the source's first
 //!   address that the destination also has (failing that, the source's first address).
+//! * A host-networked pod probes from its node's namespace, bound to its own (the node's)
+//!   address of the family, so that the destination sees the address the engine judges.
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
@@ -29,6 +31,23 @@ pub struct Target {
     pub netns: String,
     /// Every address of the pod, first address first.
     pub ips: Vec<IpAddr>,
+    /// Probes leave from its address of the destination's family (a host-networked pod, whose
+    /// node's namespace has other addresses too); else the kernel picks the source.
+    pub bind: bool,
+}
+
+impl Target {
+    /// The source address a probe to `dst` is bound to, if any.
+    pub fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        self.bind
+            .then(|| {
+                self.ips
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv6() == dst.is_ipv6())
+            })
+            .flatten()
+    }
 }
 
 /// The destination address of a probe from `src` to `dst`: of family `family` (`true`: IPv6)
@@ -68,7 +87,9 @@ pub fn probe_matrix(
                 let spawned = std::thread::Builder::new()
                     .stack_size(128 * 1024)
                     .spawn_scoped(s, move || {
-                        let ok = netns::enter(&src.netns).is_ok() && reach(to, probe, timeout);
+                        let from = src.source_for(to);
+                        let ok = netns::enter(&src.netns).is_ok()
+                            && reach_from(from, to, probe, timeout);
                         if let Ok(mut r) = results.lock() {
                             r[k][i][j] = ok;
                         }
@@ -85,14 +106,30 @@ pub fn probe_matrix(
 
 /// One probe from the calling thread's namespace to `dst`.
 pub fn reach(dst: IpAddr, probe: Probe, timeout: Duration) -> bool {
+    reach_from(None, dst, probe, timeout)
+}
+
+/// One probe from the calling thread's namespace to `dst`, from address `src` if given.
+pub fn reach_from(src: Option<IpAddr>, dst: IpAddr, probe: Probe, timeout: Duration) -> bool {
     match probe.protocol {
-        Protocol::Tcp => {
-            TcpStream::connect_timeout(&SocketAddr::new(dst, probe.port), timeout).is_ok()
-        }
-        Protocol::Udp => udp(dst, probe.port, timeout).unwrap_or(false),
-        Protocol::Icmp => icmp(dst, timeout).unwrap_or(false),
-        Protocol::Sctp => sctp_init(dst, probe.port, timeout).unwrap_or(false),
+        Protocol::Tcp => match src {
+            None => TcpStream::connect_timeout(&SocketAddr::new(dst, probe.port), timeout).is_ok(),
+            Some(src) => tcp_from(src, dst, probe.port, timeout).is_ok(),
+        },
+        Protocol::Udp => udp(src, dst, probe.port, timeout).unwrap_or(false),
+        Protocol::Icmp => icmp(src, dst, timeout).unwrap_or(false),
+        Protocol::Sctp => sctp_init(src, dst, probe.port, timeout).unwrap_or(false),
     }
+}
+
+fn tcp_from(src: IpAddr, dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<()> {
+    let s = Socket::new(
+        Domain::for_address(SocketAddr::new(dst, 0)),
+        Type::STREAM,
+        None,
+    )?;
+    s.bind(&SocketAddr::new(src, 0).into())?;
+    s.connect_timeout(&SocketAddr::new(dst, port).into(), timeout)
 }
 
 fn unspecified(dst: IpAddr) -> IpAddr {
@@ -103,8 +140,8 @@ fn unspecified(dst: IpAddr) -> IpAddr {
     }
 }
 
-fn udp(dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
-    let s = UdpSocket::bind((unspecified(dst), 0))?;
+fn udp(src: Option<IpAddr>, dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
+    let s = UdpSocket::bind((src.unwrap_or_else(|| unspecified(dst)), 0))?;
     s.connect((dst, port))?;
     s.set_read_timeout(Some(timeout))?;
     s.send(b"palisade-probe")?;
@@ -112,14 +149,19 @@ fn udp(dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
     Ok(s.recv(&mut buf).is_ok())
 }
 
-/// A raw socket of `dst`'s family for protocol `v4` (IPv4) or `v6` (IPv6).
-fn raw_socket(dst: IpAddr, v4: i32, v6: i32) -> std::io::Result<Socket> {
+/// A raw socket of `dst`'s family for protocol `v4` (IPv4) or `v6` (IPv6), bound to `src`
+/// if given.
+fn raw_socket(src: Option<IpAddr>, dst: IpAddr, v4: i32, v6: i32) -> std::io::Result<Socket> {
     let (domain, proto) = if dst.is_ipv6() {
         (Domain::IPV6, v6)
     } else {
         (Domain::IPV4, v4)
     };
-    Socket::new(domain, Type::RAW, Some(socket2::Protocol::from(proto)))
+    let s = Socket::new(domain, Type::RAW, Some(socket2::Protocol::from(proto)))?;
+    if let Some(src) = src {
+        s.bind(&SocketAddr::new(src, 0).into())?;
+    }
+    Ok(s)
 }
 
 /// Receives on a raw socket until `accept` says yes or no, or the deadline passes.
@@ -151,9 +193,9 @@ fn raw_wait(
     }
 }
 
-fn icmp(dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
+fn icmp(src: Option<IpAddr>, dst: IpAddr, timeout: Duration) -> std::io::Result<bool> {
     let deadline = Instant::now() + timeout;
-    let socket = raw_socket(dst, libc::IPPROTO_ICMP, libc::IPPROTO_ICMPV6)?;
+    let socket = raw_socket(src, dst, libc::IPPROTO_ICMP, libc::IPPROTO_ICMPV6)?;
     // Echo request / reply: ICMP 8 / 0, ICMPv6 128 / 129 (whose checksum the kernel fills in).
     let (request, reply) = if dst.is_ipv6() { (128, 129) } else { (8, 0) };
     let id = fastrand::u16(..);
@@ -185,9 +227,14 @@ pub fn inet_checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-fn sctp_init(dst: IpAddr, port: u16, timeout: Duration) -> std::io::Result<bool> {
+fn sctp_init(
+    src: Option<IpAddr>,
+    dst: IpAddr,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<bool> {
     let deadline = Instant::now() + timeout;
-    let socket = raw_socket(dst, sctp::IPPROTO_SCTP, sctp::IPPROTO_SCTP)?;
+    let socket = raw_socket(src, dst, sctp::IPPROTO_SCTP, sctp::IPPROTO_SCTP)?;
     let tag = fastrand::u32(1..);
     let src_port = fastrand::u16(32768..61000);
     socket.send_to(

@@ -2,11 +2,13 @@
 //! HTTP request with a short body, so `curl` works), UDP echoes, SCTP answers INIT with
 //! INIT-ACK through raw sockets. Every server takes both families: TCP and UDP on `[::]`
 //! with IPv4-mapped addresses accepted, SCTP on one raw socket per family. Sockets are made by a thread inside the pod's namespace;
-//! serving threads then use them from anywhere.
+//! serving threads then use them from anywhere. A host-networked pod's server runs in its
+//! node's namespace bound to the node's addresses (one socket per address), so that its
+//! answers leave from the address the client asked, whatever interface routing picks.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,8 @@ use crate::sctp;
 /// The servers of one pod; ports can be added while it runs.
 pub struct PodServer {
     netns: String,
+    /// The addresses to serve on; empty: every address (`[::]`).
+    bind: Vec<IpAddr>,
     body: String,
     served: BTreeSet<(Protocol, u16)>,
     sctp_ports: Option<Arc<Mutex<BTreeSet<u16>>>>,
@@ -36,9 +40,19 @@ impl PodServer {
     pub fn new(netns: &str, name: &str) -> PodServer {
         PodServer {
             netns: netns.to_string(),
+            bind: Vec::new(),
             body: format!("{name}\n"),
             served: BTreeSet::new(),
             sctp_ports: None,
+        }
+    }
+
+    /// A server in `netns` that serves on `addresses` only (a host-networked pod in its
+    /// node's namespace).
+    pub fn on_addresses(netns: &str, name: &str, addresses: &[IpAddr]) -> PodServer {
+        PodServer {
+            bind: addresses.to_vec(),
+            ..PodServer::new(netns, name)
         }
     }
 
@@ -64,10 +78,18 @@ impl PodServer {
         if todo.is_empty() {
             return Ok(());
         }
+        let bind = self.bind.clone();
         let made = netns::run_in(&self.netns, move || {
-            todo.into_iter()
-                .map(|(proto, port)| make(proto, port))
-                .collect::<Result<Vec<Made>>>()
+            let mut made = Vec::new();
+            for (proto, port) in todo {
+                if bind.is_empty() {
+                    made.push(make(proto, port, None)?);
+                }
+                for &ip in &bind {
+                    made.push(make(proto, port, Some(ip))?);
+                }
+            }
+            Ok(made)
         })?;
         for m in made {
             let body = self.body.clone();
@@ -94,22 +116,34 @@ fn spawn(f: impl FnOnce() + Send + 'static) {
     let _ = std::thread::Builder::new().stack_size(128 * 1024).spawn(f);
 }
 
-fn make(proto: Protocol, port: u16) -> Result<Made> {
-    let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    let what = format!("cannot serve {port}/{proto}");
+/// The socket(s) of one port: on every address of both families, or on `on` only.
+fn make(proto: Protocol, port: u16, on: Option<IpAddr>) -> Result<Made> {
+    let addr = SocketAddr::new(on.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)), port);
+    let what = match on {
+        Some(ip) => format!("cannot serve {port}/{proto} on {ip}"),
+        None => format!("cannot serve {port}/{proto}"),
+    };
     Ok(match proto {
         Protocol::Tcp => Made::Tcp(listen(addr).map_err(|e| LabError::io(what, e))?),
         Protocol::Udp => Made::Udp(udp(addr).map_err(|e| LabError::io(what, e))?),
         _ => {
-            let raw = |domain| {
-                Socket::new(
+            let raw = |domain, bound: Option<IpAddr>| -> Result<Socket> {
+                let s = Socket::new(
                     domain,
                     Type::RAW,
                     Some(socket2::Protocol::from(sctp::IPPROTO_SCTP)),
                 )
-                .map_err(|e| LabError::io("cannot open a raw SCTP socket", e))
+                .map_err(|e| LabError::io("cannot open a raw SCTP socket", e))?;
+                if let Some(ip) = bound {
+                    s.bind(&SocketAddr::new(ip, 0).into())
+                        .map_err(|e| LabError::io(format!("cannot bind SCTP to {ip}"), e))?;
+                }
+                Ok(s)
             };
-            Made::Sctp(vec![raw(Domain::IPV4)?, raw(Domain::IPV6)?])
+            match on {
+                None => Made::Sctp(vec![raw(Domain::IPV4, None)?, raw(Domain::IPV6, None)?]),
+                Some(ip) => Made::Sctp(vec![raw(Domain::for_address(addr), Some(ip))?]),
+            }
         }
     })
 }
@@ -117,8 +151,10 @@ fn make(proto: Protocol, port: u16) -> Result<Made> {
 /// A dual-stack TCP listener with a long accept queue (connection-rate benchmarks open
 /// thousands).
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = Socket::new(Domain::IPV6, Type::STREAM, None)?;
-    s.set_only_v6(false)?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
     s.set_reuse_address(true)?;
     s.bind(&addr.into())?;
     s.listen(4096)?;
@@ -127,8 +163,10 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// A dual-stack UDP socket.
 fn udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let s = Socket::new(Domain::IPV6, Type::DGRAM, None)?;
-    s.set_only_v6(false)?;
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(false)?;
+    }
     s.bind(&addr.into())?;
     Ok(s.into())
 }

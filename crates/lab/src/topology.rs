@@ -8,6 +8,8 @@
 //!  node netns n1 (forwarding) ──lnk-2── lnk-1── node netns n2
 //!     a route per remote pod address via the owning node's link address (one veth per
 //!     pair of nodes: 169.254.255.<i>, fd00:ffff::<i>)
+//!     the addresses of its Node manifest on lo, routed to it by every other node
+//!     host-networked pods: no namespace of their own, their servers run in their node's
 //! ```
 //!
 //! Everything is created with `ip -n` (or by a plugin running in a node's namespace), directly
@@ -59,14 +61,20 @@ pub fn build(
                 "net.ipv4.conf.default.rp_filter=0",
             ],
         )?;
-        cni::prepare_node(wiring.cni, node)?;
+        cni::prepare_node(wiring.cni, node, plan)?;
     }
     for (i, a) in plan.nodes.iter().enumerate() {
         for b in &plan.nodes[i + 1..] {
             link_nodes(a, b)?;
         }
     }
+    for node in &plan.nodes {
+        add_node_addresses(plan, node)?;
+    }
     for k in 0..plan.pods.len() {
+        if plan.pods[k].host_network {
+            continue;
+        }
         let mut pod = plan.pods[k].clone();
         let built = build_pod(names, wiring, plan, &mut pod, created);
         plan.pods[k] = pod;
@@ -145,6 +153,10 @@ pub fn build_pod(
 /// namespace whose name is removed lives on while a socket in it is open (the daemon's
 /// server threads hold some). Parts already gone are not an error.
 pub fn remove_pod(names: &LabNames, plan: &Plan, pod: &PodPlan) -> Result<()> {
+    if pod.host_network {
+        // Its namespace and addresses are its node's.
+        return Ok(());
+    }
     let del = cni::del_pod(names, &pod.netns);
     for other in plan.nodes.iter().filter(|n| n.name != pod.node) {
         for ip in &pod.ips {
@@ -165,6 +177,33 @@ pub fn remove_pod(names: &LabNames, plan: &Plan, pod: &PodPlan) -> Result<()> {
     let removed = remove_netns(&pod.netns);
     del?;
     removed
+}
+
+/// A node's own addresses (from its Node manifest): on its loopback, so that they are local to
+/// its namespace whichever interface a packet comes in by, and routed to it by every other
+/// node over their link. Pods reach them through their default route to their node.
+fn add_node_addresses(plan: &Plan, node: &NodePlan) -> Result<()> {
+    for ip in &node.addresses {
+        let own = cidr(*ip, None);
+        ip_in(&node.netns, &["addr", "add", &own, "dev", "lo"])?;
+        for other in plan.nodes.iter().filter(|n| n.name != node.name) {
+            let via = link_addr(node.index, ip.is_ipv6()).to_string();
+            ip_in(
+                &other.netns,
+                &[
+                    "route",
+                    "replace",
+                    &own,
+                    "via",
+                    &via,
+                    "dev",
+                    &link_name(node.index),
+                    "onlink",
+                ],
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn link_nodes(a: &NodePlan, b: &NodePlan) -> Result<()> {

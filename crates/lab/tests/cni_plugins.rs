@@ -111,8 +111,9 @@ fn bridge_with_host_local_add_check_del() {
         index: 1,
         netns: pair.node.clone(),
         link_addr: "169.254.255.1".parse().unwrap(),
+        addresses: Vec::new(),
     };
-    palisade_lab::cni::prepare_node(Cni::Bridge, &node).expect("bridge");
+    palisade_lab::cni::prepare_node(Cni::Bridge, &node, &Default::default()).expect("bridge");
     let leases = tempfile::tempdir().expect("tempdir");
     let ipam = config::host_local(1, IpFamily::Dual, leases.path(), &BTreeSet::new());
     let mut conf = config::network(Cni::Bridge, "cnilab-test", ipam).expect("config");

@@ -13,6 +13,16 @@ use crate::ir::{DispatchKey, Family};
 
 /// The chain the kernel's FORWARD chain jumps to.
 pub const FORWARD_CHAIN: &str = "pal-FORWARD";
+/// The kernel chains (iptables) and hooks (nftables) whose traffic `pal-FORWARD` judges
+/// besides forwarded traffic: a node's own traffic to its local pods (OUTPUT: their ingress)
+/// and theirs to it (INPUT: their egress), e.g. to and from host-networked pods. iptables
+/// jumps from INPUT and OUTPUT to `pal-FORWARD`; nftables, which cannot jump to a base chain,
+/// has base chains of these names with `pal-FORWARD`'s rules (they hold no per-endpoint state:
+/// the dispatch is in the verdict maps they share).
+pub const LOCAL_HOOKS: [(&str, &str, &str); 2] = [
+    ("INPUT", "pal-INPUT", "input"),
+    ("OUTPUT", "pal-OUTPUT", "output"),
+];
 /// nftables verdict map: input interface → egress chain of that endpoint.
 pub const FROM_WORKLOAD_MAP: &str = "pal-fw-map";
 /// nftables verdict map: output interface → ingress chain of that endpoint.

@@ -35,10 +35,11 @@ pub fn render(rs: &Ruleset) -> String {
     for (map, key) in dispatch_maps(rs) {
         out.push_str(&add_map_line(&map, key));
     }
-    for c in &rs.chains {
+    let chains: Vec<Chain> = rs.chains.iter().flat_map(with_local_copies).collect();
+    for c in &chains {
         out.push_str(&add_chain_line(&c.name));
     }
-    for c in &rs.chains {
+    for c in &chains {
         out.push_str(&chain_rules(c));
     }
     for c in &rs.chains {
@@ -105,14 +106,42 @@ pub fn add_map_line(map: &str, key: DispatchKey) -> String {
 }
 
 pub fn add_chain_line(chain: &str) -> String {
-    if chain == names::FORWARD_CHAIN {
-        format!(
-            "add chain {} {chain} {{ type filter hook forward priority filter ; policy accept ; }}\n",
+    match base_hook(chain) {
+        Some(hook) => format!(
+            "add chain {} {chain} {{ type filter hook {hook} priority filter ; policy accept ; }}\n",
             t()
-        )
-    } else {
-        format!("add chain {} {chain}\n", t())
+        ),
+        None => format!("add chain {} {chain}\n", t()),
     }
+}
+
+/// The hook of a base chain of ours: `pal-FORWARD` and its local copies.
+pub fn base_hook(chain: &str) -> Option<&'static str> {
+    if chain == names::FORWARD_CHAIN {
+        return Some("forward");
+    }
+    names::LOCAL_HOOKS
+        .iter()
+        .find(|(_, name, _)| *name == chain)
+        .map(|(_, _, hook)| *hook)
+}
+
+/// `pal-FORWARD` and, for it, its copies hooked at input and output (see
+/// [`names::LOCAL_HOOKS`]); any other chain alone.
+pub fn with_local_copies(chain: &Chain) -> Vec<Chain> {
+    let mut out = vec![chain.clone()];
+    if chain.name == names::FORWARD_CHAIN {
+        for (_, name, _) in names::LOCAL_HOOKS {
+            out.push(
+                Chain {
+                    name: name.to_string(),
+                    rules: chain.rules.clone(),
+                }
+                .seal(),
+            );
+        }
+    }
+    out
 }
 
 pub fn flush_chain_line(chain: &str) -> String {
@@ -415,6 +444,51 @@ fn proto_name(p: Proto) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_is_judged_at_input_and_output_too() {
+        let fwd = Chain {
+            name: names::FORWARD_CHAIN.into(),
+            rules: vec![Rule::new(vec![], Action::Accept)],
+        }
+        .seal();
+        let all = with_local_copies(&fwd);
+        let named: Vec<(&str, Option<&str>)> = all
+            .iter()
+            .map(|c| (c.name.as_str(), base_hook(&c.name)))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("pal-FORWARD", Some("forward")),
+                ("pal-INPUT", Some("input")),
+                ("pal-OUTPUT", Some("output"))
+            ]
+        );
+        // Same rules, each chain's own comments.
+        assert_eq!(all[1].rules.len(), 1);
+        assert_ne!(all[1].rules[0].comment, fwd.rules[0].comment);
+        assert!(add_chain_line("pal-OUTPUT").contains("hook output priority filter"));
+        let other = Chain {
+            name: "pal-spoof".into(),
+            rules: vec![],
+        };
+        assert_eq!(with_local_copies(&other).len(), 1);
+        assert_eq!(base_hook("pal-spoof"), None);
+        // iptables: a jump from each kernel chain.
+        let kernel: Vec<String> = crate::build::hooks()
+            .into_iter()
+            .map(|h| format!("{}->{}", h.kernel_chain, h.target))
+            .collect();
+        assert_eq!(
+            kernel,
+            [
+                "FORWARD->pal-FORWARD",
+                "INPUT->pal-FORWARD",
+                "OUTPUT->pal-FORWARD"
+            ]
+        );
+    }
 
     fn n(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -57,3 +57,23 @@ impl Drop for LabGuard {
         let _ = palisade().args(["lab", "--name", &self.0, "down"]).output();
     }
 }
+
+/// Held while a root test has a lab up: labs of different tests (nextest runs each in its own
+/// process) take turns, so that probes, which time out, do not starve one another on a small
+/// machine. Released when dropped.
+pub struct LabLock(#[allow(dead_code)] std::fs::File);
+
+/// Waits for the lab lock (an exclusive `flock` on a file in the system's temp dir).
+pub fn lab_lock() -> LabLock {
+    let path = std::env::temp_dir().join("palisade-lab-tests.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    // SAFETY: flock(2) on a file descriptor we own; it only takes an advisory lock.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {}", path.display());
+    LabLock(file)
+}

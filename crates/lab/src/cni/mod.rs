@@ -94,10 +94,15 @@ fn plugin_error(pod: &str, config: &Value, message: String) -> LabError {
 /// Prepares node `node` for `cni`: under `bridge`, the bridge `cni0` (fixed MAC
 /// `02:70:61:6c:<node index>`) with the node's gateway of each family and `fe80::1`, answering ARP for the other nodes' pods (proxy ARP, without
 /// delay) so that static pods whose /24 spans nodes reach them.
-pub fn prepare_node(cni: Cni, node: &NodePlan) -> Result<()> {
+///
+/// A gateway address that a pod of the lab has from its manifest (`taken`: every pod address)
+/// is left off: that pod lives elsewhere, and the node must route to it, not answer for it.
+/// Pods of this node numbered by `host-local` then have no gateway: an error.
+pub fn prepare_node(cni: Cni, node: &NodePlan, plan: &crate::plan::Plan) -> Result<()> {
     if cni != Cni::Bridge {
         return Ok(());
     }
+    let taken = plan.addresses();
     let br = config::BRIDGE;
     // A fixed MAC: a bridge without one takes the lowest of its ports' MACs, which changes
     // when that port goes, and pods that cached the old gateway MAC lose their way out.
@@ -112,8 +117,21 @@ pub fn prepare_node(cni: Cni, node: &NodePlan) -> Result<()> {
     )?;
     for v6 in [false, true] {
         let (_, len) = node_subnet(node.index, v6);
-        let gw = cidr(node_gateway(node.index, v6), Some(len));
-        add_addr(&node.netns, &gw)?;
+        let gateway = node_gateway(node.index, v6);
+        if taken.contains(&gateway) {
+            if let Some(pod) = plan
+                .pods
+                .iter()
+                .find(|p| p.node == node.name && !p.static_ips && !p.host_network)
+            {
+                return Err(LabError::Plan(format!(
+                    "node {}'s gateway {gateway} is the address of another pod; pod {} on it has no address of its own to route through it",
+                    node.name, pod.id
+                )));
+            }
+            continue;
+        }
+        add_addr(&node.netns, &cidr(gateway, Some(len)))?;
     }
     add_addr(&node.netns, &format!("{GATEWAY_V6}/64"))?;
     ip_in(&node.netns, &["link", "set", br, "up"])?;

@@ -94,18 +94,30 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
         families: fams,
         sets,
         chains,
-        hooks: vec![forward_hook()],
+        hooks: hooks(),
     })
+}
+
+/// `FORWARD`, `INPUT` and `OUTPUT -j pal-FORWARD` (see [`names::LOCAL_HOOKS`]).
+pub fn hooks() -> Vec<Hook> {
+    std::iter::once(forward_hook())
+        .chain(names::LOCAL_HOOKS.iter().map(|(kernel, _, _)| hook(kernel)))
+        .collect()
 }
 
 /// `FORWARD -j pal-FORWARD`.
 pub fn forward_hook() -> Hook {
+    hook("FORWARD")
+}
+
+/// `<kernel> -j pal-FORWARD`.
+fn hook(kernel: &str) -> Hook {
     Hook {
-        kernel_chain: "FORWARD".into(),
+        kernel_chain: kernel.into(),
         target: names::FORWARD_CHAIN.into(),
         comment: format!(
             "pal:{}",
-            names::hash_hex(&["hook", "FORWARD", names::FORWARD_CHAIN], 16)
+            names::hash_hex(&["hook", kernel, names::FORWARD_CHAIN], 16)
         ),
     }
 }

@@ -384,7 +384,7 @@ fn bench_dataplane(
     ))?;
     let cni: Cni = args.cni.parse().map_err(anyhow::Error::msg)?;
     let options = UpOptions {
-        nodes: 2,
+        nodes: Some(2),
         dataplane: dataplane.to_string(),
         datastore: "embedded:".into(),
         agents: true,

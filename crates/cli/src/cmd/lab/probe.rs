@@ -84,6 +84,7 @@ pub fn run(names: &LabNames, args: ProbeArgs) -> Result<ExitCode> {
         targets.push(Target {
             netns: pod.netns.clone(),
             ips: pod.ips.clone(),
+            bind: pod.host_network,
         });
     }
     let ports: Vec<NamedPort> = args

@@ -51,6 +51,8 @@ struct DaemonJson {
 struct NodeJson {
     name: String,
     netns: String,
+    /// The addresses of its Node manifest (none for n1..nN).
+    addresses: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     agent: Option<AgentState>,
 }
@@ -66,6 +68,8 @@ struct PodJson {
     netns: String,
     interface: String,
     ports: Vec<String>,
+    /// Runs in its node's namespace with the node's addresses.
+    host_network: bool,
 }
 
 fn build(names: &LabNames, state: &LabState) -> StatusJson {
@@ -99,6 +103,7 @@ fn build(names: &LabNames, state: &LabState) -> StatusJson {
             .map(|n| NodeJson {
                 name: n.name.clone(),
                 netns: n.netns.clone(),
+                addresses: n.addresses.iter().map(ToString::to_string).collect(),
                 agent: agents.iter().find(|a| a.node == n.name).cloned(),
             })
             .collect(),
@@ -118,6 +123,7 @@ fn build(names: &LabNames, state: &LabState) -> StatusJson {
                     .iter()
                     .map(|port| format!("{}/{}", port.port, port.protocol))
                     .collect(),
+                host_network: p.host_network,
             })
             .collect(),
     }
@@ -147,7 +153,17 @@ pub fn print(names: &LabNames, state: &LabState, output: Output) -> Result<()> {
             "NOT running"
         }
     );
-    println!("{:<10} {:<28} AGENT", "NODE", "NETNS");
+    let node_width = s
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    println!(
+        "{:<node_width$} {:<28} {:<20} AGENT",
+        "NODE", "NETNS", "ADDRESSES"
+    );
     for n in &s.nodes {
         let agent = match (&n.agent, s.agents_enabled) {
             (_, false) => "none (--no-agents)".to_string(),
@@ -162,19 +178,32 @@ pub fn print(names: &LabNames, state: &LabState, output: Output) -> Result<()> {
             ),
             (None, _) => "unknown".to_string(),
         };
-        println!("{:<10} {:<28} {agent}", n.name, n.netns);
+        let addresses = if n.addresses.is_empty() {
+            "-".to_string()
+        } else {
+            n.addresses.join(",")
+        };
+        println!(
+            "{:<node_width$} {:<28} {:<20} {agent}",
+            n.name, n.netns, addresses
+        );
     }
     println!(
-        "{:<24} {:<8} {:<15} {:<16} {:<26} PORTS",
+        "{:<24} {:<node_width$} {:<15} {:<16} {:<26} PORTS",
         "POD", "NODE", "IPS", "INTERFACE", "NETNS"
     );
     for p in &s.pods {
+        let interface = if p.host_network {
+            "(hostNetwork)"
+        } else {
+            p.interface.as_str()
+        };
         println!(
-            "{:<24} {:<8} {:<15} {:<16} {:<26} {}",
+            "{:<24} {:<node_width$} {:<15} {:<16} {:<26} {}",
             p.pod,
             p.node,
             p.ips.join(","),
-            p.interface,
+            interface,
             p.netns,
             p.ports.join(",")
         );

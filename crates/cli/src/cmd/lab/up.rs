@@ -9,17 +9,21 @@ use palisade_lab::{LabNames, UpOptions};
 
 use super::{require_root, status, Output};
 use crate::input;
+use crate::source::UsageError;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Manifests (files or directories): Namespaces, Pods (each becomes a pod namespace with
-    /// servers on its container ports) and NetworkPolicies.
+    /// Manifests (files or directories): Namespaces, Nodes (each becomes a lab node with the
+    /// addresses of its status.addresses), Pods (each becomes a pod namespace with servers on
+    /// its container ports; a hostNetwork pod serves in its node's namespace, on the node's
+    /// addresses), NetworkPolicies and ClusterNetworkPolicies.
     #[arg(short = 'f', long = "filename", value_name = "PATH", num_args = 1.., required = true)]
     pub files: Vec<PathBuf>,
-    /// Nodes n1..nN; pods without spec.nodeName are spread over them round-robin (a nodeName
-    /// outside n1..nN becomes one more node).
-    #[arg(long, default_value_t = 2)]
-    pub nodes: usize,
+    /// Without Node manifests: nodes n1..nN (default 2); pods without spec.nodeName are spread
+    /// over them round-robin (a nodeName outside n1..nN becomes one more node). With Node
+    /// manifests: may be left out; if given, it must be their number.
+    #[arg(long)]
+    pub nodes: Option<usize>,
     /// The packet filter the agents program: iptables or nftables.
     #[arg(long, default_value = "nftables", value_parser = ["iptables", "nftables"])]
     pub dataplane: String,
@@ -52,19 +56,10 @@ pub struct UpArgs {
 
 pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
     require_root()?;
-    let mut cluster = input::load_cluster(&args.files)?;
-    if !cluster.host_network.is_empty() {
-        let ids: Vec<String> = cluster
-            .host_network
-            .iter()
-            .map(|id| id.to_string())
-            .collect();
-        eprintln!(
-            "warning: the lab does not run host-networked pods yet; left out: {}",
-            ids.join(", ")
-        );
-        let host = std::mem::take(&mut cluster.host_network);
-        cluster.endpoints.retain(|e| !host.contains(&e.id));
+    let cluster = input::load_cluster(&args.files)?;
+    if !cluster.nodes.is_empty() {
+        palisade_lab::plan::check_node_count(cluster.nodes.len(), args.nodes)
+            .map_err(|e| UsageError(e.to_string()))?;
     }
     let datastore = match args.datastore.as_str() {
         "embedded" | "embedded:" | "embedded://" => "embedded:".to_string(),
