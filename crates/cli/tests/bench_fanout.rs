@@ -52,6 +52,7 @@ fn twenty_agents_all_reach_every_change() {
     assert_eq!(r["pods"], 300);
     assert_eq!(r["local_pods_per_agent_max"], 15);
     assert_eq!(r["etcd_started_by_bench"], true);
+    assert_eq!(r["pipeline"], "calc");
     assert_eq!(r["all_agents_reached_state"], true, "{r:#}");
     for trial in ["policy_change", "label_change"] {
         assert_eq!(r[trial]["changes"], 5, "{trial}: {r:#}");
@@ -123,6 +124,40 @@ fn twenty_agents_directly_and_through_relays() {
     assert!(relayed["startup_cost"]["relays_cpu_seconds"]
         .as_f64()
         .is_some());
+}
+
+/// `--pipeline delivery`: agents without calculators still see every change (the facts
+/// come from the updates they receive).
+#[test]
+fn delivery_only_agents_reach_every_change() {
+    if !etcd_available() {
+        eprintln!("skipped: no etcd binary");
+        return;
+    }
+    let out = palisade(&[
+        "bench",
+        "fanout",
+        "--agents",
+        "10",
+        "--pods",
+        "200",
+        "--policies",
+        "20",
+        "--changes",
+        "4",
+        "--pipeline",
+        "delivery",
+        "--relays",
+        "1",
+        "-o",
+        "json",
+    ]);
+    let r = json(&out);
+    assert_eq!(r["pipeline"], "delivery");
+    assert_eq!(r["relays"], 1);
+    assert!(r["through_relays"].is_null());
+    assert_eq!(r["all_agents_reached_state"], true, "{r:#}");
+    assert_eq!(r["label_change"]["changes"], 4, "{r:#}");
 }
 
 /// With --datastore the bench uses that etcd (and leaves the last change there), and it

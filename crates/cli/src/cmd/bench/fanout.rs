@@ -85,12 +85,24 @@ pub struct FanoutArgs {
     /// Measure twice in one run: agents directly on etcd, then through --relays relays.
     #[arg(long, requires = "relays")]
     pub compare: bool,
+    /// What each agent runs: `calc` (syncer, translator and calculator, as the real agent)
+    /// or `delivery` (syncer and translator only: the cost of delivering the datastore to
+    /// the agents, at sizes whose calculators do not fit in this machine's memory).
+    #[arg(long, value_enum, default_value_t = PipelineArg::Calc)]
+    pub pipeline: PipelineArg,
     /// Worker threads of this process (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineArg {
+    Calc,
+    Delivery,
 }
 
 #[derive(Serialize)]
@@ -129,6 +141,8 @@ struct Report {
     policies: usize,
     namespaces: usize,
     local_pods_per_agent_max: usize,
+    /// What each agent ran after its syncer: `calc` or `delivery` (nothing).
+    pipeline: PipelineArg,
     /// Processes the agents ran in.
     processes: usize,
     datastore: String,
@@ -412,6 +426,7 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
         policies: a.policies,
         namespaces: cl.namespaces,
         local_pods_per_agent_max: cl.max_local,
+        pipeline: a.pipeline,
         processes: 1,
         datastore: etcd.url.clone(),
         etcd_started_by_bench: a.datastore.is_none(),
@@ -472,7 +487,18 @@ async fn run_pass(
                 None => Arc::new(EtcdStore::connect(config).await?) as Arc<dyn Datastore>,
             })
         };
-        tokio::spawn(sim::run(node_name(i), bench_policy_id(), connect, tx));
+        let pipeline = match a.pipeline {
+            PipelineArg::Calc => sim::Pipeline::Calc,
+            PipelineArg::Delivery => sim::Pipeline::Delivery,
+        };
+        tokio::spawn(sim::run(
+            node_name(i),
+            bench_policy_id(),
+            PEER_LABEL,
+            pipeline,
+            connect,
+            tx,
+        ));
         views.push(rx);
     }
     let expected_local = |i: usize| a.pods / a.agents + usize::from(i < a.pods % a.agents);
@@ -685,8 +711,12 @@ fn cost(e0: &EtcdSample, e1: &EtcdSample, agents: Samples, relays: Samples) -> P
 
 fn print_report(r: &Report) {
     println!(
-        "fanout: {} agents in {} process, {} pods ({} namespaces, up to {} local per agent), {} policies + 1 bench policy; etcd {}{}",
+        "fanout: {} agents ({}) in {} process, {} pods ({} namespaces, up to {} local per agent), {} policies + 1 bench policy; etcd {}{}",
         r.agents,
+        match r.pipeline {
+            PipelineArg::Calc => "syncer, translator, calculator",
+            PipelineArg::Delivery => "syncer and translator only",
+        },
         r.processes,
         r.pods,
         r.namespaces,
