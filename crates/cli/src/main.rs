@@ -41,6 +41,8 @@ enum Command {
     Render(cmd::render::Args),
     /// Watch the Kubernetes API and keep the datastore in step (leader-elected, with metrics).
     Controller(cmd::controller::Args),
+    /// Serve the datastore's lists and watches to many agents from one watch (fan-out relay).
+    Relay(cmd::relay::Args),
     /// A multi-node cluster of network namespaces on this machine: real packets, real agents.
     Lab(cmd::lab::Args),
     /// The node agent: program this node's packet filter from the datastore (`agent status`:
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Get(args) => cmd::get::run(args),
         Command::Render(args) => cmd::render::run(args),
         Command::Controller(args) => cmd::controller::run(args),
+        Command::Relay(args) => cmd::relay::run(args),
         Command::Lab(args) => cmd::lab::run(args),
         Command::Agent(args) => cmd::agent::run(*args),
         Command::Counters(args) => cmd::counters::run(args),

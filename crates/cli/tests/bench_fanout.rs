@@ -52,6 +52,7 @@ fn twenty_agents_all_reach_every_change() {
     assert_eq!(r["pods"], 300);
     assert_eq!(r["local_pods_per_agent_max"], 15);
     assert_eq!(r["etcd_started_by_bench"], true);
+    assert_eq!(r["pipeline"], "calc");
     assert_eq!(r["all_agents_reached_state"], true, "{r:#}");
     for trial in ["policy_change", "label_change"] {
         assert_eq!(r[trial]["changes"], 5, "{trial}: {r:#}");
@@ -64,6 +65,99 @@ fn twenty_agents_all_reach_every_change() {
     let sent = r["startup_cost"]["etcd_sent_bytes"].as_f64().unwrap();
     assert!(sent > 20.0 * 300.0 * 100.0, "etcd sent only {sent} bytes");
     assert!(r["etcd"]["rss_kib"].as_u64().unwrap() > 0);
+}
+
+/// `--relays 2 --compare`: the same run measures the agents directly on etcd, then through
+/// two `palisade relay` processes; through them etcd sends the cluster twice (one list per
+/// relay), not once per agent, and every agent still reaches every state.
+#[test]
+fn twenty_agents_directly_and_through_relays() {
+    if !etcd_available() {
+        eprintln!("skipped: no etcd binary");
+        return;
+    }
+    let out = palisade(&[
+        "bench",
+        "fanout",
+        "--agents",
+        "20",
+        "--pods",
+        "300",
+        "--policies",
+        "60",
+        "--changes",
+        "5",
+        "--relays",
+        "2",
+        "--compare",
+        "-o",
+        "json",
+    ]);
+    let r = json(&out);
+    assert_eq!(r["all_agents_reached_state"], true, "{r:#}");
+    assert_eq!(r["relays"], 0, "the first pass is direct: {r:#}");
+    let relayed = &r["through_relays"];
+    assert_eq!(relayed["relays"], 2, "{r:#}");
+    for trial in ["policy_change", "label_change"] {
+        assert_eq!(relayed[trial]["changes"], 5, "{trial}: {r:#}");
+        assert!(relayed[trial]["p50_ms"].as_f64().unwrap() > 0.0, "{r:#}");
+    }
+    let direct_sent = r["startup_cost"]["etcd_sent_bytes"].as_f64().unwrap();
+    let relayed_sent = relayed["startup_cost"]["etcd_sent_bytes"].as_f64().unwrap();
+    assert!(
+        relayed_sent * 5.0 < direct_sent,
+        "etcd sent {relayed_sent} bytes with relays against {direct_sent} without"
+    );
+    // Each change went out of etcd to two relays instead of twenty agents.
+    let per_change = |p: &Value| {
+        p["policy_changes_cost"]["etcd_sent_bytes"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        per_change(relayed) * 3.0 < per_change(&r),
+        "{} against {}",
+        per_change(relayed),
+        per_change(&r)
+    );
+    assert!(relayed["relay_processes"]["rss_kib"].as_u64().unwrap() > 0);
+    assert!(relayed["startup_cost"]["relays_cpu_seconds"]
+        .as_f64()
+        .is_some());
+}
+
+/// `--pipeline delivery`: agents without calculators still see every change (the facts
+/// come from the updates they receive).
+#[test]
+fn delivery_only_agents_reach_every_change() {
+    if !etcd_available() {
+        eprintln!("skipped: no etcd binary");
+        return;
+    }
+    let out = palisade(&[
+        "bench",
+        "fanout",
+        "--agents",
+        "10",
+        "--pods",
+        "200",
+        "--policies",
+        "20",
+        "--changes",
+        "4",
+        "--pipeline",
+        "delivery",
+        "--relays",
+        "1",
+        "-o",
+        "json",
+    ]);
+    let r = json(&out);
+    assert_eq!(r["pipeline"], "delivery");
+    assert_eq!(r["relays"], 1);
+    assert!(r["through_relays"].is_null());
+    assert_eq!(r["all_agents_reached_state"], true, "{r:#}");
+    assert_eq!(r["label_change"]["changes"], 4, "{r:#}");
 }
 
 /// With --datastore the bench uses that etcd (and leaves the last change there), and it

@@ -26,6 +26,7 @@ pub mod embedded;
 pub mod error;
 pub mod etcd;
 pub mod keys;
+pub mod relay;
 pub mod syncer;
 mod url;
 
@@ -39,5 +40,6 @@ pub use datastore::{
 pub use embedded::EmbeddedStore;
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore};
+pub use relay::{Relay, RelayConfig, RelayStore};
 pub use syncer::{SyncEvent, SyncHandle, Syncer};
 pub use url::{connect, DatastoreUrl};

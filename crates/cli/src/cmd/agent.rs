@@ -4,11 +4,12 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use palisade_agent::config::{parse_duration, parse_mark, parse_prefixes, render_marks};
 use palisade_agent::{AgentConfig, DataplaneKind, NodeStatus};
-use palisade_store::keys;
+use palisade_store::{keys, RelayStore};
 use serde::Serialize;
 
 use super::datastore_args::{self as ds, DatastoreArgs};
@@ -33,6 +34,8 @@ Examples:
   palisade agent --node node-1 --datastore etcd://10.0.0.10:2379 --dataplane nftables
   palisade agent --node n1 --datastore etcd://127.0.0.1:2379 --dataplane iptables \\
       --netns lab-n1 --iface-prefix pal,cali --resync-interval 10s
+  palisade agent --node node-1 --datastore etcd://10.0.0.10:2379 --dataplane nftables \\
+      --relay 10.0.0.21:5473,10.0.0.22:5473      # read through `palisade relay`s
   palisade agent status --datastore etcd://127.0.0.1:2379";
 
 /// Arguments of `palisade agent`.
@@ -62,6 +65,11 @@ struct RunArgs {
     node: Option<String>,
     #[command(flatten)]
     datastore: DatastoreArgs,
+    /// Read the datastore through these relays (`palisade relay`; HOST:PORT, comma-separated,
+    /// tried in turn from one the node's name picks) instead of watching etcd itself; the
+    /// agent's status is still written to --datastore.
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',')]
+    relay: Vec<String>,
     /// Which packet filter to program: iptables (with ipset) or nftables.
     #[arg(long, value_enum, value_name = "KIND", required = true)]
     dataplane: Option<Kind>,
@@ -207,6 +215,7 @@ fn run_agent(a: RunArgs) -> Result<ExitCode> {
     let config = config(&a)?;
     let datastore = a.datastore;
     datastore.url()?;
+    let relays = a.relay;
     init_logging();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -214,7 +223,15 @@ fn run_agent(a: RunArgs) -> Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let result = rt.block_on(async move {
-        let store = datastore.connect().await?;
+        let mut store = datastore.connect().await?;
+        if !relays.is_empty() {
+            // Spread the nodes over the relays: each starts from the one its name picks.
+            let first = config
+                .node
+                .bytes()
+                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            store = Arc::new(RelayStore::new(relays, first).with_writes(store));
+        }
         palisade_agent::run::run_agent(config, store, crate::signals::wait_for_shutdown())
             .await
             .context("the agent stopped")?;

@@ -16,6 +16,7 @@ pub mod lab;
 pub mod match_args;
 pub mod matrix;
 pub mod matrix_html;
+pub mod relay;
 pub mod render;
 pub mod validate;
 pub mod whatif;

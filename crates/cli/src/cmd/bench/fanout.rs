@@ -13,10 +13,16 @@
 //!   picks; from the put until the last agent's peer set holds it;
 //! * etcd's CPU time, memory and bytes sent per phase, and this process's.
 //!
+//! With `--relays R` the agents read through `R` relays (`palisade relay` processes, each
+//! with one watch of etcd) instead of etcd; with `--compare` the same run measures both,
+//! direct first, then through the relays (the cluster stays; the second pass uses other
+//! pods for its label changes).
+//!
 //! Every trial also checks that every agent reached the expected state (the port, the peer
 //! count), so the bench fails (exit 1) rather than report a time for a state not reached.
 
 mod procstat;
+mod relays;
 mod sim;
 
 use std::process::ExitCode;
@@ -31,13 +37,15 @@ use palisade_model::{
 };
 use palisade_store::testing::EtcdServer;
 use palisade_store::{
-    Datastore, DatastoreUrl, EtcdConfig, EtcdStore, Op, Record, Revision, StoredObject, OWNER_APPLY,
+    Datastore, DatastoreUrl, EtcdConfig, EtcdStore, Op, Record, RelayStore, Revision, StoredObject,
+    OWNER_APPLY,
 };
 use serde::Serialize;
 use tokio::sync::watch;
 
 use super::Output;
 use procstat::{EtcdProbe, EtcdSample, ProcSample};
+use relays::Relays;
 
 /// How long one trial (or the start-up) may take before the bench gives up on an agent.
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -70,12 +78,31 @@ pub struct FanoutArgs {
     /// The metrics listener (HOST:PORT) of the etcd given with --datastore, for bytes sent.
     #[arg(long, value_name = "HOST:PORT", requires = "datastore")]
     pub etcd_metrics: Option<String>,
+    /// Agents read through this many relays (`palisade relay` processes, agent i using
+    /// relay i mod R) instead of etcd directly; 0: directly.
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    pub relays: usize,
+    /// Measure twice in one run: agents directly on etcd, then through --relays relays.
+    #[arg(long, requires = "relays")]
+    pub compare: bool,
+    /// What each agent runs: `calc` (syncer, translator and calculator, as the real agent)
+    /// or `delivery` (syncer and translator only: the cost of delivering the datastore to
+    /// the agents, at sizes whose calculators do not fit in this machine's memory).
+    #[arg(long, value_enum, default_value_t = PipelineArg::Calc)]
+    pub pipeline: PipelineArg,
     /// Worker threads of this process (default: one per CPU).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineArg {
+    Calc,
+    Delivery,
 }
 
 #[derive(Serialize)]
@@ -96,6 +123,8 @@ struct PhaseCost {
     etcd_sent_bytes: Option<f64>,
     /// This process's CPU time in the phase (every agent together), in seconds.
     agents_cpu_seconds: Option<f64>,
+    /// The relays' CPU time in the phase (all of them), in seconds; `None` when direct.
+    relays_cpu_seconds: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -112,12 +141,28 @@ struct Report {
     policies: usize,
     namespaces: usize,
     local_pods_per_agent_max: usize,
+    /// What each agent ran after its syncer: `calc` or `delivery` (nothing).
+    pipeline: PipelineArg,
     /// Processes the agents ran in.
     processes: usize,
     datastore: String,
     etcd_started_by_bench: bool,
     /// Time to store the cluster.
     load_ms: f64,
+    /// The (first) pass: directly on etcd, or through relays without --compare.
+    #[serde(flatten)]
+    pass: Pass,
+    /// With --compare: the second pass, through the relays.
+    through_relays: Option<Pass>,
+    /// Every agent reached every state the bench waited for (in every pass).
+    all_agents_reached_state: bool,
+}
+
+/// One set of agents, started and measured.
+#[derive(Serialize)]
+struct Pass {
+    /// Relays the agents read through (0: directly from etcd).
+    relays: usize,
     /// From starting the agents until the last one applied its first snapshot.
     startup_ms: f64,
     policy_change: Latency,
@@ -125,14 +170,16 @@ struct Report {
     startup_cost: PhaseCost,
     policy_changes_cost: PhaseCost,
     label_changes_cost: PhaseCost,
-    /// etcd at the end (when the bench started it).
+    /// etcd at the end of the pass (when the bench started it).
     etcd: Option<ProcessFigures>,
-    /// This process (all agents) at the end; `rss_kib_per_agent` is its growth from before
-    /// the agents started, divided by their number.
+    /// This process (all agents) at the end of the pass; `rss_kib_per_agent` is its growth
+    /// from before the agents started, divided by their number.
     bench_process: Option<ProcessFigures>,
     rss_kib_per_agent: Option<f64>,
-    /// Every agent reached every state the bench waited for.
-    all_agents_reached_state: bool,
+    /// The relays at the end of the pass, summed.
+    relay_processes: Option<ProcessFigures>,
+    #[serde(skip)]
+    ok: bool,
 }
 
 pub fn run(a: FanoutArgs) -> Result<ExitCode> {
@@ -269,6 +316,15 @@ struct Cluster {
     max_local: usize,
 }
 
+/// Sets of agents the run measures: one, or two with --compare.
+fn passes(a: &FanoutArgs) -> usize {
+    if a.compare {
+        2
+    } else {
+        1
+    }
+}
+
 fn cluster(a: &FanoutArgs) -> Cluster {
     let c = generate(&SynthConfig::sized(a.pods, a.policies, a.seed));
     let namespaces = c.namespaces.len();
@@ -282,7 +338,7 @@ fn cluster(a: &FanoutArgs) -> Cluster {
     for (i, mut ep) in c.endpoints.into_iter().enumerate() {
         ep.node = Some(node_name(i % a.agents));
         per_node[i % a.agents] += 1;
-        if ep.ips.len() == 1 && label_candidates.len() < a.changes {
+        if ep.ips.len() == 1 && label_candidates.len() < a.changes * passes(a) {
             label_candidates.push(ep.clone());
         }
         objects.push(StoredObject::Endpoint(ep));
@@ -336,9 +392,10 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
         );
     }
     let cl = cluster(a);
-    if cl.label_candidates.len() < a.changes {
+    let needed = a.changes * passes(a);
+    if cl.label_candidates.len() < needed {
         bail!(
-            "--changes {} needs as many single-address pods; the cluster has {} (raise --pods)",
+            "--changes {} needs {needed} single-address pods; the cluster has {} (raise --pods)",
             a.changes,
             cl.label_candidates.len()
         );
@@ -347,50 +404,147 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
     let loaded = load(writer.as_ref(), &cl.objects).await?;
     let load_ms = ms(t.elapsed());
 
+    let mut state = Trials {
+        loaded,
+        port: BASE_PORT,
+        peers: 0,
+        next_port: BASE_PORT + 1,
+    };
+    let (pass, through_relays) = if a.compare {
+        let direct = run_pass(a, &etcd, &writer, &cl, 0, &mut state).await?;
+        let relayed = run_pass(a, &etcd, &writer, &cl, a.relays, &mut state).await?;
+        (direct, Some(relayed))
+    } else {
+        (
+            run_pass(a, &etcd, &writer, &cl, a.relays, &mut state).await?,
+            None,
+        )
+    };
+    Ok(Report {
+        agents: a.agents,
+        pods: a.pods,
+        policies: a.policies,
+        namespaces: cl.namespaces,
+        local_pods_per_agent_max: cl.max_local,
+        pipeline: a.pipeline,
+        processes: 1,
+        datastore: etcd.url.clone(),
+        etcd_started_by_bench: a.datastore.is_none(),
+        load_ms,
+        all_agents_reached_state: pass.ok && through_relays.as_ref().is_none_or(|p| p.ok),
+        pass,
+        through_relays,
+    })
+}
+
+/// Where the trials left the cluster: what the next set of agents starts from.
+struct Trials {
+    /// The revision every agent must reach at start-up.
+    loaded: Revision,
+    /// The bench policy's port and the number of pods labelled as its peers.
+    port: u16,
+    peers: usize,
+    next_port: u16,
+}
+
+/// Starts `a.agents` agents (through `relays` relays, or directly), measures start-up and
+/// the trials, and stops them.
+async fn run_pass(
+    a: &FanoutArgs,
+    etcd: &Etcd,
+    writer: &Arc<dyn Datastore>,
+    cl: &Cluster,
+    relays: usize,
+    st: &mut Trials,
+) -> Result<Pass> {
+    let relays = if relays > 0 {
+        Some(Relays::start(relays, &etcd.url)?)
+    } else {
+        None
+    };
+    let relay_sample = || relays.as_ref().and_then(Relays::sample);
     // Start-up.
     let mut ok = true;
+    palisade_agent::alloc::release_free_memory();
     let bench_before = procstat::sample("self");
-    let (etcd0, self0) = (etcd.probe.sample(), procstat::sample("self"));
+    let (etcd0, self0, relay0) = (
+        etcd.probe.sample(),
+        procstat::sample("self"),
+        relay_sample(),
+    );
     let started = Instant::now();
     let mut views = Vec::with_capacity(a.agents);
     for i in 0..a.agents {
         let (tx, rx) = watch::channel(sim::View::default());
         let config = etcd.config.clone();
+        let relay_addrs = relays.as_ref().map(|r| r.addrs.clone());
         let connect = move || async move {
-            let s = EtcdStore::connect(config).await?;
-            Ok(Arc::new(s) as Arc<dyn Datastore>)
+            Ok(match relay_addrs {
+                Some(addrs) => Arc::new(
+                    RelayStore::new(addrs, i)
+                        .with_timeouts(config.connect_timeout, config.request_timeout),
+                ) as Arc<dyn Datastore>,
+                None => Arc::new(EtcdStore::connect(config).await?) as Arc<dyn Datastore>,
+            })
         };
-        tokio::spawn(sim::run(node_name(i), bench_policy_id(), connect, tx));
+        let pipeline = match a.pipeline {
+            PipelineArg::Calc => sim::Pipeline::Calc,
+            PipelineArg::Delivery => sim::Pipeline::Delivery,
+        };
+        tokio::spawn(sim::run(
+            node_name(i),
+            bench_policy_id(),
+            PEER_LABEL,
+            pipeline,
+            connect,
+            tx,
+        ));
         views.push(rx);
     }
     let expected_local = |i: usize| a.pods / a.agents + usize::from(i < a.pods % a.agents);
     let mut startup = Duration::ZERO;
     for (i, rx) in views.iter_mut().enumerate() {
-        let v = wait(rx, i, |v| v.revision >= loaded).await?;
+        let v = wait(rx, i, |v| v.revision >= st.loaded).await?;
         startup = startup.max(v.ready_at.map_or(Duration::ZERO, |t| t - started));
-        if v.local_endpoints != expected_local(i) || v.bench_port != Some(BASE_PORT) {
+        if v.local_endpoints != expected_local(i)
+            || v.bench_port != Some(st.port)
+            || v.bench_peers != st.peers
+        {
             eprintln!(
-                "error: agent {} started with {} local pods and bench port {:?}; expected {} and {}",
+                "error: agent {} started with {} local pods, bench port {:?} and {} peers; expected {}, {} and {}",
                 node_name(i),
                 v.local_endpoints,
                 v.bench_port,
+                v.bench_peers,
                 expected_local(i),
-                BASE_PORT
+                st.port,
+                st.peers
             );
             ok = false;
         }
     }
     palisade_agent::alloc::release_free_memory();
-    let (etcd1, self1) = (etcd.probe.sample(), procstat::sample("self"));
+    let (etcd1, self1, relay1) = (
+        etcd.probe.sample(),
+        procstat::sample("self"),
+        relay_sample(),
+    );
 
     // Policy changes.
     let mut policy_times = Vec::with_capacity(a.changes);
     let mut spreads = Vec::new();
-    for t in 0..a.changes {
-        let port = BASE_PORT + 1 + (t % 40000) as u16;
+    for _ in 0..a.changes {
+        let port = st.next_port;
+        st.next_port = if port >= u16::MAX - 1 {
+            BASE_PORT + 1
+        } else {
+            port + 1
+        };
         let (k, v) = encode(&StoredObject::Policy(bench_policy(port)))?;
         let t0 = Instant::now();
         let rev = writer.put(&k, v).await?;
+        st.port = port;
+        st.loaded = rev;
         let (last, spread, good) =
             wait_all(&mut views, rev, t0, |v| v.bench_port == Some(port)).await?;
         ok &= good;
@@ -398,25 +552,39 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
         spreads.push(spread);
     }
     let policy_change = latency(policy_times, &spreads);
-    let (etcd2, self2) = (etcd.probe.sample(), procstat::sample("self"));
+    let (etcd2, self2, relay2) = (
+        etcd.probe.sample(),
+        procstat::sample("self"),
+        relay_sample(),
+    );
 
-    // Pod label changes.
+    // Pod label changes: pods not labelled by an earlier pass.
     let mut label_times = Vec::with_capacity(a.changes);
     spreads.clear();
-    for (t, ep) in cl.label_candidates.iter().take(a.changes).enumerate() {
+    let candidates = cl.label_candidates.iter().skip(st.peers).take(a.changes);
+    for ep in candidates {
         let mut ep = ep.clone();
         ep.labels.insert(PEER_LABEL.into(), "peer".into());
         let (k, v) = encode(&StoredObject::Endpoint(ep))?;
         let t0 = Instant::now();
         let rev = writer.put(&k, v).await?;
+        st.peers += 1;
+        st.loaded = rev;
+        let peers = st.peers;
         let (last, spread, good) =
-            wait_all(&mut views, rev, t0, |v| v.bench_peers == t + 1).await?;
+            wait_all(&mut views, rev, t0, |v| v.bench_peers == peers).await?;
         ok &= good;
         label_times.push(last);
         spreads.push(spread);
     }
     let label_change = latency(label_times, &spreads);
-    let (etcd3, self3) = (etcd.probe.sample(), procstat::sample("self"));
+    let (etcd3, self3, relay3) = (
+        etcd.probe.sample(),
+        procstat::sample("self"),
+        relay_sample(),
+    );
+    // Stop this pass's agents (each ends when its receiver is gone) before the next one.
+    drop(views);
 
     let figures = |s: Option<ProcSample>| {
         s.map(|s| ProcessFigures {
@@ -425,22 +593,14 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
             cpu_seconds: s.cpu_seconds,
         })
     };
-    Ok(Report {
-        agents: a.agents,
-        pods: a.pods,
-        policies: a.policies,
-        namespaces: cl.namespaces,
-        local_pods_per_agent_max: cl.max_local,
-        processes: 1,
-        datastore: etcd.url.clone(),
-        etcd_started_by_bench: a.datastore.is_none(),
-        load_ms,
+    Ok(Pass {
+        relays: relays.as_ref().map_or(0, Relays::len),
         startup_ms: ms(startup),
         policy_change,
         label_change,
-        startup_cost: cost(&etcd0, &etcd1, self0, self1),
-        policy_changes_cost: cost(&etcd1, &etcd2, self1, self2),
-        label_changes_cost: cost(&etcd2, &etcd3, self2, self3),
+        startup_cost: cost(&etcd0, &etcd1, (self0, self1), (relay0, relay1)),
+        policy_changes_cost: cost(&etcd1, &etcd2, (self1, self2), (relay1, relay2)),
+        label_changes_cost: cost(&etcd2, &etcd3, (self2, self3), (relay2, relay3)),
         etcd: figures(etcd3.process),
         rss_kib_per_agent: match (bench_before, self3) {
             (Some(b), Some(e)) => {
@@ -449,7 +609,8 @@ async fn bench(a: &FanoutArgs) -> Result<Report> {
             _ => None,
         },
         bench_process: figures(self3),
-        all_agents_reached_state: ok,
+        relay_processes: figures(relay3),
+        ok,
     })
 }
 
@@ -536,27 +697,26 @@ fn latency(mut v: Vec<Duration>, spreads: &[Duration]) -> Latency {
     }
 }
 
-fn cost(
-    e0: &EtcdSample,
-    e1: &EtcdSample,
-    s0: Option<ProcSample>,
-    s1: Option<ProcSample>,
-) -> PhaseCost {
-    let cpu = |a: Option<ProcSample>, b: Option<ProcSample>| Some(b?.cpu_seconds - a?.cpu_seconds);
+type Samples = (Option<ProcSample>, Option<ProcSample>);
+
+fn cost(e0: &EtcdSample, e1: &EtcdSample, agents: Samples, relays: Samples) -> PhaseCost {
+    let cpu = |(a, b): Samples| Some(b?.cpu_seconds - a?.cpu_seconds);
     PhaseCost {
-        etcd_cpu_seconds: cpu(e0.process, e1.process),
+        etcd_cpu_seconds: cpu((e0.process, e1.process)),
         etcd_sent_bytes: e0.sent_bytes.zip(e1.sent_bytes).map(|(a, b)| b - a),
-        agents_cpu_seconds: cpu(s0, s1),
+        agents_cpu_seconds: cpu(agents),
+        relays_cpu_seconds: cpu(relays),
     }
 }
 
 fn print_report(r: &Report) {
-    let opt = |v: Option<f64>, unit: &str, scale: f64| {
-        v.map_or("n/a".to_string(), |v| format!("{:.2} {unit}", v / scale))
-    };
     println!(
-        "fanout: {} agents in {} process, {} pods ({} namespaces, up to {} local per agent), {} policies + 1 bench policy; etcd {}{}",
+        "fanout: {} agents ({}) in {} process, {} pods ({} namespaces, up to {} local per agent), {} policies + 1 bench policy; etcd {}{}",
         r.agents,
+        match r.pipeline {
+            PipelineArg::Calc => "syncer, translator, calculator",
+            PipelineArg::Delivery => "syncer and translator only",
+        },
         r.processes,
         r.pods,
         r.namespaces,
@@ -566,12 +726,37 @@ fn print_report(r: &Report) {
         if r.etcd_started_by_bench { " (started by the bench)" } else { "" }
     );
     println!("stored the cluster in {:.0} ms", r.load_ms);
+    print_pass(&r.pass);
+    if let Some(p) = &r.through_relays {
+        print_pass(p);
+    }
+    println!(
+        "every agent reached every state: {}",
+        if r.all_agents_reached_state {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+}
+
+fn print_pass(r: &Pass) {
+    let opt = |v: Option<f64>, unit: &str, scale: f64| {
+        v.map_or("n/a".to_string(), |v| format!("{:.2} {unit}", v / scale))
+    };
+    if r.relays == 0 {
+        println!("== agents directly on etcd");
+    } else {
+        println!("== agents through {} relays", r.relays);
+    }
     let phase = |name: &str, c: &PhaseCost| {
         println!(
-            "  {name}: etcd CPU {}, etcd sent {}, agents' CPU {}",
+            "  {name}: etcd CPU {}, etcd sent {}, agents' CPU {}{}",
             opt(c.etcd_cpu_seconds, "s", 1.0),
             opt(c.etcd_sent_bytes, "MiB", 1024.0 * 1024.0),
-            opt(c.agents_cpu_seconds, "s", 1.0)
+            opt(c.agents_cpu_seconds, "s", 1.0),
+            c.relays_cpu_seconds
+                .map_or(String::new(), |v| format!(", relays' CPU {v:.2} s"))
         )
     };
     println!("start-up of all agents: {:.0} ms", r.startup_ms);
@@ -594,13 +779,19 @@ fn print_report(r: &Report) {
         );
         phase("cost", c);
     }
-    if let Some(e) = &r.etcd {
+    let process = |name: &str, e: &ProcessFigures| {
         println!(
-            "etcd at the end: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.1} s in all",
+            "{name}: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.1} s in all",
             e.rss_kib as f64 / 1024.0,
             e.peak_rss_kib as f64 / 1024.0,
             e.cpu_seconds
-        );
+        )
+    };
+    if let Some(e) = &r.etcd {
+        process("etcd at the end", e);
+    }
+    if let Some(e) = &r.relay_processes {
+        process("relays at the end (all)", e);
     }
     if let Some(b) = &r.bench_process {
         println!(
@@ -611,12 +802,4 @@ fn print_report(r: &Report) {
             b.cpu_seconds
         );
     }
-    println!(
-        "every agent reached every state: {}",
-        if r.all_agents_reached_state {
-            "yes"
-        } else {
-            "NO"
-        }
-    );
 }
