@@ -626,6 +626,49 @@ mod tests {
                 port: 80
             })
         );
+        // The flat layout's concatenated intervals, as nft prints them.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (text, start, end, protos, ports) in [
+            (
+                "10.0.0.0/24 . tcp . 80",
+                "10.0.0.0",
+                "10.0.0.255",
+                (6, 6),
+                (80, 80),
+            ),
+            (
+                "10.0.0.1-10.0.0.5 . udp . 0-65535",
+                "10.0.0.1",
+                "10.0.0.5",
+                (17, 17),
+                (0, 65535),
+            ),
+            (
+                "10.0.0.7 . ipv6-icmp . 1-2",
+                "10.0.0.7",
+                "10.0.0.7",
+                (58, 58),
+                (1, 2),
+            ),
+        ] {
+            assert_eq!(
+                parse_element(&cat, true, text),
+                Some(ElementKey::ConcatRange {
+                    start: ip(start),
+                    end: ip(end),
+                    protos,
+                    ports
+                }),
+                "{text}"
+            );
+        }
+        for odd in [
+            "10.0.0.5-10.0.0.1 . tcp . 80",
+            "fd00::1 . tcp . 80",
+            "10.0.0.1 . tcp",
+        ] {
+            assert_eq!(parse_element(&cat, true, odd), None, "{odd}");
+        }
         let ifname = vec!["ifname".to_string()];
         assert_eq!(
             parse_element(&ifname, false, "\"pal0a1b\" : jump pal-tw-pal0a1b"),
