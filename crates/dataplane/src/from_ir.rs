@@ -137,6 +137,7 @@ pub fn ipset_spec(s: &SetDef) -> Result<IpsetSpec, DataplaneError> {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
         SetKind::NetIface => "hash:net,iface",
+        SetKind::Flat => "hash:net,port",
     };
     let members = s.members.iter().map(|m| ipset_member(&s.set.name, m));
     IpsetSpec::new(kind, family(s.set.family), members)
@@ -163,6 +164,10 @@ pub fn nft_set(s: &SetDef) -> Result<NftSet, DataplaneError> {
             vec![],
         ),
         SetKind::NetIface => (vec![addr.to_string(), "ifname".into()], vec![]),
+        SetKind::Flat => (
+            vec![addr.to_string(), "inet_proto".into(), "inet_service".into()],
+            vec!["interval".to_string()],
+        ),
     };
     Ok(NftSet::new(key_type, None, flags, nft::set_elements(s)))
 }

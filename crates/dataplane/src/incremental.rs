@@ -42,7 +42,8 @@ impl IrSet {
         !self.members.iter().any(|m| match m {
             SetEntry::NoMatch(_) => true,
             SetEntry::Net(n) => n.prefix_len() < n.max_prefix_len(),
-            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } => false,
+            // Flat entries are disjoint ranges, each one element.
+            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } | SetEntry::Flat { .. } => false,
         })
     }
 
@@ -171,7 +172,7 @@ impl Incremental {
         // Sets: created ones whole; member changes one element each while the set stays
         // simple, else the set is converted again from all its members.
         let mut rebuild: BTreeSet<String> = BTreeSet::new();
-        for s in &plan.set_creates {
+        for s in plan.set_creates.iter().chain(&plan.set_fills) {
             self.sets.insert(
                 s.set.name.clone(),
                 IrSet {
@@ -283,7 +284,7 @@ impl Incremental {
         endpoints: &[&EndpointId],
         policies: &[&PolicyId],
     ) -> Result<(), DataplaneError> {
-        for s in &plan.set_creates {
+        for s in plan.set_creates.iter().chain(&plan.set_fills) {
             program
                 .sets
                 .insert(s.set.name.clone(), Arc::new(ipset_spec(s)?));

@@ -13,7 +13,7 @@ use palisade_dataplane::{
 use palisade_engine::synth::{generate, SynthConfig};
 use palisade_model::{Cluster, Endpoint, Policy};
 use palisade_render::config::EndpointMatch;
-use palisade_render::RenderConfig;
+use palisade_render::{NftLayout, RenderConfig};
 
 const NODE: &str = "n1";
 
@@ -118,6 +118,9 @@ fn change(
 /// render.
 macro_rules! patched_programs_equal_full_renders {
     ($make:path) => {
+        patched_programs_equal_full_renders!($make, NftLayout::Chains)
+    };
+    ($make:path, $layout:expr) => {
         for (seed, endpoint_match) in [
             (1u64, EndpointMatch::Address),
             (2, EndpointMatch::Address),
@@ -130,6 +133,7 @@ macro_rules! patched_programs_equal_full_renders {
             let sleeper = Arc::new(RecordingSleeper::new());
             let cfg = RenderConfig {
                 endpoint_match,
+                nft_layout: $layout,
                 ..RenderConfig::default()
             };
             let mut dp = $make(
@@ -178,6 +182,12 @@ macro_rules! patched_programs_equal_full_renders {
 #[test]
 fn patched_nftables_programs_equal_full_renders() {
     patched_programs_equal_full_renders!(nft_dataplane);
+}
+
+/// The same with the flat layout: the flat sets of the touched endpoints are refilled.
+#[test]
+fn patched_flat_nftables_programs_equal_full_renders() {
+    patched_programs_equal_full_renders!(nft_dataplane, NftLayout::Flat);
 }
 
 #[test]

@@ -22,6 +22,8 @@ pub struct AgentSpec {
     /// Delete the conntrack entries of established flows that new rules deny
     /// (`--established revoke`).
     pub revoke: bool,
+    /// `--nft-layout` for the agents (`flat` or `chains`; `None`: the agent's default).
+    pub nft_layout: Option<String>,
     /// Where the agent's log lines go.
     pub log_file: std::path::PathBuf,
 }
@@ -55,6 +57,10 @@ pub(crate) fn spawn_agent(spec: &AgentSpec, url: &str) -> Result<Child> {
     let err = log
         .try_clone()
         .map_err(|e| LabError::io("cannot duplicate the log file", e))?;
+    let layout = spec
+        .nft_layout
+        .iter()
+        .flat_map(|l| ["--nft-layout".to_string(), l.clone()]);
     Command::new(&exe)
         .args([
             "agent",
@@ -73,6 +79,7 @@ pub(crate) fn spawn_agent(spec: &AgentSpec, url: &str) -> Result<Child> {
             "--established",
             if spec.revoke { "revoke" } else { "keep" },
         ])
+        .args(layout)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err)

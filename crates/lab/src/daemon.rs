@@ -184,6 +184,7 @@ impl Daemon {
                 dataplane: self.state.dataplane.clone(),
                 endpoint_match: self.state.endpoint_match,
                 revoke: self.state.revoke,
+                nft_layout: self.state.nft_layout.clone(),
                 log_file: self
                     .names
                     .state_dir()

@@ -38,6 +38,8 @@ pub struct UpOptions {
     pub endpoint_match: Option<crate::wiring::EndpointMatch>,
     /// `--established revoke`: the agents cut established connections new rules deny.
     pub revoke: bool,
+    /// `--nft-layout` for the agents (`None`: their default).
+    pub nft_layout: Option<String>,
 }
 
 /// What `down` removed.
@@ -108,6 +110,7 @@ pub fn up(names: &LabNames, options: &UpOptions, mut cluster: Cluster) -> Result
         ip_family: options.ip_family,
         endpoint_match: crate::wiring::EndpointMatch::for_cni(options.endpoint_match, options.cni),
         revoke: options.revoke,
+        nft_layout: options.nft_layout.clone(),
         plan,
         netns: Vec::new(),
         daemon_pid: None,

@@ -33,6 +33,9 @@ pub struct LabState {
     /// The agents revoke established connections that new rules deny.
     #[serde(default)]
     pub revoke: bool,
+    /// `--nft-layout` of the agents (`None`: their default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nft_layout: Option<String>,
     pub plan: Plan,
     /// Every network namespace created so far.
     pub netns: Vec<String>,

@@ -35,6 +35,10 @@ pub struct RenderConfig {
     /// How a packet finds its local pod: by address (default) or by interface name.
     #[serde(default)]
     pub endpoint_match: EndpointMatch,
+    /// How an endpoint's NetworkPolicy tiers are laid out on nftables ([`NftLayout`]). The
+    /// iptables backend always walks chains: callers rendering for it use [`NftLayout::Chains`].
+    #[serde(default)]
+    pub nft_layout: NftLayout,
     /// Anti-spoofing: where each local pod address may enter the node (learned by the agent
     /// from the kernel). A packet from an address of this map that entered anywhere else is
     /// dropped and counted (`None`: it may enter nowhere); an address not in the map is not
@@ -96,6 +100,49 @@ impl std::str::FromStr for EndpointMatch {
 }
 
 /// Default [`RenderConfig::drop_log_rate`]: logged drops per second and drop rule.
+/// The layout of the tiers whose rules are all Allow (the NetworkPolicy tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NftLayout {
+    /// One jump per selecting policy into that policy's chain: a new connection's cost grows
+    /// with the policies that select its endpoint.
+    #[default]
+    Chains,
+    /// One lookup per tier, family and kind of port match: the allow rules of an endpoint,
+    /// direction and tier compiled into an `address . protocol . port` interval set (and an
+    /// address set for rules that allow every protocol); see `crate::build::flat`.
+    Flat,
+}
+
+impl NftLayout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NftLayout::Chains => "chains",
+            NftLayout::Flat => "flat",
+        }
+    }
+}
+
+impl std::fmt::Display for NftLayout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NftLayout {
+    type Err = RenderError;
+
+    fn from_str(s: &str) -> Result<Self, RenderError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "chains" => Ok(NftLayout::Chains),
+            "flat" => Ok(NftLayout::Flat),
+            _ => Err(RenderError::Config(format!(
+                "unknown nft layout {s:?}: expected flat or chains"
+            ))),
+        }
+    }
+}
+
 pub const DEFAULT_DROP_LOG_RATE: u32 = 100;
 
 fn default_drop_log_rate() -> u32 {
@@ -115,6 +162,7 @@ impl Default for RenderConfig {
             ipv4: true,
             ipv6: true,
             endpoint_match: EndpointMatch::Address,
+            nft_layout: NftLayout::Chains,
             source_bindings: BTreeMap::new(),
         }
     }

@@ -239,6 +239,15 @@ impl State<'_> {
                             if *ip == addr(dir) && *iface == p.in_iface
                                 && port.as_ref().is_none_or(|q| p.in_port.as_ref() == Some(q)))
                     }),
+                    crate::ir::SetKind::Flat => {
+                        let proto = self.proto();
+                        let a = addr(dir);
+                        def.members.iter().any(|e| {
+                            matches!(e, SetEntry::Flat { start, end, proto: q, ports }
+                                if *start <= a && a <= *end && *q == proto
+                                    && (ports.start..=ports.end).contains(&p.dst_port))
+                        })
+                    }
                     crate::ir::SetKind::NetPort => {
                         let proto = self.proto();
                         def.members.iter().any(|e| {
@@ -259,7 +268,9 @@ pub fn net_member(members: &[SetEntry], ip: IpAddr) -> bool {
         let (net, yes) = match e {
             SetEntry::Net(n) => (n, true),
             SetEntry::NoMatch(n) => (n, false),
-            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } => continue,
+            SetEntry::NetPort { .. } | SetEntry::NetIface { .. } | SetEntry::Flat { .. } => {
+                continue
+            }
         };
         if !net.contains(&ip) {
             continue;

@@ -55,6 +55,9 @@ pub fn create_line(set: &SetRef) -> String {
         SetKind::Net => "hash:net",
         SetKind::NetPort => "hash:ip,port",
         SetKind::NetIface => "hash:net,iface",
+        // The flat layout is built for nftables only (`RenderConfig::nft_layout`); the same
+        // entries as an ipset would be a `hash:net,port`.
+        SetKind::Flat => "hash:net,port",
     };
     let fam = match set.family {
         Family::V4 => "inet",
@@ -93,6 +96,17 @@ pub fn push_member_line(out: &mut String, verb: &str, set: &str, entry: &SetEntr
         // checked one layer down, in the agent's `table bridge palisade` (an ipset
         // `physdev:` entry never matches from `-m set`, which cannot ask for the port).
         SetEntry::NetIface { ip, iface, .. } => writeln!(out, "{verb} {set} {ip},{iface} -exist"),
+        SetEntry::Flat {
+            start,
+            end,
+            proto,
+            ports,
+        } => writeln!(
+            out,
+            "{verb} {set} {start}-{end},{}:{} -exist",
+            proto_name(*proto),
+            ports.text("-")
+        ),
     };
 }
 
@@ -194,6 +208,8 @@ fn matches_text(rule: &Rule) -> String {
             Match::Set { set, dir } => {
                 let flags = match (set.kind, dir) {
                     (SetKind::NetPort, _) => "dst,dst",
+                    (SetKind::Flat, Dir::Src) => "src,dst",
+                    (SetKind::Flat, Dir::Dst) => "dst,dst",
                     (SetKind::NetIface, Dir::Src) => "src,src",
                     (SetKind::NetIface, Dir::Dst) => "dst,dst",
                     (SetKind::Net, Dir::Src) => "src",

@@ -65,6 +65,17 @@ impl Proto {
         }
     }
 
+    /// The IP protocol number (`meta l4proto`).
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Sctp => 132,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+        }
+    }
+
     pub fn has_ports(self) -> bool {
         matches!(self, Proto::Tcp | Proto::Udp | Proto::Sctp)
     }
@@ -117,6 +128,10 @@ pub enum SetKind {
     /// the bridge: both backends see the bridge, not its port, which the agent's bridge-family
     /// table checks (the interpreter checks both).
     NetIface,
+    /// The flat layout's lookup (nftables only): the peer address (`dir` of the match),
+    /// protocol and destination port, each an interval (`ipv4_addr . inet_proto .
+    /// inet_service`, `flags interval`). Entries are [`SetEntry::Flat`], disjoint.
+    Flat,
 }
 
 /// A reference to a set from a rule.
@@ -145,6 +160,14 @@ pub enum SetEntry {
         iface: String,
         port: Option<String>,
     },
+    /// Addresses `start..=end` with protocol `proto` on destination ports `ports` (all of
+    /// them, `0-65535`, when the rule names no port).
+    Flat {
+        start: IpAddr,
+        end: IpAddr,
+        proto: Proto,
+        ports: PortRange,
+    },
 }
 
 /// A set with its members.
@@ -171,7 +194,8 @@ pub enum Match {
     /// Packet leaves through this interface.
     OutIface(String),
     /// Membership: for [`SetKind::Net`] the `dir` address; for [`SetKind::NetPort`] the
-    /// destination address, protocol and destination port (`dir` is then `Dst`).
+    /// destination address, protocol and destination port (`dir` is then `Dst`); for
+    /// [`SetKind::Flat`] the `dir` address, protocol and destination port.
     Set {
         set: SetRef,
         dir: Dir,

@@ -35,6 +35,6 @@ pub mod names;
 pub mod nft;
 
 pub use build::build;
-pub use config::RenderConfig;
+pub use config::{NftLayout, RenderConfig};
 pub use error::RenderError;
 pub use ir::Ruleset;

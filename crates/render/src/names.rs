@@ -187,6 +187,28 @@ pub fn cidr_set_name(family: Family, cidr: &IpNet, except: &[IpNet]) -> String {
     format!("{p}c{}", hash_hex(&refs, MAX_SET_LEN - p.len() - 5))
 }
 
+/// The flat layout's sets of one endpoint (by its primary interface), direction and tier:
+/// `pal4f-<hash>` (address . protocol . port) or, with `any_protocol`, `pal4a-<hash>`
+/// (addresses allowed every protocol).
+pub fn flat_set_name(
+    family: Family,
+    direction: Direction,
+    iface: &str,
+    tier: &str,
+    any_protocol: bool,
+) -> String {
+    let p = family_prefix(family);
+    let kind = if any_protocol { "a" } else { "f" };
+    let dir = match direction {
+        Direction::Ingress => "in",
+        Direction::Egress => "out",
+    };
+    format!(
+        "{p}{kind}{}",
+        hash_hex(&["flat", kind, dir, iface, tier], MAX_SET_LEN - p.len() - 5)
+    )
+}
+
 /// Whether an interface name may reach rule text: 1 to 15 characters of `[a-zA-Z0-9_.-]`,
 /// starting with a letter or digit.
 pub fn iface_ok(iface: &str) -> bool {

@@ -79,6 +79,7 @@ pub fn add_set_line(set: &SetRef, description: &str) -> String {
         SetKind::Net => format!("type {addr} ; flags interval ;"),
         SetKind::NetPort => format!("type {addr} . inet_proto . inet_service ;"),
         SetKind::NetIface => format!("type {addr} . ifname ;"),
+        SetKind::Flat => format!("type {addr} . inet_proto . inet_service ; flags interval ;"),
     };
     let comment = names::sanitize(description, 100);
     format!(
@@ -150,6 +151,10 @@ pub fn flush_chain_line(chain: &str) -> String {
 
 pub fn delete_chain_line(chain: &str) -> String {
     format!("delete chain {} {chain}\n", t())
+}
+
+pub fn flush_set_line(set: &str) -> String {
+    format!("flush set {} {set}\n", t())
 }
 
 pub fn delete_set_line(set: &str) -> String {
@@ -240,6 +245,21 @@ fn push_entry_text(out: &mut String, e: &SetEntry) -> bool {
         }
         // The inet family sees the bridge, not its port (see `crate::ir::SetKind::NetIface`).
         SetEntry::NetIface { ip, iface, .. } => write!(out, "{ip} . \"{iface}\""),
+        // As nft prints it back: the address range canonical (bare, prefix or `a-b`).
+        SetEntry::Flat {
+            start,
+            end,
+            proto,
+            ports,
+        } => {
+            let family = Family::of(start);
+            let addr = range_text(to_u128(*start), to_u128(*end), family);
+            let addr = match addr.split_once('-') {
+                Some(_) => exact_prefix(*start, *end).unwrap_or(addr),
+                None => addr,
+            };
+            write!(out, "{addr} . {} . {}", proto_name(*proto), ports.text("-"))
+        }
     };
     true
 }
@@ -320,6 +340,18 @@ pub fn difference(pos: &[IpNet], neg: &[IpNet], _family: Family) -> Vec<(u128, u
     merged
 }
 
+/// `a-b` as a prefix when it is exactly one.
+fn exact_prefix(a: IpAddr, b: IpAddr) -> Option<String> {
+    let (x, y) = (to_u128(a), to_u128(b));
+    let bits = match a {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    let size = (y - x).checked_add(1)?;
+    (size.is_power_of_two() && x % size == 0)
+        .then(|| format!("{a}/{}", bits - size.trailing_zeros()))
+}
+
 fn range_text(a: u128, b: u128, family: Family) -> String {
     if a == b {
         from_u128(a, family).to_string()
@@ -369,6 +401,12 @@ fn match_text(m: &Match) -> String {
             SetKind::NetPort => format!(
                 "{} daddr . meta l4proto . th dport @{}",
                 addr_kw(set.family),
+                set.name
+            ),
+            SetKind::Flat => format!(
+                "{} {} . meta l4proto . th dport @{}",
+                addr_kw(set.family),
+                dir_kw(*dir),
                 set.name
             ),
             SetKind::NetIface => match dir {

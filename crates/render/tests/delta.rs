@@ -13,7 +13,7 @@ use palisade_calc::{
 use palisade_model::{Cluster, EndpointId};
 use palisade_render::delta::{self, Plan};
 use palisade_render::ir::{Action, Chain, Match, Ruleset, SetEntry};
-use palisade_render::{build, RenderConfig};
+use palisade_render::{build, NftLayout, RenderConfig};
 use proptest::prelude::*;
 
 /// The kernel as the IR sees it: sets with members, chains with rules, and the nftables
@@ -106,6 +106,13 @@ impl Model {
         for s in &p.set_creates {
             self.sets
                 .insert(s.set.name.clone(), s.members.iter().cloned().collect());
+        }
+        for s in &p.set_fills {
+            let set = self
+                .sets
+                .get_mut(&s.set.name)
+                .ok_or(format!("fill of missing set {}", s.set.name))?;
+            *set = s.members.iter().cloned().collect();
         }
         for (s, e) in &p.member_adds {
             self.sets
@@ -212,6 +219,27 @@ proptest! {
         // Drops logged, as the agent does by default.
         let cfg = RenderConfig { drop_log_group: Some(2), ..RenderConfig::default() };
         // One interface prefix, or several: aliases are dispatched and edited too.
+        let mut calc = Calculator::new(CalcConfig::with_prefixes(NODE, prefixes));
+        let mut model = Model::of(&build(&DesiredState::default(), &cfg).unwrap());
+        let (ca, cb, cc) = (cluster(a), cluster(b), cluster(c));
+        step(&mut calc, &mut model, updates_between(&Cluster::new(), &ca), &cfg)?;
+        step(&mut calc, &mut model, updates_between(&ca, &cb), &cfg)?;
+        step(&mut calc, &mut model, updates_between(&cb, &cc), &cfg)?;
+        step(&mut calc, &mut model, updates_between(&cc, &Cluster::new()), &cfg)?;
+    }
+
+    #[test]
+    fn flat_plans_turn_one_ruleset_into_the_next(
+        a in any::<u64>(),
+        b in any::<u64>(),
+        c in any::<u64>(),
+        prefixes in proptest::sample::select(&PREFIXES[..]),
+    ) {
+        let cfg = RenderConfig {
+            drop_log_group: Some(2),
+            nft_layout: NftLayout::Flat,
+            ..RenderConfig::default()
+        };
         let mut calc = Calculator::new(CalcConfig::with_prefixes(NODE, prefixes));
         let mut model = Model::of(&build(&DesiredState::default(), &cfg).unwrap());
         let (ca, cb, cc) = (cluster(a), cluster(b), cluster(c));

@@ -16,8 +16,9 @@ use palisade_calc::{compute_full, CalcConfig};
 use palisade_engine::{verdict, DecisionTrace, Flow, FlowEnd, SideTrace};
 use palisade_model::{Cluster, EndpointId, Protocol};
 use palisade_render::interp::{evaluate, Packet, Verdict};
+use palisade_render::ir::{Match, SetKind};
 use palisade_render::names::{drop_log_prefix, DropSite};
-use palisade_render::{build, RenderConfig};
+use palisade_render::{build, NftLayout, RenderConfig};
 use proptest::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -29,9 +30,15 @@ static STAGED_ALLOWS: AtomicUsize = AtomicUsize::new(0);
 
 /// Checks every flow with a local end; returns the numbers of allowed and denied flows.
 fn check(c: &Cluster) -> Result<(usize, usize), TestCaseError> {
+    check_with(c, NftLayout::Chains)
+}
+
+/// [`check`] with the tiers laid out as `layout` says.
+fn check_with(c: &Cluster, layout: NftLayout) -> Result<(usize, usize), TestCaseError> {
     let state = compute_full(&CalcConfig::new(NODE), c);
     let cfg = RenderConfig {
         drop_log_group: Some(7),
+        nft_layout: layout,
         ..RenderConfig::default()
     };
     let rs = build(&state, &cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -208,6 +215,59 @@ proptest! {
         let c = cluster(seed);
         check(&c)?;
     }
+
+    #[test]
+    fn flat_layout_agrees_with_engine(seed in any::<u64>()) {
+        let c = cluster(seed);
+        check_with(&c, NftLayout::Flat)?;
+    }
+}
+
+#[test]
+fn flat_layout_checks_many_flows() {
+    let (mut allowed, mut denied) = (0, 0);
+    let (mut flat_sets, mut elements) = (0, 0);
+    let cfg = RenderConfig {
+        nft_layout: NftLayout::Flat,
+        ..RenderConfig::default()
+    };
+    for s in 1..200u64 {
+        let c = cluster(s * 7919);
+        let (a, d) = check_with(&c, NftLayout::Flat).unwrap();
+        allowed += a;
+        denied += d;
+        let rs = build(&compute_full(&CalcConfig::new(NODE), &c), &cfg).unwrap();
+        // The sets the endpoint chains look up (the flat tiers' two kinds).
+        let looked_up: Vec<&str> = rs
+            .chains
+            .iter()
+            .filter(|c| c.name.starts_with("pal-tw-") || c.name.starts_with("pal-fw-"))
+            .flat_map(|c| &c.rules)
+            .flat_map(|r| &r.matches)
+            .filter_map(|m| match m {
+                Match::Set { set, .. } => Some(set.name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for set in rs
+            .sets
+            .iter()
+            .filter(|s| looked_up.contains(&s.set.name.as_str()))
+        {
+            flat_sets += usize::from(set.set.kind == SetKind::Flat);
+            elements += set.members.len();
+        }
+    }
+    // The layout is exercised: tiers are laid out flat and their sets hold elements.
+    eprintln!("{flat_sets} flat sets, {elements} elements");
+    assert!(
+        flat_sets > 50 && elements > 100,
+        "{flat_sets} flat sets, {elements} elements"
+    );
+    assert!(
+        allowed > 500 && denied > 500,
+        "{allowed} allowed, {denied} denied"
+    );
 }
 
 #[test]

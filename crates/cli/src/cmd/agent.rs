@@ -13,7 +13,7 @@ use palisade_store::{keys, RelayStore};
 use serde::Serialize;
 
 use super::datastore_args::{self as ds, DatastoreArgs};
-use super::match_args::{EndpointMatchArg, EstablishedArg, IfaceNameArg};
+use super::match_args::{EndpointMatchArg, EstablishedArg, IfaceNameArg, NftLayoutArg};
 
 const AFTER_HELP: &str = "\
 The agent lists the datastore, waits until it is in sync, then programs this node's packet
@@ -88,6 +88,12 @@ struct RunArgs {
     /// bridge, ptp, flannel, Calico's, cloud CNIs) or by its host-side interface name.
     #[arg(long, value_enum, value_name = "MODE", default_value = "address")]
     endpoint_match: EndpointMatchArg,
+    /// nftables: how the tiers whose rules are all Allow (NetworkPolicy) are laid out: `flat`,
+    /// one lookup per tier (a new connection's cost does not grow with the policies that
+    /// select its pod), or `chains`, a jump to each selecting policy's chain. iptables always
+    /// uses chains.
+    #[arg(long, value_enum, value_name = "LAYOUT", default_value = "chains")]
+    nft_layout: NftLayoutArg,
     /// Interface matching: how the CNI names pod interfaces (`calico`: `cali` + SHA-1 of
     /// `namespace.pod`, so Palisade enforces on nodes wired by Calico's CNI).
     #[arg(long, value_enum, value_name = "NAMING", default_value = "palisade")]
@@ -187,6 +193,9 @@ fn config(a: &RunArgs) -> Result<AgentConfig> {
     c.render.drop_log_group = (!a.no_drop_log).then_some(a.nflog_group);
     c.render.drop_log_rate = a.drop_log_rate;
     c.render.endpoint_match = a.endpoint_match.into();
+    if c.dataplane == DataplaneKind::Nftables {
+        c.render.nft_layout = a.nft_layout.into();
+    }
     c.iface_naming = a.iface_name.into();
     c.set_bridge_sysctls = a.set_bridge_sysctls;
     c.established = a.established.into();

@@ -23,6 +23,25 @@ impl From<EndpointMatchArg> for EndpointMatch {
     }
 }
 
+/// How the nftables dataplane lays out the tiers whose rules are all Allow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NftLayoutArg {
+    /// One lookup per tier (address . protocol . port interval sets): a new connection's
+    /// cost does not grow with the policies selecting the pod.
+    Flat,
+    /// A jump to each selecting policy's chain.
+    Chains,
+}
+
+impl From<NftLayoutArg> for palisade_render::NftLayout {
+    fn from(a: NftLayoutArg) -> Self {
+        match a {
+            NftLayoutArg::Flat => palisade_render::NftLayout::Flat,
+            NftLayoutArg::Chains => palisade_render::NftLayout::Chains,
+        }
+    }
+}
+
 /// How the CNI names a pod's host-side interface (interface matching).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum IfaceNameArg {

@@ -11,7 +11,7 @@ use palisade_calc::{compute_full, CalcConfig, DesiredState, IpSetMember, RulePee
 use palisade_render::{build, iptables, nft, RenderConfig, Ruleset};
 use serde::Serialize;
 
-use super::match_args::{EndpointMatchArg, IfaceNameArg};
+use super::match_args::{EndpointMatchArg, IfaceNameArg, NftLayoutArg};
 use crate::input;
 
 #[derive(clap::Args)]
@@ -56,6 +56,10 @@ pub struct Args {
     /// host-side interface name.
     #[arg(long, value_enum, value_name = "MODE", default_value = "address")]
     pub endpoint_match: EndpointMatchArg,
+    /// nftables: `flat` lays out each tier whose rules are all Allow as one lookup per tier;
+    /// `chains` jumps to each selecting policy's chain (iptables always uses chains).
+    #[arg(long, value_enum, value_name = "LAYOUT", default_value = "chains")]
+    pub nft_layout: NftLayoutArg,
     /// Interface matching: how the CNI names pod interfaces (`calico`: `cali` + SHA-1 of
     /// `namespace.pod`, as Calico's CNI does).
     #[arg(long, value_enum, value_name = "NAMING", default_value = "palisade")]
@@ -140,6 +144,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         drop_log_group: args.log_drops,
         ipv6: has_v6(&state),
         endpoint_match: args.endpoint_match.into(),
+        nft_layout: match args.dataplane {
+            Dataplane::Nftables => args.nft_layout.into(),
+            Dataplane::Iptables => palisade_render::NftLayout::Chains,
+        },
         ..RenderConfig::default()
     };
     let ruleset = build(&state, &cfg).context("cannot render the ruleset")?;

@@ -30,6 +30,14 @@ pub enum ElementKey {
     Range { start: IpAddr, end: IpAddr },
     /// `address . protocol . port` in a concatenation set.
     AddrProtoPort { addr: IpAddr, proto: u8, port: u16 },
+    /// `addresses . protocols . ports`, each a range, in a concatenation interval set (the
+    /// flat layout's lookups): sent as a start key and an end key.
+    ConcatRange {
+        start: IpAddr,
+        end: IpAddr,
+        protos: (u8, u8),
+        ports: (u16, u16),
+    },
     /// `"ifname" : jump chain` in an `ifname : verdict` map (the chain is ignored when the
     /// element is deleted).
     IfnameJump { ifname: String, chain: String },
@@ -95,6 +103,29 @@ pub fn parse_element(key_type: &[String], interval: bool, e: &str) -> Option<Ele
             let port: u16 = parts.next()?.parse().ok()?;
             Some(ElementKey::AddrProtoPort { addr, proto, port })
         }
+        [a, p, s]
+            if (a == "ipv4_addr" || a == "ipv6_addr")
+                && p == "inet_proto"
+                && s == "inet_service"
+                && interval =>
+        {
+            let mut parts = e.split(" . ");
+            let (start, end) = addr_range(parts.next()?)?;
+            if start.is_ipv6() != (a == "ipv6_addr") || end.is_ipv6() != start.is_ipv6() {
+                return None;
+            }
+            let protos = num_range(parts.next()?, proto_number)?;
+            let ports = num_range(parts.next()?, |s| s.parse().ok())?;
+            if parts.next().is_some() {
+                return None;
+            }
+            Some(ElementKey::ConcatRange {
+                start,
+                end,
+                protos,
+                ports,
+            })
+        }
         [t] if t == "ifname" && !interval => {
             let (key, verdict) = e.split_once(" : ")?;
             let ifname = key.strip_prefix('"')?.strip_suffix('"')?;
@@ -109,6 +140,45 @@ pub fn parse_element(key_type: &[String], interval: bool, e: &str) -> Option<Ele
             })
         }
         _ => None,
+    }
+}
+
+/// `a`, `a/len` or `a-b` as an inclusive address range.
+fn addr_range(s: &str) -> Option<(IpAddr, IpAddr)> {
+    if let Some((a, b)) = s.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
+        return (a <= b).then_some((a, b));
+    }
+    if s.contains('/') {
+        let net: ipnet::IpNet = s.parse().ok()?;
+        return Some((net.network(), net.broadcast()));
+    }
+    let a: IpAddr = s.parse().ok()?;
+    Some((a, a))
+}
+
+/// `x` or `x-y`, each part read by `one`.
+fn num_range<T: Copy + PartialOrd>(s: &str, one: impl Fn(&str) -> Option<T>) -> Option<(T, T)> {
+    let (a, b) = match s.split_once('-') {
+        // A protocol name may hold a dash (`ipv6-icmp`).
+        Some((a, b)) if one(a).is_some() && one(b).is_some() => (one(a)?, one(b)?),
+        _ => {
+            let v = one(s)?;
+            (v, v)
+        }
+    };
+    (a <= b).then_some((a, b))
+}
+
+/// A protocol as nft prints it: the names the renderer uses, or a number.
+fn proto_number(s: &str) -> Option<u8> {
+    match s {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "sctp" => Some(132),
+        "icmp" => Some(1),
+        "ipv6-icmp" => Some(58),
+        other => other.parse().ok(),
     }
 }
 
@@ -131,6 +201,7 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -200,6 +271,27 @@ fn next_ip(ip: &IpAddr) -> Option<IpAddr> {
 
 fn element(buf: &mut Vec<u8>, key: &[u8], flags: u32) {
     element_with(buf, key, flags, None);
+}
+
+/// An element of a concatenation interval set: its first and last key.
+fn element_range(buf: &mut Vec<u8>, start: &[u8], end: &[u8]) {
+    let e = nest_start(buf, NFTA_LIST_ELEM);
+    for (ty, key) in [(NFTA_SET_ELEM_KEY, start), (NFTA_SET_ELEM_KEY_END, end)] {
+        let k = nest_start(buf, ty);
+        attr(buf, NFTA_DATA_VALUE, key);
+        nest_end(buf, k);
+    }
+    nest_end(buf, e);
+}
+
+/// `address . protocol . port` as the kernel stores a concatenation: each field padded to
+/// 4 bytes, the port in network order.
+fn concat_key(addr: &IpAddr, proto: u8, port: u16) -> Vec<u8> {
+    let mut key = ip_bytes(addr);
+    key.extend_from_slice(&[proto, 0, 0, 0]);
+    key.extend_from_slice(&port.to_be_bytes());
+    key.extend_from_slice(&[0, 0]);
+    key
 }
 
 /// An element, with a `jump chain` verdict as its data when given (map elements).
@@ -276,12 +368,18 @@ pub fn batch(ops: &[ElementOp], table: &str, seq0: u32) -> Result<(Vec<u8>, u32)
                     element(&mut buf, &ip_bytes(&after), NFT_SET_ELEM_INTERVAL_END);
                 }
                 ElementKey::AddrProtoPort { addr, proto, port } => {
-                    let mut key = ip_bytes(addr);
-                    key.extend_from_slice(&[*proto, 0, 0, 0]);
-                    key.extend_from_slice(&port.to_be_bytes());
-                    key.extend_from_slice(&[0, 0]);
-                    element(&mut buf, &key, 0);
+                    element(&mut buf, &concat_key(addr, *proto, *port), 0);
                 }
+                ElementKey::ConcatRange {
+                    start,
+                    end,
+                    protos,
+                    ports,
+                } => element_range(
+                    &mut buf,
+                    &concat_key(start, protos.0, ports.0),
+                    &concat_key(end, protos.1, ports.1),
+                ),
                 ElementKey::IfnameJump { ifname, chain } => {
                     let mut key = ifname.as_bytes().to_vec();
                     key.resize(IFNAMSIZ, 0);
@@ -528,6 +626,49 @@ mod tests {
                 port: 80
             })
         );
+        // The flat layout's concatenated intervals, as nft prints them.
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (text, start, end, protos, ports) in [
+            (
+                "10.0.0.0/24 . tcp . 80",
+                "10.0.0.0",
+                "10.0.0.255",
+                (6, 6),
+                (80, 80),
+            ),
+            (
+                "10.0.0.1-10.0.0.5 . udp . 0-65535",
+                "10.0.0.1",
+                "10.0.0.5",
+                (17, 17),
+                (0, 65535),
+            ),
+            (
+                "10.0.0.7 . ipv6-icmp . 1-2",
+                "10.0.0.7",
+                "10.0.0.7",
+                (58, 58),
+                (1, 2),
+            ),
+        ] {
+            assert_eq!(
+                parse_element(&cat, true, text),
+                Some(ElementKey::ConcatRange {
+                    start: ip(start),
+                    end: ip(end),
+                    protos,
+                    ports
+                }),
+                "{text}"
+            );
+        }
+        for odd in [
+            "10.0.0.5-10.0.0.1 . tcp . 80",
+            "fd00::1 . tcp . 80",
+            "10.0.0.1 . tcp",
+        ] {
+            assert_eq!(parse_element(&cat, true, odd), None, "{odd}");
+        }
         let ifname = vec!["ifname".to_string()];
         assert_eq!(
             parse_element(&ifname, false, "\"pal0a1b\" : jump pal-tw-pal0a1b"),

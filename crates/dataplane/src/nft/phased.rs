@@ -253,6 +253,7 @@ mod tests {
                     ElementKey::IfnameJump { ifname, chain } => format!("{ifname}->{chain}"),
                     ElementKey::AddrJump { addr, chain } => format!("{addr}->{chain}"),
                     ElementKey::AddrProtoPort { addr, .. } => addr.to_string(),
+                    ElementKey::ConcatRange { start, .. } => start.to_string(),
                 };
                 format!("{verb} {} {what}", o.set)
             })

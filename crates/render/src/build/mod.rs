@@ -22,6 +22,7 @@
 //! A packet between two endpoints of this node goes through the sender's fw chain first,
 //! which only marks, and then the receiver's tw chain, which decides.
 
+pub(crate) mod flat;
 mod rules;
 mod staged;
 
@@ -87,6 +88,7 @@ pub fn build(state: &DesiredState, cfg: &RenderConfig) -> Result<Ruleset, Render
         for dir in [Direction::Egress, Direction::Ingress] {
             chains.extend(staged_endpoint_chain(state, cfg, ep, dir)?);
             chains.push(endpoint_chain(state, cfg, ep, dir)?);
+            sets.extend(flat::flat_sets(state, cfg, &fams, ep, dir)?);
         }
     }
     sets.extend(cidr_sets.into_values());
@@ -498,13 +500,31 @@ pub(crate) fn endpoint_chain(
         rules.push(Rule::new(vec![], Action::ClearMark(verdict)));
         for pid in &tier.policies {
             check_applies(state, ep, direction, &tier.tier, pid)?;
-            rules.push(Rule::new(
-                vec![Match::Mark {
-                    value: 0,
-                    mask: verdict,
-                }],
-                Action::Jump(names::policy_chain(direction, pid)),
-            ));
+        }
+        if flat::is_flat(state, cfg, tier, direction) {
+            // One lookup per family and kind instead of a jump per policy.
+            for f in families(cfg) {
+                let (any, by_port) = flat::flat_refs(f, direction, ep, &tier.tier);
+                for set in [any, by_port] {
+                    rules.push(Rule::new(
+                        vec![Match::Set {
+                            set,
+                            dir: flat::peer_dir(direction),
+                        }],
+                        Action::SetMark(cfg.accept_mark),
+                    ));
+                }
+            }
+        } else {
+            for pid in &tier.policies {
+                rules.push(Rule::new(
+                    vec![Match::Mark {
+                        value: 0,
+                        mask: verdict,
+                    }],
+                    Action::Jump(names::policy_chain(direction, pid)),
+                ));
+            }
         }
         if let Some(log) = &staged {
             rules.push(log.would_drop(cfg, cfg.accept_mark));

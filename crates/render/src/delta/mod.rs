@@ -32,6 +32,7 @@ use crate::names;
 use crate::{iptables, nft};
 
 mod cidr;
+mod flat;
 
 use cidr::{cidr_sets_of, held_by_others, CidrSet};
 
@@ -55,6 +56,9 @@ pub struct Plan {
     pub forward: Option<Chain>,
     /// Sets to destroy after the chains no longer refer to them.
     pub set_destroys: Vec<SetRef>,
+    /// Sets that exist and get these members instead of theirs (the flat layout's sets of the
+    /// endpoints a batch touches, recomputed whole: see [`flat`]).
+    pub set_fills: Vec<SetDef>,
 }
 
 impl Plan {
@@ -85,6 +89,7 @@ pub fn plan(
     // The kernel names of the set the previous member delta was about: a batch lists a set's
     // members one after another, and a name is a hash, so it is worked out once per run.
     let mut refs: Option<(&IpSetId, Vec<SetRef>)> = None;
+    let mut members_of: BTreeSet<&IpSetId> = BTreeSet::new();
     for d in deltas {
         match d {
             Delta::SetCreated { id, kind } => {
@@ -101,6 +106,7 @@ pub fn plan(
                 }
             }
             Delta::SetMemberAdded { id, member } | Delta::SetMemberRemoved { id, member } => {
+                members_of.insert(id);
                 let set_refs = match &refs {
                     Some((last, r)) if *last == id => r,
                     _ => {
@@ -143,8 +149,21 @@ pub fn plan(
         plan_policies(prev, next, cfg, &fams, &policies, &mut plan)?;
         endpoints.extend(retargeted(prev, next, cfg, &policies));
     }
-    for id in endpoints {
+    let flat_touched = flat::touched(next, cfg, &policies, &members_of);
+    for id in &flat_touched {
+        if !endpoints.contains(id) {
+            flat::plan_chains(prev, next, cfg, id, &mut plan)?;
+        }
+    }
+    for id in &endpoints {
         plan_endpoint(prev, next, cfg, id, &mut plan)?;
+    }
+    for id in endpoints
+        .iter()
+        .chain(flat_touched.iter())
+        .collect::<BTreeSet<_>>()
+    {
+        flat::plan_sets(prev, next, cfg, &fams, id, &mut plan)?;
     }
     if !plan.dispatch_adds.is_empty() || !plan.dispatch_dels.is_empty() {
         plan.forward = Some(forward_chain(next, cfg));
@@ -377,6 +396,12 @@ pub fn iptables_text(plan: &Plan, fams: &[Family]) -> IptablesDelta {
     for (s, e) in &plan.member_dels {
         iptables::push_member_line(&mut pre, "del", &s.name, e);
     }
+    for s in &plan.set_fills {
+        let _ = writeln!(pre, "flush {}", s.set.name);
+        for m in &s.members {
+            iptables::push_member_line(&mut pre, "add", &s.set.name, m);
+        }
+    }
     let mut post = String::new();
     for s in &plan.set_destroys {
         post.push_str(&iptables::destroy_line(&s.name));
@@ -492,6 +517,14 @@ pub fn nft_text(plan: &Plan) -> String {
     let mut out = String::new();
     for s in &plan.set_creates {
         out.push_str(&nft::add_set_line(&s.set, &s.description));
+        out.push_str(&nft::elements_line(
+            "add",
+            &s.set.name,
+            &nft::set_elements(s),
+        ));
+    }
+    for s in &plan.set_fills {
+        out.push_str(&nft::flush_set_line(&s.set.name));
         out.push_str(&nft::elements_line(
             "add",
             &s.set.name,

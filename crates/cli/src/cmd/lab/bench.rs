@@ -100,6 +100,10 @@ pub struct BenchArgs {
     /// not measured.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
+    /// How the nftables agents lay out the tiers whose rules are all Allow (see `lab up
+    /// --nft-layout`).
+    #[arg(long, default_value = "flat", value_parser = ["flat", "chains"])]
+    pub nft_layout: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -392,6 +396,7 @@ fn bench_dataplane(
         ip_family: IpFamily::Ipv4,
         endpoint_match: Some(matching),
         revoke: false,
+        nft_layout: (dataplane == "nftables").then(|| args.nft_layout.clone()),
     };
     let label = (cni.to_string(), matching.to_string());
     let state = palisade_lab::up(&names, &options, workload::cluster(args.idle_pods))?;

@@ -55,6 +55,16 @@ impl AgentLauncher for Launcher {
         if spec.revoke {
             config.established = palisade_agent::revoke::Established::Revoke;
         }
+        // iptables always walks chains.
+        if let Some(layout) = spec
+            .nft_layout
+            .as_ref()
+            .filter(|_| spec.dataplane == "nftables")
+        {
+            config.render.nft_layout = layout
+                .parse()
+                .map_err(|e: palisade_render::RenderError| e.to_string())?;
+        }
         config.validate().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let node = spec.node.clone();

@@ -49,6 +49,11 @@ pub struct UpArgs {
     /// `revoke` (the agents delete their conntrack entries after each change).
     #[arg(long, default_value = "keep", value_parser = ["keep", "revoke"])]
     pub established: String,
+    /// How the nftables agents lay out the NetworkPolicy tiers: `flat` (one lookup per tier:
+    /// a new connection's cost does not grow with the policies selecting the pod) or `chains`
+    /// (a jump per policy). Default: the agent's.
+    #[arg(long, value_parser = ["flat", "chains"])]
+    pub nft_layout: Option<String>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -83,6 +88,7 @@ pub fn run(names: &LabNames, args: UpArgs) -> Result<ExitCode> {
             .transpose()
             .map_err(anyhow::Error::msg)?,
         revoke: args.established == "revoke",
+        nft_layout: args.nft_layout,
     };
     let state = match palisade_lab::up(names, &options, cluster) {
         Ok(s) => s,
