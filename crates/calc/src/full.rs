@@ -80,7 +80,7 @@ fn full_set(def: &SetDef, cluster: &Cluster, ns_labels: &BTreeMap<&str, Labels>)
         .endpoints
         .iter()
         .filter(|e| !cluster.is_host_network(&e.id))
-        .filter(|e| def.matches(e, ns_labels.get(e.id.namespace.as_str()).unwrap_or(&empty)))
+        .filter(|e| def.matches(*e, ns_labels.get(e.id.namespace.as_str()).unwrap_or(&empty)))
         .flat_map(|e| def.members(e))
         .collect();
     if let SetDef::Nodes(sel) = def {

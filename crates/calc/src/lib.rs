@@ -58,6 +58,7 @@ mod fasthash;
 pub mod full;
 mod index;
 pub mod mirror;
+pub mod pod;
 pub mod setdef;
 mod sets;
 mod slab;
@@ -67,6 +68,7 @@ pub use calculator::{CalcStats, Calculator};
 pub use config::{CalcConfig, IfaceNaming};
 pub use full::{cluster_updates, compute_full};
 pub use mirror::{Mirror, MirrorError};
+pub use pod::PodView;
 pub use setdef::{named_port_set_id, peer_set_id, SetDef};
 pub use state::{
     ActivePolicy, CompiledRule, Delta, DesiredState, EndpointTiers, IpSet, IpSetId, IpSetKind,

@@ -10,9 +10,10 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use palisade_model::{Endpoint, EndpointPeer, Labels, NamespaceMatch, Node, Protocol, Selector};
+use palisade_model::{EndpointPeer, Labels, NamespaceMatch, Node, Protocol, Selector};
 use sha2::{Digest, Sha256};
 
+use crate::pod::PodView;
 use crate::state::{IpSetId, IpSetKind, IpSetMember};
 
 /// The meaning of an IP set.
@@ -55,7 +56,7 @@ impl SetDef {
     }
 
     /// Whether the endpoint belongs to the set, given its namespace's labels.
-    pub fn matches(&self, endpoint: &Endpoint, namespace_labels: &Labels) -> bool {
+    pub fn matches<E: PodView + ?Sized>(&self, endpoint: &E, namespace_labels: &Labels) -> bool {
         match self {
             SetDef::Peer(peer) => peer_matches(peer, endpoint, namespace_labels),
             SetDef::NamedPort { name, protocol } => endpoint.named_port(name, *protocol).is_some(),
@@ -64,13 +65,13 @@ impl SetDef {
     }
 
     /// The members an endpoint contributes when it belongs to the set (sorted, each once).
-    pub fn members(&self, endpoint: &Endpoint) -> Vec<IpSetMember> {
+    pub fn members<E: PodView + ?Sized>(&self, endpoint: &E) -> Vec<IpSetMember> {
         let mut members = match self {
             SetDef::Nodes(_) => Vec::new(),
-            SetDef::Peer(_) => net_members(&endpoint.ips),
+            SetDef::Peer(_) => net_members(endpoint.ips()),
             SetDef::NamedPort { name, protocol } => match endpoint.named_port(name, *protocol) {
                 Some(port) => endpoint
-                    .ips
+                    .ips()
                     .iter()
                     .map(|&ip| IpSetMember::NetPort {
                         ip,
@@ -90,7 +91,11 @@ impl SetDef {
 impl SetDef {
     /// Calls `f` once for each member [`SetDef::members`] returns, in no particular order and
     /// without allocating (filling a new set calls it for every endpoint in it).
-    pub fn for_each_member(&self, endpoint: &Endpoint, mut f: impl FnMut(IpSetMember)) {
+    pub fn for_each_member<E: PodView + ?Sized>(
+        &self,
+        endpoint: &E,
+        mut f: impl FnMut(IpSetMember),
+    ) {
         let port = match self {
             SetDef::Nodes(_) => return,
             SetDef::Peer(_) => None,
@@ -99,8 +104,9 @@ impl SetDef {
                 None => return,
             },
         };
-        for (i, &ip) in endpoint.ips.iter().enumerate() {
-            if endpoint.ips[..i].contains(&ip) {
+        let ips = endpoint.ips();
+        for (i, &ip) in ips.iter().enumerate() {
+            if ips[..i].contains(&ip) {
                 continue;
             }
             f(match port {
@@ -129,12 +135,16 @@ pub fn node_members<'a>(
 
 /// Whether an endpoint matches a rule peer: its namespace is the named one or has matching
 /// labels, and its own labels match the pod selector.
-pub fn peer_matches(peer: &EndpointPeer, endpoint: &Endpoint, namespace_labels: &Labels) -> bool {
+pub fn peer_matches<E: PodView + ?Sized>(
+    peer: &EndpointPeer,
+    endpoint: &E,
+    namespace_labels: &Labels,
+) -> bool {
     let in_namespace = match &peer.namespaces {
-        NamespaceMatch::Name(ns) => *ns == endpoint.id.namespace,
+        NamespaceMatch::Name(ns) => *ns == endpoint.id().namespace,
         NamespaceMatch::Selector(sel) => sel.matches(namespace_labels),
     };
-    in_namespace && peer.pods.matches(&endpoint.labels)
+    in_namespace && peer.pods.matches(endpoint.labels())
 }
 
 /// Each address as a host network (`/32` or `/128`).
@@ -171,7 +181,7 @@ fn short_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use palisade_model::{EndpointId, NamedPort, Selector};
+    use palisade_model::{Endpoint, EndpointId, NamedPort, Selector};
 
     fn peer(ns: &str, sel: &str) -> EndpointPeer {
         EndpointPeer {

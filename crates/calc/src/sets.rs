@@ -9,9 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use palisade_model::{Endpoint, Labels, NamespaceMatch, Node, Protocol};
+use palisade_model::{Labels, NamespaceMatch, Node, Protocol};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Pod};
 use crate::fasthash::{FastMap, FastSet};
 use crate::index::ScopedIndex;
 use crate::setdef::{node_members, SetDef};
@@ -84,8 +84,8 @@ impl SetStore {
         let mut counts: FastMap<IpSetMember, u32> = FastMap::default();
         counts.reserve(matched.len());
         for &ep_key in &matched {
-            if let Some(e) = catalog.endpoints.get(ep_key) {
-                def.for_each_member(&e.ep, |m| *counts.entry(m).or_insert(0) += 1);
+            if let Some(pod) = catalog.pod(ep_key) {
+                def.for_each_member(&pod, |m| *counts.entry(m).or_insert(0) += 1);
             }
         }
         if let SetDef::Nodes(sel) = def {
@@ -220,8 +220,8 @@ impl SetStore {
     pub(crate) fn endpoint_changed(
         &mut self,
         ep_key: u32,
-        old: Option<&Endpoint>,
-        new: Option<&Endpoint>,
+        old: Option<Pod<'_>>,
+        new: Option<Pod<'_>>,
         namespace_labels: &Labels,
         ip_sets: &mut BTreeMap<IpSetId, IpSet>,
     ) {
@@ -232,7 +232,7 @@ impl SetStore {
             .unwrap_or_default();
         if let Some(new) = new {
             self.peer_index
-                .candidates(&new.id.namespace, &new.labels, &mut candidates);
+                .candidates(&new.id.namespace, &new.data.labels, &mut candidates);
         }
         candidates.sort_unstable();
         candidates.dedup();
@@ -245,7 +245,7 @@ impl SetStore {
         let mut ports: Vec<(String, Protocol)> = old
             .into_iter()
             .chain(new)
-            .flat_map(|e| e.ports.iter())
+            .flat_map(|e| e.data.ports.iter())
             .filter(|p| !p.name.is_empty())
             .map(|p| (p.name.clone(), p.protocol))
             .collect();
@@ -258,8 +258,8 @@ impl SetStore {
             let Some(entry) = self.sets.get(set_key) else {
                 continue;
             };
-            let before = old.map(|e| entry.def.members(e)).unwrap_or_default();
-            let after = new.map(|e| entry.def.members(e)).unwrap_or_default();
+            let before = old.map(|e| entry.def.members(&e)).unwrap_or_default();
+            let after = new.map(|e| entry.def.members(&e)).unwrap_or_default();
             self.change_members(set_key, &before, &after, ip_sets);
         }
     }
@@ -294,7 +294,7 @@ impl SetStore {
         let endpoints: Vec<u32> = catalog.in_namespace(ns).collect();
         for set_key in affected {
             for &ep_key in &endpoints {
-                let ep = catalog.endpoints.get(ep_key).map(|e| &e.ep);
+                let ep = catalog.pod(ep_key);
                 self.reevaluate(ep_key, set_key, ep, ep, new_labels, ip_sets);
             }
         }
@@ -307,8 +307,8 @@ impl SetStore {
         &mut self,
         ep_key: u32,
         set_key: u32,
-        old: Option<&Endpoint>,
-        new: Option<&Endpoint>,
+        old: Option<Pod<'_>>,
+        new: Option<Pod<'_>>,
         namespace_labels: &Labels,
         ip_sets: &mut BTreeMap<IpSetId, IpSet>,
     ) {
@@ -316,13 +316,13 @@ impl SetStore {
             return;
         };
         let was = entry.matched.contains(&ep_key);
-        let now = new.is_some_and(|e| entry.def.matches(e, namespace_labels));
+        let now = new.is_some_and(|e| entry.def.matches(&e, namespace_labels));
         let before = match (was, old) {
-            (true, Some(e)) => entry.def.members(e),
+            (true, Some(e)) => entry.def.members(&e),
             _ => Vec::new(),
         };
         let after = match (now, new) {
-            (true, Some(e)) => entry.def.members(e),
+            (true, Some(e)) => entry.def.members(&e),
             _ => Vec::new(),
         };
         if was != now {

@@ -173,11 +173,21 @@ impl Policy {
     /// Whether the policy selects this endpoint (ignoring direction), given the labels of the
     /// endpoint's namespace.
     pub fn selects(&self, endpoint: &Endpoint, namespace_labels: &crate::Labels) -> bool {
+        self.selects_pod(&endpoint.id.namespace, &endpoint.labels, namespace_labels)
+    }
+
+    /// [`Policy::selects`] for a pod given by its namespace and labels.
+    pub fn selects_pod(
+        &self,
+        namespace: &str,
+        labels: &crate::Labels,
+        namespace_labels: &crate::Labels,
+    ) -> bool {
         let in_scope = match &self.id.namespace {
-            Some(ns) => *ns == endpoint.id.namespace,
+            Some(ns) => ns == namespace,
             None => self.namespace_selector.matches(namespace_labels),
         };
-        in_scope && self.selector.matches(&endpoint.labels)
+        in_scope && self.selector.matches(labels)
     }
 }
 

@@ -8,6 +8,8 @@
 
 use std::collections::BTreeSet;
 
+use palisade_model::EndpointId;
+
 use super::Calculator;
 use crate::catalog::EpEntry;
 use crate::compile::endpoint_tiers;
@@ -66,7 +68,7 @@ impl Calculator {
                 .endpoints
                 .by_id(&eid)
                 .filter(|e| e.local)
-                .map(|e| self.local_endpoint(e));
+                .map(|e| self.local_endpoint(&eid, e));
             match new {
                 Some(new) => {
                     if self.state.endpoints.get(&eid) != Some(&new) {
@@ -139,7 +141,7 @@ impl Calculator {
         deltas
     }
 
-    fn local_endpoint(&self, entry: &EpEntry) -> LocalEndpoint {
+    fn local_endpoint(&self, id: &EndpointId, entry: &EpEntry) -> LocalEndpoint {
         let policies = entry
             .selected
             .iter()
@@ -148,19 +150,19 @@ impl Calculator {
         let tiers = endpoint_tiers(policies, |t| Self::tier_of(&self.tiers, t));
         // The interface names are hashes of the id under fixed prefixes: reuse the ones
         // computed when the endpoint first appeared.
-        let (iface, iface_aliases) = match self.state.endpoints.get(&entry.ep.id) {
+        let (iface, iface_aliases) = match self.state.endpoints.get(id) {
             Some(known) => (known.iface.clone(), known.iface_aliases.clone()),
             None => {
-                let iface = self.config.iface(&entry.ep.id);
-                let aliases = self.config.iface_aliases(&entry.ep.id, &iface);
+                let iface = self.config.iface(id);
+                let aliases = self.config.iface_aliases(id, &iface);
                 (iface, aliases)
             }
         };
         LocalEndpoint {
-            id: entry.ep.id.clone(),
+            id: id.clone(),
             iface,
             iface_aliases,
-            ips: entry.ep.ips.clone(),
+            ips: entry.data.ips.to_vec(),
             tiers,
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use palisade_model::{Endpoint, EndpointId, Labels, Namespace, Policy, PolicyId, Tier};
 
 use super::{Calculator, PolicyEntry};
-use crate::catalog::EpEntry;
+use crate::catalog::{EpEntry, Pod};
 use crate::compile::compile_policy;
 use crate::state::Update;
 
@@ -51,29 +51,30 @@ impl Calculator {
         }
     }
 
-    fn upsert_endpoint(&mut self, mut new: Endpoint) {
+    fn upsert_endpoint(&mut self, new: Endpoint) {
+        // Which other node a pod runs on changes nothing here: the catalog keeps only
+        // whether it is this one.
         let local = new.node.as_deref() == Some(self.config.node.as_str());
-        if !local {
-            // Which other node a pod runs on changes nothing here: not keeping the name saves
-            // a string per remote pod, and a move between other nodes is no change at all.
-            new.node = None;
-        }
         let id = new.id.clone();
         let (key, old) = match self.catalog.endpoints.key(&id) {
-            Some(key) => match self.catalog.endpoints.get_mut(key) {
-                Some(entry) => {
-                    if entry.ep == new {
-                        return;
-                    }
-                    let old = std::mem::replace(&mut entry.ep, new);
-                    let was_local = std::mem::replace(&mut entry.local, local);
-                    (key, Some((old, was_local)))
+            Some(key) => {
+                let Some(entry) = self.catalog.endpoints.get(key) else {
+                    return;
+                };
+                if entry.local == local && entry.data.same_as(&new) {
+                    return;
                 }
-                None => return,
-            },
+                let data = self.catalog.intern(new);
+                let Some(entry) = self.catalog.endpoints.get_mut(key) else {
+                    return;
+                };
+                let old = std::mem::replace(&mut entry.data, data);
+                let was_local = std::mem::replace(&mut entry.local, local);
+                (key, Some((old, was_local)))
+            }
             None => {
                 let entry = EpEntry {
-                    ep: new,
+                    data: self.catalog.intern(new),
                     local,
                     selected: BTreeSet::new(),
                 };
@@ -81,20 +82,23 @@ impl Calculator {
             }
         };
         if let Some((old, was_local)) = &old {
-            self.catalog.unindex(key, old, *was_local);
+            self.catalog.unindex(key, &id, old, *was_local);
         }
         self.catalog.index(key);
-        if let Some(entry) = self.catalog.endpoints.get(key) {
+        if let Some(pod) = self.catalog.pod(key) {
             let ns_labels = self.catalog.namespace_labels(&id.namespace);
             self.sets.endpoint_changed(
                 key,
-                old.as_ref().map(|(ep, _)| ep),
-                Some(&entry.ep),
+                old.as_ref().map(|(data, _)| Pod { id: &id, data }),
+                Some(pod),
                 &ns_labels,
                 &mut self.state.ip_sets,
             );
         }
         let was_local = old.as_ref().is_some_and(|(_, l)| *l);
+        if let Some((data, _)) = old {
+            self.catalog.release(data);
+        }
         if local {
             self.reselect(key);
         } else if was_local {
@@ -116,28 +120,32 @@ impl Calculator {
         let Some((_, entry)) = self.catalog.endpoints.remove(key) else {
             return;
         };
-        self.catalog.unindex(key, &entry.ep, entry.local);
+        self.catalog.unindex(key, id, &entry.data, entry.local);
         let ns_labels = self.catalog.namespace_labels(&id.namespace);
         self.sets.endpoint_changed(
             key,
-            Some(&entry.ep),
+            Some(Pod {
+                id,
+                data: &entry.data,
+            }),
             None,
             &ns_labels,
             &mut self.state.ip_sets,
         );
+        self.catalog.release(entry.data);
     }
 
     /// Recomputes which policies select a local endpoint, from the policy index candidates
     /// and the policies that selected it so far.
     fn reselect(&mut self, ep_key: u32) {
-        let Some(entry) = self.catalog.endpoints.get(ep_key) else {
+        let Some((id, entry)) = self.catalog.endpoints.entry(ep_key) else {
             return;
         };
-        let ep = &entry.ep;
-        let ns_labels = self.catalog.namespace_labels(&ep.id.namespace);
+        let labels = &entry.data.labels;
+        let ns_labels = self.catalog.namespace_labels(&id.namespace);
         let mut candidates: Vec<u32> = entry.selected.iter().copied().collect();
         self.policy_index
-            .candidates(&ep.id.namespace, &ep.labels, &mut candidates);
+            .candidates(&id.namespace, labels, &mut candidates);
         candidates.sort_unstable();
         candidates.dedup();
         let now: BTreeSet<u32> = candidates
@@ -145,13 +153,13 @@ impl Calculator {
             .filter(|&pk| {
                 self.policies
                     .get(pk)
-                    .is_some_and(|p| p.policy.selects(ep, &ns_labels))
+                    .is_some_and(|p| p.policy.selects_pod(&id.namespace, labels, &ns_labels))
             })
             .collect();
         if now == entry.selected {
             return;
         }
-        let id = ep.id.clone();
+        let id = id.clone();
         let before = entry.selected.clone();
         for &pk in before.difference(&now) {
             self.set_selected(pk, ep_key, false);
@@ -229,8 +237,12 @@ impl Calculator {
             .local(id.namespace.as_deref())
             .into_iter()
             .filter(|&ek| {
-                self.catalog.endpoints.get(ek).is_some_and(|e| {
-                    policy.selects(&e.ep, &self.catalog.namespace_labels(&e.ep.id.namespace))
+                self.catalog.endpoints.entry(ek).is_some_and(|(eid, e)| {
+                    policy.selects_pod(
+                        &eid.namespace,
+                        &e.data.labels,
+                        &self.catalog.namespace_labels(&eid.namespace),
+                    )
                 })
             })
             .collect();
@@ -248,8 +260,8 @@ impl Calculator {
         // Order, tier membership or directions may have changed even where the selection
         // did not: every endpoint selected before or now gets its tiers recomputed.
         for ek in before.union(&now) {
-            if let Some(e) = self.catalog.endpoints.get(*ek) {
-                self.dirty_endpoints.insert(e.ep.id.clone());
+            if let Some(eid) = self.catalog.endpoints.id(*ek) {
+                self.dirty_endpoints.insert(eid.clone());
             }
         }
         if let Some(entry) = self.policies.get_mut(key) {
@@ -273,7 +285,9 @@ impl Calculator {
         for ek in entry.selected {
             if let Some(e) = self.catalog.endpoints.get_mut(ek) {
                 e.selected.remove(&key);
-                self.dirty_endpoints.insert(e.ep.id.clone());
+            }
+            if let Some(eid) = self.catalog.endpoints.id(ek) {
+                self.dirty_endpoints.insert(eid.clone());
             }
         }
         self.dirty_policies.insert(id.clone());
@@ -286,8 +300,8 @@ impl Calculator {
         }
         self.tiers.insert(tier.name, value);
         for ek in self.catalog.local(None) {
-            if let Some(e) = self.catalog.endpoints.get(ek) {
-                self.dirty_endpoints.insert(e.ep.id.clone());
+            if let Some(eid) = self.catalog.endpoints.id(ek) {
+                self.dirty_endpoints.insert(eid.clone());
             }
         }
     }
