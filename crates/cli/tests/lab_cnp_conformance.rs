@@ -215,6 +215,13 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
             )
         ]
     );
+    let netns: Vec<String> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .chain(status["pods"].as_array())
+        .flatten()
+        .filter_map(|o| o["netns"].as_str().map(str::to_string))
+        .collect();
     let started = Instant::now();
     let report = replay(&name, slugs);
     eprintln!(
@@ -225,7 +232,27 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
         setup.datastore,
         started.elapsed().as_secs_f64()
     );
-    if !report.is_empty() {
+    if report.is_empty() {
+        // `lab down` removes every node's and pod's namespace.
+        let down: Value =
+            serde_json::from_str(&ok(&["lab", "--name", &name, "down", "-o", "json"]))
+                .expect("down json");
+        let removed: BTreeSet<&str> = down["namespaces_removed"]
+            .as_array()
+            .expect("namespaces_removed")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let listed = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        for n in &netns {
+            assert!(removed.contains(n.as_str()), "{n} not removed: {down}");
+            assert!(!listed.contains(n.as_str()), "{n} still exists");
+        }
+    } else {
         let kept = format!("/tmp/{name}-daemon.log");
         let _ = std::fs::copy(format!("/run/palisade/lab/{name}/daemon.log"), &kept);
         panic!(
@@ -233,6 +260,37 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
             setup.dataplane
         );
     }
+}
+
+/// With Node manifests `--nodes` may be left out (the suite does); given, it must be their
+/// number: a usage error otherwise, before anything is made.
+#[test]
+fn nodes_must_match_the_node_manifests() {
+    if skip_unless_root("nodes_must_match_the_node_manifests") {
+        return;
+    }
+    let base = cnp_root().join("base");
+    let name = format!("labcnp-n-{}", std::process::id());
+    let _guard = LabGuard(name.clone());
+    let out = run(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &base.to_string_lossy(),
+        "--nodes",
+        "3",
+        "--no-agents",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--nodes 3") && stderr.contains("2 Node manifest"),
+        "{stderr}"
+    );
+    let status = run(&["lab", "--name", &name, "status"]);
+    assert!(!status.status.success(), "nothing was made");
 }
 
 fn all_cases() -> Vec<String> {
