@@ -275,7 +275,31 @@ fn child(args: &[String]) {
 }
 
 fn report(what: &str) {
+    if std::env::var_os("MEMORY_BENCH_MALLINFO").is_some() {
+        malloc_summary(what);
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{what}");
     let _ = out.flush();
+}
+
+/// With `MEMORY_BENCH_MALLINFO` set: malloc's own view on stderr (bytes in use, held in its
+/// arenas, free in them, and in mmapped chunks), to tell fragmentation from live data.
+fn malloc_summary(what: &str) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads malloc's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        eprintln!(
+            "{what}: malloc in use {:.1} MiB, arenas {:.1} MiB (free {:.1} MiB, releasable {:.1} MiB), mmapped {:.1} MiB",
+            mib(m.uordblks),
+            mib(m.arena),
+            mib(m.fordblks),
+            mib(m.keepcost),
+            mib(m.hblkhd)
+        );
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = what;
 }

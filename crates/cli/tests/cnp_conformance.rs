@@ -5,8 +5,7 @@
 //! manifests go to a temporary directory; every poke (and grid, if a step has one) must come
 //! out as expected. One test per case (`case::<slug with _>`).
 //!
-//! The lab replay (`tests/lab.rs`) reads only `conformance/cases/`: these cases stay out of it
-//! until the dataplane enforces ClusterNetworkPolicies.
+//! The same cases through real labs on both dataplanes: `tests/lab_cnp_conformance.rs`.
 
 mod common;
 

@@ -3,8 +3,8 @@
 //! dataplanes; the packets must match the engine on every pair, also after
 //! `lab delete clusternetworkpolicy` and `lab apply` of one. Root only (skipped otherwise).
 //!
-//! The lab does not run host-networked pods yet (the example's node exporter is left out) and
-//! the dataplane does not match `nodes` peers yet; neither affects the pairs probed here.
+//! The example's Node manifests make the lab's nodes, and its host-networked node exporter
+//! runs in node-1's namespace on node-1's address; `lab probe` includes it.
 
 use std::path::Path;
 

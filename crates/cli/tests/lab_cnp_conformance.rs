@@ -215,6 +215,13 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
             )
         ]
     );
+    let netns: Vec<String> = status["nodes"]
+        .as_array()
+        .into_iter()
+        .chain(status["pods"].as_array())
+        .flatten()
+        .filter_map(|o| o["netns"].as_str().map(str::to_string))
+        .collect();
     let started = Instant::now();
     let report = replay(&name, slugs);
     eprintln!(
@@ -225,7 +232,27 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
         setup.datastore,
         started.elapsed().as_secs_f64()
     );
-    if !report.is_empty() {
+    if report.is_empty() {
+        // `lab down` removes every node's and pod's namespace.
+        let down: Value =
+            serde_json::from_str(&ok(&["lab", "--name", &name, "down", "-o", "json"]))
+                .expect("down json");
+        let removed: BTreeSet<&str> = down["namespaces_removed"]
+            .as_array()
+            .expect("namespaces_removed")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let listed = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        let listed = String::from_utf8_lossy(&listed.stdout);
+        for n in &netns {
+            assert!(removed.contains(n.as_str()), "{n} not removed: {down}");
+            assert!(!listed.contains(n.as_str()), "{n} still exists");
+        }
+    } else {
         let kept = format!("/tmp/{name}-daemon.log");
         let _ = std::fs::copy(format!("/run/palisade/lab/{name}/daemon.log"), &kept);
         panic!(
@@ -233,6 +260,152 @@ fn conformance_on(setup: &Setup, slugs: &[String]) {
             setup.dataplane
         );
     }
+}
+
+/// With Node manifests `--nodes` may be left out (the suite does); given, it must be their
+/// number: a usage error otherwise, before anything is made.
+#[test]
+fn nodes_must_match_the_node_manifests() {
+    if skip_unless_root("nodes_must_match_the_node_manifests") {
+        return;
+    }
+    let base = cnp_root().join("base");
+    let name = format!("labcnp-n-{}", std::process::id());
+    let _guard = LabGuard(name.clone());
+    let out = run(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &base.to_string_lossy(),
+        "--nodes",
+        "3",
+        "--no-agents",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--nodes 3") && stderr.contains("2 Node manifest"),
+        "{stderr}"
+    );
+    let status = run(&["lab", "--name", &name, "status"]);
+    assert!(!status.status.success(), "nothing was made");
+}
+
+/// Two Nodes with an address of each family (in different orders), a pod and a
+/// host-networked pod on each, and a pod that admits only node w2's IPv6 address.
+const DUAL_STACK_NODES: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: w1, labels: {role: a}}
+status:
+  addresses:
+  - {type: InternalIP, address: 192.168.77.1}
+  - {type: InternalIP, address: fd77::1}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: w2, labels: {role: b}}
+status:
+  addresses:
+  - {type: InternalIP, address: fd77::2}
+  - {type: ExternalIP, address: 192.168.77.2}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {nodeName: w1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {nodeName: w2, containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h1, namespace: x}
+spec: {nodeName: w1, hostNetwork: true, containers: [{name: c, ports: [{containerPort: 9100}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: h2, namespace: x}
+spec: {nodeName: w2, hostNetwork: true, containers: [{name: c, ports: [{containerPort: 9100}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-in, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress: [{from: [{ipBlock: {cidr: "fd77::2/128"}}]}]
+"#;
+
+/// Node addresses of both families: each probe family on both dataplanes (dual-stack pods
+/// from IPAM), the packets as the engine says: only w2's host-networked pod reaches x/a, and
+/// only over IPv6.
+fn dual_stack_nodes(dataplane: &str, cni: &str) {
+    let _lock = lab_lock();
+    let name = format!("labcnp-d{}-{}", &dataplane[..3], std::process::id());
+    let _guard = LabGuard(name.clone());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(&file, DUAL_STACK_NODES).expect("write");
+    ok(&[
+        "lab",
+        "--name",
+        &name,
+        "up",
+        "-f",
+        &file.to_string_lossy(),
+        "--cni",
+        cni,
+        "--ip-family",
+        "dual",
+        "--dataplane",
+        dataplane,
+    ]);
+    for (family, from_h2) in [("ipv4", false), ("ipv6", true)] {
+        let out = run(&[
+            "lab", "--name", &name, "probe", "--probe", "80/TCP", "--probe", "9100/TCP",
+            "--family", family, "-o", "json",
+        ]);
+        let r: Value = serde_json::from_slice(&out.stdout).expect("probe json");
+        assert!(out.status.success(), "{family}: {}", r["mismatches"]);
+        let pods: Vec<&str> = r["pods"]
+            .as_array()
+            .expect("pods")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(pods, ["x/a", "x/b", "x/h1", "x/h2"]);
+        let to_a: Vec<bool> = (0..4)
+            .map(|i| r["probes"][0]["allowed"][i][0].as_bool().unwrap())
+            .collect();
+        assert_eq!(to_a, [true, false, false, from_h2], "{family}: to x/a");
+        // Host-networked pods reach each other and are reached on their nodes' addresses.
+        assert_eq!(r["probes"][1]["allowed"][2][3], true, "{family}: h1 -> h2");
+        assert_eq!(r["probes"][1]["allowed"][0][3], true, "{family}: a -> h2");
+    }
+}
+
+#[test]
+fn dual_stack_node_addresses_nftables() {
+    if skip_unless_root("dual_stack_node_addresses_nftables") {
+        return;
+    }
+    dual_stack_nodes("nftables", "palisade");
+}
+
+#[test]
+fn dual_stack_node_addresses_iptables() {
+    if skip_unless_root("dual_stack_node_addresses_iptables") {
+        return;
+    }
+    dual_stack_nodes("iptables", "ptp");
 }
 
 fn all_cases() -> Vec<String> {

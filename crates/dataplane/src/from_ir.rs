@@ -3,6 +3,7 @@
 //! keyed by its `pal:` comment, with the [`Origins`] attached for counters.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 use palisade_render::ir::{
@@ -17,34 +18,63 @@ use crate::nft::program::{BaseChain, NftChain, NftProgram, NftRule, NftSet};
 use crate::origins::Origins;
 
 /// Sets converted by the last render, reused while their definition is unchanged (a large
-/// set costs a lot to convert and nothing to compare).
+/// set costs a lot to convert and little to hash).
+///
+/// A definition is remembered by its [`Fingerprint`], not a copy: a copy of every set's
+/// members was, after the kernel's and the incremental state's, a third copy held for as
+/// long as the agent runs (~110 bytes per pod of the cluster).
 #[derive(Debug)]
 pub struct SetCache<T> {
-    entries: HashMap<String, (SetDef, Arc<T>)>,
+    entries: HashMap<String, (Fingerprint, Arc<T>)>,
+    keys: (RandomState, RandomState),
 }
+
+/// Two independently keyed 64-bit hashes of a set's definition and its member count: sets
+/// that differ get the same fingerprint with a probability of about 2⁻¹²⁸ per comparison,
+/// and the keys are random per process, so no input can be chosen to collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint(usize, u64, u64);
 
 impl<T> Default for SetCache<T> {
     fn default() -> Self {
         SetCache {
             entries: HashMap::new(),
+            keys: (RandomState::new(), RandomState::new()),
         }
     }
 }
 
+fn hash_def(state: &RandomState, def: &SetDef) -> u64 {
+    let mut h = state.build_hasher();
+    def.set.hash(&mut h);
+    def.description.hash(&mut h);
+    def.members.hash(&mut h);
+    h.finish()
+}
+
 impl<T> SetCache<T> {
+    fn fingerprint(&self, def: &SetDef) -> Fingerprint {
+        Fingerprint(
+            def.members.len(),
+            hash_def(&self.keys.0, def),
+            hash_def(&self.keys.1, def),
+        )
+    }
+
     fn get(
         &mut self,
         def: &SetDef,
         convert: impl FnOnce(&SetDef) -> Result<T, DataplaneError>,
     ) -> Result<Arc<T>, DataplaneError> {
+        let print = self.fingerprint(def);
         if let Some((old, out)) = self.entries.get(&def.set.name) {
-            if old == def {
+            if *old == print {
                 return Ok(Arc::clone(out));
             }
         }
         let out = Arc::new(convert(def)?);
         self.entries
-            .insert(def.set.name.clone(), (def.clone(), Arc::clone(&out)));
+            .insert(def.set.name.clone(), (print, Arc::clone(&out)));
         Ok(out)
     }
 
@@ -246,4 +276,50 @@ pub fn nft_chain(c: &Chain, origins: &Origins) -> NftChain {
         policy: "accept".into(),
     });
     NftChain { base, rules }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_render::ir::SetRef;
+
+    fn def(members: &[&str]) -> SetDef {
+        SetDef {
+            set: SetRef {
+                name: "pal4-s:abc".into(),
+                family: IrFamily::V4,
+                kind: SetKind::Net,
+            },
+            description: "app == web".into(),
+            members: members
+                .iter()
+                .map(|m| SetEntry::Net(m.parse().unwrap()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_cache_reuses_a_set_until_its_definition_changes() {
+        let mut cache: SetCache<usize> = SetCache::default();
+        let mut conversions = 0;
+        let mut get = |cache: &mut SetCache<usize>, d: &SetDef| {
+            cache
+                .get(d, |d| {
+                    conversions += 1;
+                    Ok(d.members.len())
+                })
+                .unwrap()
+        };
+        let a = get(&mut cache, &def(&["10.0.0.1/32", "10.0.0.2/32"]));
+        let b = get(&mut cache, &def(&["10.0.0.1/32", "10.0.0.2/32"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = get(&mut cache, &def(&["10.0.0.1/32", "10.0.0.3/32"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        let mut described = def(&["10.0.0.1/32", "10.0.0.3/32"]);
+        described.description = "app == db".into();
+        let d = get(&mut cache, &described);
+        assert!(!Arc::ptr_eq(&c, &d));
+        assert_eq!(*get(&mut cache, &def(&["10.0.0.1/32"])), 1);
+        assert_eq!(conversions, 4);
+    }
 }

@@ -352,6 +352,12 @@ mod tests {
             ObjectId::of_key("/palisade/v1/nodes/node-1"),
             Some(ObjectId::cluster(Kind::Node, "node-1"))
         );
+        // A host-networked pod is the same Pod object: a pod that changed kind is one
+        // object whose old key the plan deletes.
+        assert_eq!(
+            ObjectId::of_key("/palisade/v1/hostendpoints/prod/exporter"),
+            Some(ObjectId::namespaced(Kind::Pod, "prod", "exporter"))
+        );
         assert_eq!(ObjectId::of_key("/palisade/v1/status/node-1"), None);
         assert_eq!(ObjectId::of_key("garbage"), None);
     }
@@ -404,6 +410,30 @@ mod tests {
             panic!("a policy without spec is invalid")
         };
         assert!(why.contains("spec"), "{why}");
+    }
+
+    /// A hostNetwork pod from the API server is a host endpoint (its own podIPs until the
+    /// cache gives it its node's), with its labels and ports; a finished one is skipped.
+    #[test]
+    fn a_host_networked_pod_is_a_host_endpoint() {
+        let mut p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "exporter", "namespace": "prod"},
+            "spec": {"nodeName": "n1", "hostNetwork": true, "containers": [{"name": "c",
+                     "ports": [{"name": "metrics", "containerPort": 9100}]}]},
+            "status": {"phase": "Running"},
+        }))
+        .unwrap();
+        let c = pod(&p);
+        let (key, object) = c.stored().expect("stored");
+        assert_eq!(key, "/palisade/v1/hostendpoints/prod/exporter");
+        let StoredObject::HostEndpoint(ep) = object else {
+            panic!("host endpoint expected: {object:?}")
+        };
+        assert_eq!(ep.node.as_deref(), Some("n1"));
+        assert!(ep.ips.is_empty());
+        assert_eq!(ep.ports[0].port, 9100);
+        p.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        assert!(matches!(pod(&p), Converted::Skipped(_)));
     }
 
     #[test]

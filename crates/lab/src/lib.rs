@@ -1,9 +1,10 @@
 //! # palisade-lab — a cluster of network namespaces on one machine
 //!
 //! ```text
-//!  manifests ─► plan (node and address per pod) ─► topology (netns, routes between nodes)
-//!                                                    └► pods wired by the CNI plugins
-//!                                                       (bridge, ptp: [`cni`]) or by the lab
+//!  manifests ─► plan (nodes: Node manifests or n1..nN; node and address per pod)
+//!              ─► topology (netns, routes between nodes, Node addresses on the nodes)
+//!                  └► pods wired by the CNI plugins (bridge, ptp: [`cni`]) or by the lab;
+//!                     host-networked pods live in their node's namespace, on its addresses
 //!                                                      │
 //!  lab daemon: pod servers (TCP/HTTP, UDP echo, SCTP INIT→INIT-ACK)
 //!              datastore ─► one agent per node, programming that node's namespace

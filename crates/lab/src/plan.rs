@@ -8,12 +8,14 @@
 //! error. Pods without one are spread round-robin over the first N nodes in `ns/name` order.
 //! A host-networked pod (`spec.hostNetwork: true`) gets no namespace of its own: it lives in
 //! its node's namespace with its node's addresses (its node must come from a Node manifest
-//! with addresses), and two of them on one node may not declare the same port and protocol. A pod keeps the
-//! addresses of its `status.podIP(s)`, every family (`static_ips`). The others get theirs
-//! from IPAM: under `--cni bridge|ptp` from `host-local` when the pod is wired (their `ips`
-//! are empty in the plan until then, and host-local leaves the manifests' addresses out),
-//! under `--cni palisade` here, the next free address of
-//! their node's subnet of each family of `--ip-family` (see [`crate::addressing`]).
+//! with addresses), and two of them on one node may not declare the same port and protocol.
+//! Two nodes may not share an address.
+//!
+//! A pod keeps the addresses of its `status.podIP(s)`, every family (`static_ips`). The
+//! others get theirs from IPAM: under `--cni bridge|ptp` from `host-local` when the pod is
+//! wired (their `ips` are empty in the plan until then, and host-local leaves the manifests'
+//! addresses out), under `--cni palisade` here, the next free address of their node's subnet
+//! of each family of `--ip-family` (see [`crate::addressing`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -145,6 +147,14 @@ pub fn node_plans(
         spread = cluster.nodes.len();
         for node in cluster.nodes.values() {
             check_node_name(&node.name)?;
+            for ip in &node.addresses {
+                if let Some((other, _)) = declared.iter().find(|(_, a)| a.contains(ip)) {
+                    return Err(LabError::Plan(format!(
+                        "nodes {other} and {} both have address {ip}",
+                        node.name
+                    )));
+                }
+            }
             declared.push((node.name.clone(), node.addresses.clone()));
         }
         for ep in &cluster.endpoints {
@@ -700,6 +710,14 @@ mod tests {
         c.upsert_endpoint(h);
         let e = err(c, None);
         assert!(e.contains("y/h") && e.contains("no addresses"), "{e}");
+        // Two nodes may not share an address.
+        let mut c = manifests();
+        c.upsert_node(node("kind-worker3", &["172.18.0.2"]));
+        let e = err(c, None);
+        assert!(
+            e.contains("kind-worker and kind-worker3") && e.contains("172.18.0.2"),
+            "{e}"
+        );
         // A pod may not take a node's address.
         let mut c = manifests();
         c.upsert_endpoint(ep("x", "thief", None, Some("172.18.0.2")));

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use palisade_calc::DesiredState;
 use palisade_model::{Action, Direction, Endpoint, EndpointId, PolicyId};
@@ -179,37 +180,51 @@ fn would_drop_origin(
 }
 
 /// Every pod's addresses (local and remote), kept current from the datastore's endpoints.
+///
+/// An agent holds one entry per pod of the cluster here, so each pod's `namespace/name` is
+/// one shared string (not an id per address and per pod) and its addresses a boxed slice.
 #[derive(Debug, Clone, Default)]
 pub struct AddressBook {
-    by_ip: HashMap<IpAddr, EndpointId>,
-    by_id: HashMap<EndpointId, Vec<IpAddr>>,
+    by_ip: HashMap<IpAddr, Arc<str>>,
+    by_name: HashMap<Arc<str>, Box<[IpAddr]>>,
+}
+
+/// `namespace/name`, as the book names a pod.
+fn pod_name(id: &EndpointId) -> String {
+    format!("{}/{}", id.namespace, id.name)
 }
 
 impl AddressBook {
     pub fn upsert(&mut self, ep: &Endpoint) {
-        self.remove(&ep.id);
+        let name: Arc<str> = pod_name(&ep.id).into();
+        self.remove_name(&name);
         for ip in &ep.ips {
-            self.by_ip.insert(*ip, ep.id.clone());
+            self.by_ip.insert(*ip, name.clone());
         }
-        self.by_id.insert(ep.id.clone(), ep.ips.clone());
+        self.by_name.insert(name, ep.ips.clone().into_boxed_slice());
     }
 
     pub fn remove(&mut self, id: &EndpointId) {
-        for ip in self.by_id.remove(id).unwrap_or_default() {
-            if self.by_ip.get(&ip) == Some(id) {
+        self.remove_name(&pod_name(id));
+    }
+
+    fn remove_name(&mut self, name: &str) {
+        for ip in self.by_name.remove(name).unwrap_or_default() {
+            if self.by_ip.get(&ip).is_some_and(|n| **n == *name) {
                 self.by_ip.remove(&ip);
             }
         }
     }
 
-    pub fn get(&self, ip: &IpAddr) -> Option<&EndpointId> {
-        self.by_ip.get(ip)
+    /// `NAMESPACE/POD` of the pod with this address.
+    pub fn get(&self, ip: &IpAddr) -> Option<&str> {
+        self.by_ip.get(ip).map(|n| &**n)
     }
 
     /// `NAMESPACE/POD` of the pod with this address, else the address.
     pub fn name(&self, ip: &IpAddr) -> String {
         match self.get(ip) {
-            Some(id) => id.to_string(),
+            Some(name) => name.to_string(),
             None => ip.to_string(),
         }
     }
@@ -231,10 +246,10 @@ pub fn attribute(
         Direction::Ingress => packet.dst,
         Direction::Egress => packet.src,
     };
-    let endpoint = book
-        .get(&own_ip)
-        .cloned()
-        .unwrap_or_else(|| origin.endpoint.clone());
+    let endpoint = match book.get(&own_ip) {
+        Some(name) => name.to_string(),
+        None => origin.endpoint.to_string(),
+    };
     let policy = match origin.rule {
         Some(_) => PolicyNames::One(origin.policies.first().map(|p| p.to_string())?),
         None => PolicyNames::Many(origin.policies.iter().map(|p| p.to_string()).collect()),
@@ -250,7 +265,7 @@ pub fn attribute(
         tier: origin.tier.clone(),
         policy,
         rule: origin.rule,
-        endpoint: endpoint.to_string(),
+        endpoint,
         staged: origin.staged == StagedKind::WouldDrop,
         staged_allow: origin.staged == StagedKind::WouldAllow,
     })
