@@ -93,6 +93,32 @@ fn tiers_in_the_kernel(dataplane: &str) {
     ok(&["lab", "--name", &name, "apply", "-f", &isolation]);
     let r = probe(&name);
     assert!(!reached(&r, 0, "tenant-a/web", "tenant-b/web"));
+    // `lab apply` keeps the rule names of the ClusterNetworkPolicy it applies.
+    let names = palisade_lab::LabNames::new(&name).expect("lab name");
+    let cluster: palisade_model::Cluster = serde_json::from_value(
+        palisade_lab::control::call(
+            &names.socket(),
+            &palisade_lab::control::Request::Cluster,
+            std::time::Duration::from_secs(10),
+        )
+        .expect("the lab's cluster"),
+    )
+    .expect("a cluster");
+    let id = cluster
+        .policies
+        .iter()
+        .find(|p| p.id.name == "tenant-b-isolation")
+        .map(|p| p.id.clone())
+        .expect("re-applied policy");
+    assert!(
+        cluster.rule_names.get(&id).is_some_and(|n| n
+            .ingress
+            .iter()
+            .chain(&n.egress)
+            .any(|r| r == "deny-other-tenants")),
+        "rule names of {id} lost by lab apply: {:?}",
+        cluster.rule_names.get(&id)
+    );
 }
 
 #[test]

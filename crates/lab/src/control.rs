@@ -17,7 +17,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use palisade_model::{Endpoint, EndpointId, NamedPort, Namespace, Policy, PolicyId};
+use palisade_model::{Endpoint, EndpointId, NamedPort, Namespace, Policy, PolicyId, RuleNames};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LabError, Result};
@@ -46,6 +46,10 @@ pub enum Request {
         pods: Vec<Endpoint>,
         #[serde(default)]
         policies: Vec<Policy>,
+        /// The rule names of ClusterNetworkPolicies among `policies` (kept in the datastore,
+        /// so that `explain --datastore` can name their rules).
+        #[serde(default)]
+        rule_names: Vec<(PolicyId, RuleNames)>,
     },
     DeletePolicy {
         id: PolicyId,
@@ -153,7 +157,8 @@ mod tests {
             Request::Apply {
                 namespaces: vec![],
                 pods: vec![],
-                policies: vec![]
+                policies: vec![],
+                rule_names: vec![]
             }
         );
         assert_eq!(

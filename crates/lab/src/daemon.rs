@@ -16,7 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use palisade_model::{Cluster, Endpoint, EndpointId, Namespace, Policy, PolicyId};
+use palisade_model::{Cluster, Endpoint, EndpointId, Namespace, Policy, PolicyId, RuleNames};
 use palisade_store::{keys, Datastore, DatastoreUrl, EtcdConfig, Op, StoredObject, OWNER_APPLY};
 
 use crate::agents::{spawn_agent, AgentHandle};
@@ -270,8 +270,9 @@ impl Daemon {
                 namespaces,
                 pods,
                 policies,
+                rule_names,
             } => {
-                let rev = self.apply(namespaces, pods, policies)?;
+                let rev = self.apply(namespaces, pods, policies, rule_names)?;
                 Response::ok(serde_json::json!({ "revision": rev }))
             }
             Request::DeletePolicy { id } => {
@@ -305,6 +306,7 @@ impl Daemon {
         namespaces: Vec<Namespace>,
         pods: Vec<Endpoint>,
         policies: Vec<Policy>,
+        rule_names: Vec<(PolicyId, RuleNames)>,
     ) -> Result<i64> {
         let _write = lock(&self.writes);
         let mut ops = Vec::new();
@@ -329,8 +331,15 @@ impl Daemon {
             ops.push(put(&StoredObject::Endpoint(updated.clone()))?);
             cluster.upsert_endpoint(updated);
         }
+        let mut rule_names: BTreeMap<PolicyId, RuleNames> = rule_names.into_iter().collect();
         for p in policies {
-            ops.push(put(&StoredObject::Policy(p.clone()))?);
+            let names = rule_names.remove(&p.id).unwrap_or_default();
+            ops.push(put(&StoredObject::policy(p.clone(), names.clone()))?);
+            if names == RuleNames::default() {
+                cluster.rule_names.remove(&p.id);
+            } else {
+                cluster.rule_names.insert(p.id.clone(), names);
+            }
             cluster.upsert_policy(p);
         }
         // New pods get their namespace, veth, routes and server before the datastore hears
@@ -479,6 +488,7 @@ impl Daemon {
         for id in ids {
             let before = cluster.policies.len();
             cluster.policies.retain(|p| &p.id != id);
+            cluster.rule_names.remove(id);
             if cluster.policies.len() == before {
                 return Err(LabError::Daemon(format!(
                     "networkpolicy {id} is not in the lab"

@@ -65,6 +65,7 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
     };
     input::warn_skipped(&manifests);
     let (mut namespaces, mut pods, mut policies) = (Vec::new(), Vec::new(), Vec::new());
+    let mut rule_names = Vec::new();
     let mut done = Vec::new();
     for doc in &manifests.documents {
         let what = doc.object.describe();
@@ -87,7 +88,9 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
             },
             Object::NetworkPolicy(np) => policies.push(convert::network_policy(np).map_err(fail)?),
             Object::ClusterNetworkPolicy(cnp) => {
-                policies.push(convert::cluster_network_policy(cnp).map_err(fail)?.0)
+                let (policy, names) = convert::cluster_network_policy(cnp).map_err(fail)?;
+                rule_names.push((policy.id.clone(), names));
+                policies.push(policy);
             }
             Object::Node(_) => {
                 eprintln!("warning: {what}: the lab has its own nodes; skipped");
@@ -102,6 +105,7 @@ pub fn run_apply(names: &LabNames, args: ApplyArgs) -> Result<ExitCode> {
             namespaces,
             pods,
             policies,
+            rule_names,
         },
         timeout(),
     )?;

@@ -177,6 +177,7 @@ fn apply(names: &LabNames, policies: Vec<Policy>) -> Result<()> {
         namespaces: vec![],
         pods: vec![],
         policies,
+        rule_names: vec![],
     };
     control::call(&names.socket(), &request, timeout)?;
     Ok(())
