@@ -1,7 +1,8 @@
 //! Realization through `palisade get networkpolicies -o wide|json` on a real etcd, with two
 //! agents (nodes n1 and n2, in this process, on in-memory kernels): a policy that selects a
 //! pod on each node goes from 0/2 to 1/2 to 2/2 as the agents program it; with one agent
-//! down, a new revision of the policy stays at 1/2.
+//! down, a new revision of the policy stays at 1/2. An agent reading through a relay counts
+//! as well.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -12,7 +13,9 @@ use palisade_dataplane::fake::FakeKernel;
 use palisade_dataplane::{nft_dataplane, RecordingSleeper, RetryPolicy};
 use palisade_model::{Endpoint, EndpointId, Labels, Namespace, Policy, PolicyId, Selector};
 use palisade_store::testing::EtcdServer;
-use palisade_store::{Datastore, Record, StoredObject, OWNER_APPLY};
+use palisade_store::{
+    Datastore, Record, Relay, RelayConfig, RelayStore, StoredObject, OWNER_APPLY,
+};
 use serde_json::Value;
 
 fn pod(name: &str, node: &str, ip: &str) -> StoredObject {
@@ -187,4 +190,55 @@ async fn realization_counts_the_nodes_that_programmed_the_current_revision() {
         let _ = stop.send(());
         task.await.expect("agent");
     }
+}
+
+/// An agent reading through a relay (`palisade relay`'s `palisade_store::relay`) programs the
+/// policy and reports it as one on etcd does (its status goes to etcd through
+/// `RelayStore::with_writes`), and follows a new revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_through_a_relay_programs_and_reports() {
+    let Ok(server) = EtcdServer::start() else {
+        eprintln!("skipped: no etcd binary to start");
+        return;
+    };
+    let url = server.url();
+    let store: Arc<dyn Datastore> = Arc::new(server.connect().await.expect("connect"));
+    put(
+        store.as_ref(),
+        StoredObject::Namespace(Namespace::implicit("prod")),
+    )
+    .await;
+    put(store.as_ref(), pod("web-1", "n1", "10.0.0.1")).await;
+    put(store.as_ref(), pod("web-2", "n2", "10.0.0.2")).await;
+    put(store.as_ref(), policy(1)).await;
+
+    let relay = Relay::new(RelayConfig::new(palisade_store::keys::ROOT));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let serve = tokio::spawn({
+        let r = relay.clone();
+        async move { r.serve(listener).await }
+    });
+    let follow = tokio::spawn({
+        let (r, s) = (relay.clone(), store.clone());
+        async move { r.follow(s).await }
+    });
+    let via: Arc<dyn Datastore> =
+        Arc::new(RelayStore::new(vec![addr], 0).with_writes(store.clone()));
+
+    let (stop1, task1) = start_agent("n1", store.clone());
+    let (stop2, task2) = start_agent("n2", via);
+    wait_for(&url, "2/2").await;
+    let rev2 = put(store.as_ref(), policy(2)).await;
+    let json = wait_for(&url, "2/2").await;
+    assert_eq!(json["revision"], rev2, "{json}");
+    assert_eq!(relay.stats().upstream_lists, 1);
+    for (stop, task) in [(stop1, task1), (stop2, task2)] {
+        let _ = stop.send(());
+        task.await.expect("agent");
+    }
+    serve.abort();
+    follow.abort();
 }

@@ -194,3 +194,118 @@ async fn a_syncer_through_the_relay_gets_in_sync_and_follows() {
         }
     }
 }
+
+/// An upstream whose watches can be broken on demand (each ends with `Compacted`).
+#[derive(Debug)]
+struct Breakable {
+    inner: Arc<EmbeddedStore>,
+    breaks: tokio::sync::broadcast::Sender<()>,
+}
+
+#[async_trait::async_trait]
+impl Datastore for Breakable {
+    async fn get(&self, key: &str) -> crate::Result<Option<crate::KeyValue>> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> crate::Result<crate::Listing> {
+        self.inner.list(prefix).await
+    }
+    async fn apply_batch(&self, ops: Vec<Op>) -> crate::Result<crate::Revision> {
+        self.inner.apply_batch(ops).await
+    }
+    async fn watch(
+        &self,
+        prefix: &str,
+        from: crate::Revision,
+    ) -> crate::Result<crate::WatchStream> {
+        let stream = self.inner.watch(prefix, from).await?;
+        let rx = self.breaks.subscribe();
+        Ok(Box::pin(futures::stream::unfold(
+            Some((stream, rx)),
+            |state| async move {
+                let (mut stream, mut rx) = state?;
+                tokio::select! {
+                    ev = stream.next() => ev.map(|e| (e, Some((stream, rx)))),
+                    _ = rx.recv() => Some((
+                        Err(StoreError::Compacted { revision: 1, requested: 1 }),
+                        None,
+                    )),
+                }
+            },
+        )))
+    }
+    async fn compact(&self, revision: crate::Revision) -> crate::Result<()> {
+        self.inner.compact(revision).await
+    }
+    async fn current_revision(&self) -> crate::Result<crate::Revision> {
+        self.inner.current_revision().await
+    }
+    fn describe(&self) -> String {
+        "breakable".into()
+    }
+}
+
+/// When the relay has to relist upstream, its clients' watches end with `Compacted`, and a
+/// syncer through it relists and sees what changed meanwhile.
+#[tokio::test]
+async fn an_upstream_relist_makes_the_clients_relist() {
+    let inner = Arc::new(EmbeddedStore::new());
+    let (breaks, _) = tokio::sync::broadcast::channel(4);
+    let upstream = Arc::new(Breakable {
+        inner: inner.clone(),
+        breaks: breaks.clone(),
+    });
+    let relay = Relay::new(RelayConfig::new(PREFIX));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let r = relay.clone();
+        async move { r.serve(listener).await }
+    });
+    tokio::spawn({
+        let (r, u) = (relay.clone(), upstream.clone() as Arc<dyn Datastore>);
+        async move { r.follow(u).await }
+    });
+    relay.ready().await;
+    let client = RelayStore::new(vec![addr.clone()], 0);
+    let rev = client.list(PREFIX).await.unwrap().revision;
+    let mut watch = client.watch(PREFIX, rev + 1).await.unwrap();
+    let store: Arc<dyn Datastore> = Arc::new(RelayStore::new(vec![addr], 0));
+    let mut sync = Syncer::new(store, keys::ROOT)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .start();
+    let first = sync.recv_batch(100).await.unwrap();
+    assert!(
+        matches!(first.last(), Some(SyncEvent::InSync { .. })),
+        "{first:?}"
+    );
+
+    breaks.send(()).unwrap();
+    match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+        Ok(Some(Err(StoreError::Compacted { .. }))) => {}
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let ns = StoredObject::Namespace(palisade_model::Namespace::implicit("late"));
+    let value = Record::new("test", ns.clone()).encode().unwrap();
+    inner.put(&ns.key().unwrap(), value).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    'seen: loop {
+        let batch = tokio::time::timeout_at(deadline, sync.recv_batch(100))
+            .await
+            .expect("the late namespace arrives")
+            .unwrap();
+        for ev in batch {
+            if let SyncEvent::Update {
+                key,
+                value: Some(_),
+                ..
+            } = ev
+            {
+                if key == ns.key().unwrap() {
+                    break 'seen;
+                }
+            }
+        }
+    }
+    assert!(relay.stats().upstream_lists >= 2, "{:?}", relay.stats());
+}
