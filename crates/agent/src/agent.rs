@@ -534,7 +534,12 @@ impl<'a> Loop<'a> {
                 m.apply_duration.observe(elapsed.as_secs_f64());
                 match result {
                     Ok(report) => {
-                        self.batcher.succeeded();
+                        if report.wrote_nothing() {
+                            // Nothing changed in the kernel: the next change need not wait.
+                            self.batcher.succeeded_without_writing();
+                        } else {
+                            self.batcher.succeeded();
+                        }
                         m.applies.inc();
                         m.set_sizes(&stats);
                         m.applied_revision.set(revision);

@@ -6,6 +6,10 @@
 //! * the first change after a quiet period is applied at once;
 //! * under load, applies start at most once per `interval`; changes that arrive while an
 //!   apply runs are coalesced into the next one;
+//! * an apply that wrote nothing to the dataplane (its events changed nothing the node
+//!   enforces: an object rewritten unchanged, another node's status) does not count against
+//!   the interval: the change after it is applied as if it had not run, not up to `interval`
+//!   later;
 //! * a failed apply is retried after a growing delay (doubling from `interval`, capped).
 
 use std::time::{Duration, Instant};
@@ -30,6 +34,8 @@ pub struct Batcher {
     pending: bool,
     applying: bool,
     last_start: Option<Instant>,
+    /// `last_start` before the running apply started (restored if it writes nothing).
+    previous_start: Option<Instant>,
     /// After a failure: not before this instant.
     retry_at: Option<Instant>,
     failures: u32,
@@ -46,6 +52,7 @@ impl Batcher {
             pending: false,
             applying: false,
             last_start: None,
+            previous_start: None,
             retry_at: None,
             failures: 0,
         }
@@ -97,7 +104,7 @@ impl Batcher {
     pub fn start(&mut self, now: Instant) {
         self.pending = false;
         self.applying = true;
-        self.last_start = Some(now);
+        self.previous_start = self.last_start.replace(now);
     }
 
     /// The apply that started last succeeded.
@@ -105,6 +112,13 @@ impl Batcher {
         self.applying = false;
         self.failures = 0;
         self.retry_at = None;
+    }
+
+    /// The apply that started last succeeded without writing anything to the dataplane: it
+    /// does not count against the interval.
+    pub fn succeeded_without_writing(&mut self) {
+        self.succeeded();
+        self.last_start = self.previous_start;
     }
 
     /// The apply that started last failed at `now`: its changes are pending again and are
@@ -205,6 +219,39 @@ mod tests {
             b.poll(t0 + 81 * MS),
             Decision::Idle,
             "all coalesced into one"
+        );
+    }
+
+    #[test]
+    fn an_apply_that_wrote_nothing_does_not_delay_the_next_change() {
+        let (mut b, t0) = batcher();
+        // A real change at 0, an unchanged rewrite at 10 ms (applied at 50 ms, writing
+        // nothing), a real change at 55 ms: applied at once, not at 100 ms.
+        b.changed();
+        b.start(t0);
+        b.succeeded();
+        b.changed();
+        assert_eq!(b.poll(t0 + 10 * MS), Decision::WaitUntil(t0 + 50 * MS));
+        b.start(t0 + 50 * MS);
+        b.succeeded_without_writing();
+        b.changed();
+        assert_eq!(b.poll(t0 + 55 * MS), Decision::ApplyNow);
+        // One that wrote does count: the next waits for the interval.
+        b.start(t0 + 55 * MS);
+        b.succeeded();
+        b.changed();
+        assert_eq!(b.poll(t0 + 60 * MS), Decision::WaitUntil(t0 + 105 * MS));
+        // Nor does a no-op right after a real apply let the one after it in early.
+        b.start(t0 + 105 * MS);
+        b.succeeded();
+        b.changed();
+        b.start(t0 + 155 * MS);
+        b.succeeded_without_writing();
+        b.changed();
+        assert_eq!(
+            b.poll(t0 + 156 * MS),
+            Decision::ApplyNow,
+            "105 ms + 50 ms is past"
         );
     }
 

@@ -18,6 +18,11 @@
 //!   `n` policies (the adversarial case). The names are those of [`on_node`], so one apply
 //!   moves the policies from the idle pods to the server.
 //! * [`deny_all`]: deny all ingress to the server (apply → blocked).
+//! * [`cluster_policies`]: `n` Admin and `n` Baseline ClusterNetworkPolicies whose subject is
+//!   every pod of the bench namespace (so every one is active on n2 and judges the server's
+//!   ingress) and whose rules name peers that are absent (`client: c<i>`, some an ipBlock,
+//!   some a Pass): they change no verdict, each new connection to the server walks the Admin
+//!   tier's rules before the NetworkPolicy tier decides.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +30,10 @@ use palisade_model::k8s::{
     IntOrString, IpBlock, LabelSelector, NetworkPolicy, NetworkPolicyEgressRule,
     NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, ObjectMeta,
 };
-use palisade_model::{Cluster, Endpoint, EndpointId, NamedPort, Policy, Protocol};
+use palisade_model::{
+    Action, Cluster, Endpoint, EndpointId, EndpointPeer, NamedPort, NamespaceMatch, Peer, Policy,
+    PolicyId, PortMatch, PortSpec, Protocol, Rule, Selector,
+};
 
 /// The namespace of every bench pod and policy.
 pub const NS: &str = "bench";
@@ -158,6 +166,71 @@ pub fn on_server(n: usize) -> Result<Vec<Policy>, WorkloadError> {
             convert(&other_name(i), spec("server", vec![rule], None))
         })
         .collect()
+}
+
+/// `per_tier` Admin (`bench-admin-<i>`) and `per_tier` Baseline (`bench-baseline-<i>`)
+/// ClusterNetworkPolicies; see the module docs.
+pub fn cluster_policies(per_tier: usize) -> Vec<Policy> {
+    let tiers = [palisade_model::ADMIN_TIER, palisade_model::BASELINE_TIER];
+    tiers
+        .into_iter()
+        .flat_map(|tier| (0..per_tier).map(move |i| cluster_policy(tier, i)))
+        .collect()
+}
+
+fn cluster_policy(tier: &str, i: usize) -> Policy {
+    let absent_client = Peer::Endpoints(EndpointPeer {
+        namespaces: NamespaceMatch::Selector(Selector::All),
+        pods: Selector::Eq("client".into(), format!("c{i}")),
+    });
+    let tcp = |start: u16, end: u16| PortSpec {
+        protocol: Protocol::Tcp,
+        port: PortMatch::Range { start, end },
+    };
+    let mut rules = vec![Rule {
+        action: Action::Deny,
+        peers: vec![absent_client.clone()],
+        ports: vec![tcp(SERVER_PORT, SERVER_PORT)],
+    }];
+    if i.is_multiple_of(5) {
+        let cidr = format!("172.{}.{}.0/24", 32 + (i / 256) % 16, i % 256);
+        rules.push(Rule {
+            action: Action::Deny,
+            peers: vec![Peer::Cidr {
+                cidr: cidr.parse().expect("a valid /24"),
+                except: Vec::new(),
+            }],
+            ports: vec![],
+        });
+    }
+    if i.is_multiple_of(4) {
+        rules.push(Rule {
+            action: Action::Pass,
+            peers: vec![absent_client],
+            ports: vec![tcp(8000, 8100)],
+        });
+    }
+    let short = if tier == palisade_model::ADMIN_TIER {
+        "admin"
+    } else {
+        "baseline"
+    };
+    Policy {
+        id: PolicyId {
+            tier: tier.to_string(),
+            namespace: None,
+            name: format!("bench-{short}-{i}"),
+        },
+        order: i as u32,
+        selector: Selector::All,
+        namespace_selector: Selector::Eq(
+            palisade_model::labels::NAMESPACE_NAME_LABEL.into(),
+            NS.into(),
+        ),
+        staged: false,
+        ingress: Some(rules),
+        egress: None,
+    }
 }
 
 fn labels(k: &str, v: &str) -> LabelSelector {
@@ -298,6 +371,39 @@ mod tests {
         assert_eq!(selecting(&c, &pod, "server").len(), 1000);
         assert_eq!(on_n2(&c, &pod), 1000);
         assert!(selecting(&c, &pod, "idle-0").is_empty());
+    }
+
+    #[test]
+    fn cluster_policies_select_every_bench_pod_and_change_no_verdict() {
+        let mut c = cluster(3);
+        let cnps = cluster_policies(10);
+        assert_eq!(cnps.len(), 20);
+        let admin = cnps.iter().filter(|p| p.id.tier == "admin").count();
+        assert_eq!(admin, 10);
+        let names: BTreeSet<_> = cnps.iter().map(|p| p.id.clone()).collect();
+        assert_eq!(names.len(), 20);
+        for pod in ["client", "server", "idle-0", "idle-2"] {
+            assert_eq!(selecting(&c, &cnps, pod).len(), 20, "{pod}");
+        }
+        // With the allow-client policy, the client still reaches the server on 80/TCP and
+        // nothing else changes: the peers the ClusterNetworkPolicies name are absent.
+        let mut with_np = cnps.clone();
+        with_np.push(allow_client().unwrap());
+        let ip = |i: u8| vec![std::net::IpAddr::from([10, 0, 0, i])];
+        let mut addressed = Cluster::new();
+        for (k, mut ep) in c.endpoints.drain(..).enumerate() {
+            ep.ips = ip(k as u8 + 1);
+            addressed.upsert_endpoint(ep);
+        }
+        let probe = palisade_engine::Probe::new(Protocol::Tcp, SERVER_PORT);
+        let verdicts = |policies: &[Policy]| {
+            let mut cl = addressed.clone();
+            for p in policies {
+                cl.upsert_policy(p.clone());
+            }
+            palisade_engine::matrix(&cl, &[probe])
+        };
+        assert_eq!(verdicts(&with_np), verdicts(&[allow_client().unwrap()]));
     }
 
     #[test]

@@ -18,6 +18,11 @@
 //! 4. `N policies on pod`: the N - 1 others moved onto the server (allowing absent clients):
 //!    every new connection to it is judged by N policies (the adversarial case).
 //!
+//! With `--cnps C`, right after 3: `N policies on node + C+C CNPs`, the same with C Admin and
+//! C Baseline ClusterNetworkPolicies added, all selecting every bench pod (the server
+//! included) with rules for absent peers ([`workload::cluster_policies`]); deleted again
+//! before 4.
+//!
 //! `--rounds` rounds each measure 1-4 in order (then every policy is deleted in one write);
 //! the baseline once more at the end; each run waits `--settle-ms` first. A scenario's ratio
 //! is the median over rounds of its run divided by the mean of the two no-policy runs around
@@ -57,6 +62,10 @@ Scenarios (N = --policies), per dataplane; each round measures them in this orde
                       these two (printed per dataplane at the end)
   N policies on node  n2 carries N active policies: 1 selects the server, the others
                       select idle pods of n2 (each with its own peers and ports)
+  N policies on node + C+C CNPs
+                      with --cnps C: the same, and C Admin + C Baseline
+                      ClusterNetworkPolicies selecting every bench pod (rules for absent
+                      peers: every connection to the server walks the Admin tier first)
   N policies on pod   all N select the server: each new connection is judged by all N
 RATIO: median over rounds of (run / mean of the no-policy runs before and after the round).
 ON N2 and ON SRV are what n2's agent reports (policies active on the node, selecting the
@@ -85,12 +94,22 @@ pub struct BenchArgs {
     /// N: the policies of the "N policies on node" and "N policies on pod" scenarios (≥ 2).
     #[arg(long, default_value_t = 1000)]
     pub policies: usize,
+    /// C: with C > 0, the scenario "N policies on node + C+C CNPs" (C Admin and C Baseline
+    /// ClusterNetworkPolicies as well) is measured after "N policies on node".
+    #[arg(long, default_value_t = 0)]
+    pub cnps: usize,
     /// Idle pods on n2 that the "on node" policies select (1..=200).
     #[arg(long, default_value_t = 20)]
     pub idle_pods: usize,
     /// Apply → blocked measurements per dataplane.
     #[arg(long, default_value_t = 20)]
     pub block_runs: usize,
+    /// Apply → blocked: pause after flow is restored before the next apply, in
+    /// milliseconds. An agent starts applies at most once per batch interval (50 ms): an apply
+    /// that follows the previous one closer than that waits for the rest of the interval, so
+    /// with 0 the runs measure back-to-back changes, not one change after a quiet period.
+    #[arg(long, default_value_t = 100)]
+    pub block_pause_ms: u64,
     /// Rounds: each measures every scenario once, in order (the no-policy baseline once
     /// more at the end).
     #[arg(long, default_value_t = 5)]
@@ -149,6 +168,10 @@ struct Block {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Delete request → first attempt that connects again (p50).
+    restore_p50_ms: f64,
+    /// The pause after the restore before the next apply (`--block-pause-ms`).
+    pause_ms: u64,
 }
 
 /// The staged default-deny against the same policy enforced.
@@ -346,19 +369,21 @@ fn ratio(a: f64, b: f64) -> f64 {
     a / b.max(f64::MIN_POSITIVE)
 }
 
+/// Apply → blocked and delete → flowing again, each sorted.
 fn apply_to_blocked(
     names: &LabNames,
     client: &str,
     server: Ipv4Addr,
     runs: usize,
-) -> Result<Vec<Duration>> {
+    pause: Duration,
+) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let prober = ContinuousProber::start(
         client,
         server,
         workload::SERVER_PORT,
         Duration::from_millis(50),
     )?;
-    let mut blocked = Vec::new();
+    let (mut blocked, mut restored) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let t0 = Instant::now();
         apply(names, vec![workload::deny_all()?])?;
@@ -366,13 +391,17 @@ fn apply_to_blocked(
             .wait_for(t0, false, Duration::from_secs(10))
             .context("traffic was never blocked after the deny policy was applied")?;
         blocked.push(at.saturating_duration_since(t0));
+        let t1 = Instant::now();
         delete(names, workload::DENY_ALL)?;
-        prober
-            .wait_for(Instant::now(), true, Duration::from_secs(10))
+        let at = prober
+            .wait_for(t1, true, Duration::from_secs(10))
             .context("traffic did not flow again after the deny policy was deleted")?;
+        restored.push(at.saturating_duration_since(t1));
+        std::thread::sleep(pause);
     }
     blocked.sort();
-    Ok(blocked)
+    restored.sort();
+    Ok((blocked, restored))
 }
 
 fn bench_dataplane(
@@ -417,7 +446,8 @@ fn bench_dataplane(
     let n2 = NodeAgent::find(&names, "n2")?;
     eprintln!("{dataplane}, cni {cni}, {matching} matching: lab up; measuring");
 
-    let blocked = apply_to_blocked(&names, &client, server, args.block_runs)?;
+    let pause = Duration::from_millis(args.block_pause_ms);
+    let (blocked, restored) = apply_to_blocked(&names, &client, server, args.block_runs, pause)?;
     report.apply_to_blocked.push(Block {
         dataplane: dataplane.into(),
         cni: label.0.clone(),
@@ -426,6 +456,8 @@ fn bench_dataplane(
         p50_ms: quantile(&blocked, 0.5).as_secs_f64() * 1e3,
         p99_ms: quantile(&blocked, 0.99).as_secs_f64() * 1e3,
         max_ms: blocked.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        restore_p50_ms: quantile(&restored, 0.5).as_secs_f64() * 1e3,
+        pause_ms: args.block_pause_ms,
     });
 
     let n = args.policies;
@@ -438,6 +470,18 @@ fn bench_dataplane(
         (format!("{n} policies on node"), n, 1),
         (format!("{n} policies on pod"), n, n),
     ];
+    let cnps = workload::cluster_policies(args.cnps);
+    let cnp_ids: Vec<PolicyId> = cnps.iter().map(|p| p.id.clone()).collect();
+    let mut scenarios = scenarios.to_vec();
+    if !cnps.is_empty() {
+        // Index 6, measured between 4 and 5; every CNP selects the server and n2's pods.
+        let c = args.cnps;
+        scenarios.push((
+            format!("{n} policies on node + {c}+{c} CNPs"),
+            n + cnps.len(),
+            1 + cnps.len(),
+        ));
+    }
     let mut staged_deny = workload::deny_all()?;
     staged_deny.staged = true;
     let on_node = workload::on_node(n, args.idle_pods)?;
@@ -476,6 +520,17 @@ fn bench_dataplane(
             t.elapsed()
         );
         measure_scenario(4, round)?;
+        if !cnps.is_empty() {
+            let t = Instant::now();
+            apply(&names, cnps.clone())?;
+            eprintln!(
+                "  applied {} ClusterNetworkPolicies in {:.1?}",
+                cnps.len(),
+                t.elapsed()
+            );
+            measure_scenario(6, round)?;
+            delete_all(&names, cnp_ids.clone())?;
+        }
         let t = Instant::now();
         apply(&names, on_server.clone())?;
         eprintln!(
@@ -510,7 +565,12 @@ fn bench_dataplane(
     let bracket = |r: usize, f: fn(&Run) -> f64| (f(&base[r]) + f(&base[r + 1])) / 2.0;
     let base_rate = median(base.iter().map(|b| b.rate));
     let base_p50 = median(base.iter().map(|b| b.p50));
-    for (k, (name, _, _)) in scenarios.iter().enumerate() {
+    // In the order measured: the CNP scenario (index 6) right after "on node" (4).
+    let order = [0, 1, 2, 3, 4, 6, 5]
+        .into_iter()
+        .filter(|&k| k < scenarios.len());
+    for k in order {
+        let name = &scenarios[k].0;
         let these = &runs[k];
         let (rate_ratios, p50_ratios): (Vec<f64>, Vec<f64>) = if k == 0 {
             let r = these.iter().map(|b| ratio(b.rate, base_rate)).collect();
@@ -614,8 +674,16 @@ fn print_table(report: &Report, rounds: usize) {
     );
     for b in &report.apply_to_blocked {
         println!(
-            "{:<9} {:<9} runs {:>3}  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms",
-            b.dataplane, b.endpoint_match, b.runs, b.p50_ms, b.p99_ms, b.max_ms
+            "{:<9} {:<9} runs {:>3}  p50 {:>7.1} ms  p99 {:>7.1} ms  max {:>7.1} ms  \
+             (delete -> flowing p50 {:.1} ms, then {} ms pause)",
+            b.dataplane,
+            b.endpoint_match,
+            b.runs,
+            b.p50_ms,
+            b.p99_ms,
+            b.max_ms,
+            b.restore_p50_ms,
+            b.pause_ms
         );
     }
     println!("\nstaged deny-all on the server / the same policy enforced (per round, median):");
@@ -640,6 +708,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     if args.policies < 2 {
         bail!("--policies must be at least 2 (one allows the client, the others are the load)");
+    }
+    if args.cnps > 1000 {
+        bail!("--cnps must be at most 1000 (priorities 0..=1000 per tier)");
     }
     if !(1..=200).contains(&args.idle_pods) {
         bail!("--idle-pods must be between 1 and 200 (one /24 of pod addresses per node)");
