@@ -16,7 +16,10 @@
 //! found: address verdict maps / per-address rules, or interface names); `--incremental
 //! on|off|both`: each backend runs once per mode and matching, `[<backend>/full]` rendering the whole node for every apply (the agent before
 //! incremental applies), `[<backend>/incremental]` patching only what changed (the default
-//! agent).
+//! agent). `--nft-layout flat|chains|both`: how the nftables runs lay out the NetworkPolicy
+//! tiers (default both); each nftables run also prints the elements of its sets by kind and
+//! the kernel memory the node's table took (Slab + VmallocUsed of /proc/meminfo, before and
+//! after programming: a machine-wide figure, noisy when other work runs).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,12 +33,14 @@ use palisade_model::{
     Action, EndpointPeer, NamespaceMatch, Peer, Policy, PolicyId, PortMatch, PortSpec, Protocol,
     Rule, Selector,
 };
+use palisade_render::NftLayout;
 use palisade_store::{Datastore, EmbeddedStore, Op, Record, StoredObject, OWNER_APPLY};
 
 const NODE: &str = "n1";
 
 struct Opts {
     backends: Vec<DataplaneKind>,
+    layouts: Vec<NftLayout>,
     matches: Vec<EndpointMatch>,
     modes: Vec<IncrementalMode>,
     trials: usize,
@@ -47,6 +52,7 @@ struct Opts {
 fn opts() -> Opts {
     let mut o = Opts {
         backends: vec![DataplaneKind::Iptables, DataplaneKind::Nftables],
+        layouts: vec![NftLayout::Chains, NftLayout::Flat],
         matches: vec![EndpointMatch::Address, EndpointMatch::Interface],
         modes: vec![IncrementalMode::Off, IncrementalMode::On],
         trials: 60,
@@ -67,11 +73,14 @@ fn opts() -> Opts {
             ("--endpoint-match", "address") => o.matches = vec![EndpointMatch::Address],
             ("--endpoint-match", "interface") => o.matches = vec![EndpointMatch::Interface],
             ("--endpoint-match", _) => {}
+            ("--nft-layout", "flat") => o.layouts = vec![NftLayout::Flat],
+            ("--nft-layout", "chains") => o.layouts = vec![NftLayout::Chains],
+            ("--nft-layout", _) => {}
             _ => {}
         }
         if matches!(
             args[i].as_str(),
-            "--backend" | "--incremental" | "--endpoint-match"
+            "--backend" | "--incremental" | "--endpoint-match" | "--nft-layout"
         ) {
             i += 2;
             continue;
@@ -187,10 +196,52 @@ async fn timed_put(
     (dt, p.last_wrote, p.last_timing)
 }
 
+/// Slab + VmallocUsed of /proc/meminfo, in KiB.
+fn kernel_kib() -> u64 {
+    let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("Slab:") || l.starts_with("VmallocUsed:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Elements of the node's nftables sets: (flat lookups, flat any-protocol sets, the rest), and
+/// the number of sets.
+fn nft_elements(netns: &str) -> (usize, usize, usize, usize) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", netns, "nft", "-j", "list", "table", "inet", "palisade",
+        ])
+        .output()
+        .expect("nft");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let (mut flat, mut any, mut rest, mut sets) = (0, 0, 0, 0);
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        let Some(set) = item.get("set") else { continue };
+        sets += 1;
+        let n = set["elem"].as_array().map_or(0, Vec::len);
+        let concat_interval = set["type"].is_array()
+            && set["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "interval"));
+        // The any-protocol sets say so in their comment (see `render::build::flat`).
+        let comment = set["comment"].as_str().unwrap_or("");
+        if concat_interval {
+            flat += n;
+        } else if comment.contains("allowed peers, every protocol") {
+            any += n;
+        } else {
+            rest += n;
+        }
+    }
+    (flat, any, rest, sets)
+}
+
 async fn bench(
     backend: DataplaneKind,
     mode: IncrementalMode,
     endpoint_match: EndpointMatch,
+    layout: NftLayout,
     o: &Opts,
     objs: &[StoredObject],
 ) {
@@ -198,6 +249,11 @@ async fn bench(
         IncrementalMode::Off => format!("{backend}/full/{endpoint_match}"),
         _ => format!("{backend}/incremental/{endpoint_match}"),
     };
+    let kind = match backend {
+        DataplaneKind::Nftables => format!("{kind}/{layout}"),
+        _ => kind,
+    };
+    let kib_before = kernel_kib();
     let node = NetnsGuard::new("bench").expect("cannot create a network namespace");
     let store: Arc<dyn Datastore> = Arc::new(EmbeddedStore::new());
     put_batch(store.as_ref(), objs).await;
@@ -207,6 +263,9 @@ async fn bench(
     cfg.resync_interval = Duration::from_secs(3600);
     cfg.netns = Some(node.name().to_string());
     cfg.render.endpoint_match = endpoint_match;
+    if backend == DataplaneKind::Nftables {
+        cfg.render.nft_layout = layout;
+    }
     let runner = Arc::new(node.runner());
     let dp = build_dataplane(&cfg, runner.clone());
     // With the kernel probe, as `palisade agent` runs (anti-spoofing bindings, sysctls).
@@ -240,6 +299,13 @@ async fn bench(
         gauge("palisade_agent_ip_sets "),
         gauge("palisade_agent_ip_set_members"),
     );
+    if backend == DataplaneKind::Nftables {
+        let (flat, any, rest, sets) = nft_elements(node.name());
+        println!(
+            "[{kind}] kernel: {sets} sets; elements: {flat} flat (address . protocol . port), {any} flat any-protocol, {rest} other; Slab+VmallocUsed +{} KiB",
+            kernel_kib().saturating_sub(kib_before)
+        );
+    }
 
     // One pod label change: a local pod moves to another app and back.
     let locals: Vec<_> = objs
@@ -454,9 +520,15 @@ fn main() {
     render_costs(&objs);
     rt.block_on(async {
         for &backend in &o.backends {
+            let layouts = match backend {
+                DataplaneKind::Nftables => o.layouts.clone(),
+                _ => vec![NftLayout::Chains],
+            };
             for &mode in &o.modes {
                 for &m in &o.matches {
-                    bench(backend, mode, m, &o, &objs).await;
+                    for &layout in &layouts {
+                        bench(backend, mode, m, layout, &o, &objs).await;
+                    }
                 }
             }
         }

@@ -121,7 +121,7 @@ pub struct BenchArgs {
     pub settle_ms: u64,
     /// How the nftables agents lay out the tiers whose rules are all Allow (see `lab up
     /// --nft-layout`).
-    #[arg(long, default_value = "flat", value_parser = ["flat", "chains"])]
+    #[arg(long, default_value = "chains", value_parser = ["flat", "chains"])]
     pub nft_layout: String,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
