@@ -13,13 +13,21 @@
 //!   stays in the arenas. [`release_free_memory`] hands the free pages back after such a
 //!   peak (`malloc_trim`, a few milliseconds, only after full applies and resyncs).
 
-/// Caps malloc's arenas at two for the whole process. Call early (before the runtime starts
-/// its threads is best; later calls still cap the arenas made afterwards).
+/// Caps malloc's arenas at two for the whole process, and keeps blocks of 128 KiB and more
+/// in their own mappings. Call early (before the runtime starts its threads is best; later
+/// calls still cap the arenas made afterwards).
+///
+/// glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB), so
+/// after the first list and full render their big temporary tables and buffers were carved
+/// from the arenas, between long-lived blocks; a fixed threshold sends them back to the
+/// kernel when freed (memory_bench: 3–10 MiB less at 10,000 and 20,000 pods).
 pub fn limit_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes a malloc tunable; M_ARENA_MAX takes any positive value.
+    // SAFETY: mallopt only changes malloc tunables; M_ARENA_MAX takes any positive value,
+    // M_MMAP_THRESHOLD any value up to 32 MiB.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
