@@ -38,7 +38,8 @@ struct Daemon {
     store: Arc<dyn Datastore>,
     state: LabState,
     cluster: Mutex<Cluster>,
-    servers: Mutex<BTreeMap<EndpointId, PodServer>>,
+    /// By network namespace: the host-networked pods of a node share their node's.
+    servers: Mutex<BTreeMap<String, PodServer>>,
     agents: Mutex<Vec<AgentHandle>>,
     /// Serializes writes, so each waits for its own revision.
     writes: Mutex<()>,
@@ -79,9 +80,10 @@ pub fn run(names: LabNames, launcher: Option<Box<dyn AgentLauncher>>) -> Result<
 
     let mut servers = BTreeMap::new();
     for pod in &state.plan.pods {
-        let mut server = PodServer::new(&pod.netns, &pod.id.to_string());
-        server.serve(&pod.ports)?;
-        servers.insert(pod.id.clone(), server);
+        servers
+            .entry(pod.netns.clone())
+            .or_insert_with(|| server_of(pod))
+            .serve(&pod.ports)?;
     }
     eprintln!("lab {}: {} pod servers up", names.name, servers.len());
 
@@ -316,6 +318,12 @@ impl Daemon {
         }
         let mut new_pods = Vec::new();
         for pod in pods {
+            if cluster.is_host_network(&pod.id) {
+                return Err(LabError::Daemon(format!(
+                    "pod {} is host-networked: `lab apply` cannot change it (it is made by `lab up`)",
+                    pod.id
+                )));
+            }
             let Some(existing) = cluster.endpoint(&pod.id).cloned() else {
                 new_pods.push(pod);
                 continue;
@@ -344,10 +352,12 @@ impl Daemon {
             ops.push(put(&StoredObject::Endpoint(ep.clone()))?);
             cluster.upsert_endpoint(ep.clone());
         }
-        {
+        if !new_ports.is_empty() {
+            let plan = self.current_plan()?;
             let mut servers = lock(&self.servers);
             for (id, ports) in new_ports {
-                if let Some(s) = servers.get_mut(&id) {
+                let server = plan.pod(&id).and_then(|p| servers.get_mut(&p.netns));
+                if let Some(s) = server {
                     s.serve(&ports)?;
                 }
             }
@@ -402,9 +412,9 @@ impl Daemon {
                 })?;
                 built?;
                 let pod = &added.pods[k];
-                let mut server = PodServer::new(&pod.netns, &pod.id.to_string());
+                let mut server = server_of(pod);
                 server.serve(&pod.ports)?;
-                lock(&self.servers).insert(pod.id.clone(), server);
+                lock(&self.servers).insert(pod.netns.clone(), server);
             }
             let pods = added.pods.clone();
             self.state
@@ -427,6 +437,11 @@ impl Daemon {
         let Some(ep) = cluster.endpoint(id).cloned() else {
             return Err(LabError::Daemon(format!("pod {id} is not in the lab")));
         };
+        if cluster.is_host_network(id) {
+            return Err(LabError::Daemon(format!(
+                "pod {id} is host-networked: it lives in its node's namespace until `lab down`"
+            )));
+        }
         cluster.endpoints.retain(|e| &e.id != id);
         let key = keys::endpoint(ep.node.as_deref(), &id.namespace, &id.name)?;
         let rev = self.write(vec![Op::delete(key)])?;
@@ -460,7 +475,9 @@ impl Daemon {
         for pod in pods {
             // The server's threads keep their sockets (and so the pod's namespace) until the
             // daemon exits; `remove_pod` deletes the veth, so nothing reaches them.
-            lock(&self.servers).remove(&pod.id);
+            if !pod.host_network {
+                lock(&self.servers).remove(&pod.netns);
+            }
             let _ = crate::topology::remove_pod(&self.names, plan, pod);
         }
         let ids: Vec<EndpointId> = pods.iter().map(|p| p.id.clone()).collect();
@@ -581,6 +598,16 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+/// The server of a pod: in its own namespace on every address, or (host-networked) in its
+/// node's on the node's addresses.
+fn server_of(pod: &crate::plan::PodPlan) -> PodServer {
+    if pod.host_network {
+        PodServer::on_addresses(&pod.netns, &pod.id.to_string(), &pod.ips)
+    } else {
+        PodServer::new(&pod.netns, &pod.id.to_string())
     }
 }
 
