@@ -82,6 +82,9 @@ fn side_text(cluster: &Cluster, v: &Verdict, s: &SideTrace, out: &mut String) {
             let _ = writeln!(out, "    logged by {}", rule_label(r));
         }
     }
+    if let Some(note) = &s.node_local {
+        let _ = writeln!(out, "    {note}");
+    }
     for f in &s.fell_through {
         let _ = writeln!(
             out,

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use palisade_model::{
     Action, Cluster, Direction, Endpoint, NamespaceMatch, Peer, Policy, PortMatch, PortSpec,
-    Protocol, Rule, TierAction,
+    Protocol, Rule, TierAction, DEFAULT_TIER,
 };
 
 use crate::flow::{EngineError, Flow, FlowEnd};
@@ -59,6 +59,9 @@ pub(crate) struct SideEval {
     pub fell_through: Vec<String>,
     /// The pod is host-networked: no policy applies to it.
     pub host_network: bool,
+    /// The far end is the pod's own node and the NetworkPolicy tier selected the pod: that
+    /// tier did not judge the flow (Kubernetes: traffic to and from the node is always allowed).
+    pub node_local: bool,
     /// For each deciding or passing hit whose policy shares its tier and order with other
     /// selecting policies that match the flow too: (the hit's policy, those others).
     pub ties: Vec<(usize, Vec<usize>)>,
@@ -207,6 +210,8 @@ fn evaluate_side(
     flow: &Flow,
 ) -> SideEval {
     let selecting = selecting_policies(cluster, ep, direction);
+    let own_node = is_own_node(cluster, ep, other);
+    let mut node_local = false;
     let mut noted = Vec::new();
     let mut fell_through = Vec::new();
     let mut decision = if selecting.is_empty() {
@@ -220,6 +225,12 @@ fn evaluate_side(
         let mut j = i;
         while j < selecting.len() && cluster.policies[selecting[j]].id.tier == *tier {
             j += 1;
+        }
+        // NetworkPolicies do not judge traffic between a pod and its own node.
+        if own_node && tier == DEFAULT_TIER {
+            node_local = true;
+            i = j;
+            continue;
         }
         for &pi in &selecting[i..j] {
             let policy = &cluster.policies[pi];
@@ -291,7 +302,26 @@ fn evaluate_side(
         noted,
         fell_through,
         host_network: cluster.is_host_network(&ep.id),
+        node_local,
         ties,
+    }
+}
+
+/// Whether `other` is `ep`'s own node: a host-networked pod on the same node, or (an address
+/// end) one of that node's addresses. Kubernetes: "traffic to and from the node where a Pod is
+/// running is always allowed" by NetworkPolicies.
+pub(crate) fn is_own_node(cluster: &Cluster, ep: &Endpoint, other: End<'_>) -> bool {
+    let Some(node) = ep.node.as_deref() else {
+        return false;
+    };
+    if cluster.is_host_network(&ep.id) {
+        return false;
+    }
+    match other.pod {
+        Some(p) => cluster.is_host_network(&p.id) && p.node.as_deref() == Some(node),
+        None => other
+            .ip
+            .is_some_and(|ip| cluster.nodes.get(node).is_some_and(|n| n.has_address(ip))),
     }
 }
 

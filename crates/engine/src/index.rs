@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use palisade_model::{
     Action, Cluster, Direction, Endpoint, EndpointId, EndpointPeer, NamespaceMatch, Peer,
-    PortMatch, PortSpec, TierAction,
+    PortMatch, PortSpec, TierAction, DEFAULT_TIER,
 };
 
 use crate::bitset::BitSet;
@@ -93,6 +93,10 @@ pub(crate) struct Index<'a> {
     rules: Vec<(Vec<RuleIx<'a>>, Vec<RuleIx<'a>>)>,
     sel_ingress: Vec<Vec<usize>>,
     sel_egress: Vec<Vec<usize>>,
+    /// Per pod, the index in `local_sets` of the host-networked pods on its node (its own
+    /// node, which the NetworkPolicy tier does not judge), if there are any.
+    local_of: Vec<Option<usize>>,
+    local_sets: Vec<BitSet>,
 }
 
 impl<'a> Index<'a> {
@@ -259,7 +263,31 @@ impl<'a> Index<'a> {
             })
             .collect();
 
+        // Host-networked pods per node: the far ends that are a pod's own node.
+        let mut local_ids: HashMap<&str, usize> = HashMap::new();
+        let mut local_sets: Vec<BitSet> = Vec::new();
+        for (i, ep) in eps.iter().enumerate() {
+            if let (true, Some(node)) = (cluster.is_host_network(&ep.id), ep.node.as_deref()) {
+                let k = *local_ids.entry(node).or_insert_with(|| {
+                    local_sets.push(BitSet::new(n));
+                    local_sets.len() - 1
+                });
+                local_sets[k].insert(i);
+            }
+        }
+        let local_of = eps
+            .iter()
+            .map(|ep| {
+                ep.node
+                    .as_deref()
+                    .filter(|_| !cluster.is_host_network(&ep.id))
+                    .and_then(|node| local_ids.get(node).copied())
+            })
+            .collect();
+
         Index {
+            local_of,
+            local_sets,
             cluster,
             n,
             eps,
@@ -305,25 +333,42 @@ impl<'a> Index<'a> {
         let mut scratch = Scratch::new(n);
 
         // Egress rows, shared between pods with the same policies and family situation.
-        let mut eg_groups: HashMap<(&[usize], usize), usize> = HashMap::new();
+        let mut eg_groups: HashMap<(&[usize], usize, Option<usize>), usize> = HashMap::new();
         let mut eg_sets: Vec<BitSet> = Vec::new();
         let mut eg_of = Vec::with_capacity(n);
         for i in 0..n {
-            let key = (self.sel_egress[i].as_slice(), self.profile[i]);
+            let key = (
+                self.sel_egress[i].as_slice(),
+                self.profile[i],
+                self.local_of[i],
+            );
             let g = *eg_groups.entry(key).or_insert_with(|| {
                 let side = Side::Egress {
                     profile: self.profile[i],
                     named: &named_dst,
                 };
-                eg_sets.push(self.side_set(key.0, Direction::Egress, &side, probe, &mut scratch));
+                let local = key.2.map(|k| &self.local_sets[k]);
+                eg_sets.push(self.side_set(
+                    key.0,
+                    Direction::Egress,
+                    &side,
+                    local,
+                    probe,
+                    &mut scratch,
+                ));
                 eg_sets.len() - 1
             });
             eg_of.push(g);
         }
 
         // Ingress columns, shared likewise (declared ports too: named ports resolve here).
-        let mut in_groups: HashMap<(&[usize], usize, &[palisade_model::NamedPort]), usize> =
-            HashMap::new();
+        type InKey<'k> = (
+            &'k [usize],
+            usize,
+            &'k [palisade_model::NamedPort],
+            Option<usize>,
+        );
+        let mut in_groups: HashMap<InKey<'_>, usize> = HashMap::new();
         let mut in_sets: Vec<(BitSet, bool)> = Vec::new();
         let mut in_of = Vec::with_capacity(n);
         for j in 0..n {
@@ -331,13 +376,16 @@ impl<'a> Index<'a> {
                 self.sel_ingress[j].as_slice(),
                 self.profile[j],
                 self.eps[j].ports.as_slice(),
+                self.local_of[j],
             );
             let g = *in_groups.entry(key).or_insert_with(|| {
                 let side = Side::Ingress {
                     profile: self.profile[j],
                     ep: self.eps[j],
                 };
-                let set = self.side_set(key.0, Direction::Ingress, &side, probe, &mut scratch);
+                let local = key.3.map(|k| &self.local_sets[k]);
+                let set =
+                    self.side_set(key.0, Direction::Ingress, &side, local, probe, &mut scratch);
                 let full = set.count() == n;
                 in_sets.push((set, full));
                 in_sets.len() - 1
@@ -366,12 +414,14 @@ impl<'a> Index<'a> {
         ProbeMatrix { probe, rows }
     }
 
-    /// Runs the tier/rule algorithm on whole sets: the far ends this side allows.
+    /// Runs the tier/rule algorithm on whole sets: the far ends this side allows. `local`:
+    /// the far ends that are the pod's own node, which the NetworkPolicy tier passes on.
     fn side_set(
         &self,
         selecting: &[usize],
         dir: Direction,
         side: &Side<'_, '_>,
+        local: Option<&BitSet>,
         probe: Probe,
         s: &mut Scratch,
     ) -> BitSet {
@@ -390,6 +440,12 @@ impl<'a> Index<'a> {
             }
             s.open.copy_from(&s.undecided);
             s.passed.clear();
+            if let (Some(local), true) = (local, tier == DEFAULT_TIER) {
+                s.matched.copy_from(&s.open);
+                s.matched.intersect_with(local);
+                s.passed.union_with(&s.matched);
+                s.open.difference_with(&s.matched);
+            }
             for &pi in &selecting[i..j] {
                 let rules = match dir {
                     Direction::Ingress => &self.rules[pi].0,

@@ -53,7 +53,14 @@ pub struct SideTrace {
     /// The pod is host-networked: no policy selects it (it is a flow end only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// The far end is the pod's own node: the NetworkPolicy tier did not judge the flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_local: Option<String>,
 }
+
+/// What `explain` says when the NetworkPolicy tier skipped a flow to or from the pod's node.
+pub const NODE_LOCAL_NOTE: &str = "NetworkPolicy tier: traffic between a pod and its own node is \
+     not judged by NetworkPolicies (Kubernetes: always allowed); evaluation goes on";
 
 /// A tier that had no matching rule and passed the flow on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +288,7 @@ fn side_trace(
             .map(|(chosen, others)| tie(cluster, *chosen, others))
             .collect(),
         host_network: s.host_network,
+        node_local: s.node_local.then(|| NODE_LOCAL_NOTE.to_string()),
         decision,
     }
 }

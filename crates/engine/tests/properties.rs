@@ -173,7 +173,9 @@ fn cluster(seed: u64, namespaces: usize, pods: usize, policies: usize, k8s_style
             .collect();
         c.upsert_endpoint(Endpoint {
             id: EndpointId::new(format!("n{}", rng.below(namespaces)), format!("p{i}")),
-            node: None,
+            // Pods share nodes with host-networked pods (their own node, not judged by the
+            // NetworkPolicy tier).
+            node: (!k8s_style).then(|| format!("node{}", rng.below(2))),
             labels: labels(&mut rng),
             ips: ips(&mut rng),
             ports,

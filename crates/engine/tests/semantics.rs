@@ -639,3 +639,89 @@ fn explain_text_in_words() {
     let t = text("a/web", "a/web");
     assert!(t.contains("same pod: always allowed"), "{t}");
 }
+
+/// Kubernetes: "traffic to and from the node where a Pod is running is always allowed" by
+/// NetworkPolicies. The NetworkPolicy tier passes it on; the ClusterNetworkPolicy tiers before
+/// and after it still judge it. A host-networked pod on another node is judged as usual.
+#[test]
+fn node_local_traffic_is_not_judged_by_network_policies() {
+    let mut c = base();
+    let on = |mut ep: Endpoint, node: &str| {
+        ep.node = Some(node.into());
+        ep
+    };
+    let web = c.endpoint(&EndpointId::new("a", "web")).unwrap().clone();
+    c.upsert_endpoint(on(web, "n1"));
+    c.upsert_node(palisade_model::Node {
+        name: "n1".into(),
+        labels: Default::default(),
+        addresses: vec!["192.168.0.1".parse().unwrap()],
+    });
+    c.upsert_host_network(on(pod("kube-system/agent1", &[], &["192.168.0.1"]), "n1"));
+    c.upsert_host_network(on(pod("kube-system/agent2", &[], &["192.168.0.2"]), "n2"));
+    // Default deny, both directions, for a/web.
+    let mut deny = k8s("a", "deny", "all()");
+    deny.ingress = Some(vec![]);
+    deny.egress = Some(vec![]);
+    c.upsert_policy(deny);
+    for (from, to) in [
+        ("kube-system/agent1", "a/web"),
+        ("a/web", "kube-system/agent1"),
+    ] {
+        assert!(tcp_ok(&c, from, to, 80), "{from} -> {to}: own node");
+    }
+    for (from, to) in [
+        ("kube-system/agent2", "a/web"),
+        ("a/web", "kube-system/agent2"),
+    ] {
+        assert!(!tcp_ok(&c, from, to, 80), "{from} -> {to}: another node");
+    }
+    // The node's address as an address end.
+    assert!(tcp_ok(&c, "192.168.0.1", "a/web", 80));
+    assert!(tcp_ok(&c, "a/web", "192.168.0.1", 80));
+    assert!(!tcp_ok(&c, "192.168.0.2", "a/web", 80));
+    // explain says it in words.
+    let flow = Flow::new(end("kube-system/agent1"), end("a/web"), Protocol::Tcp, 80);
+    let v = verdict(&c, &flow).unwrap();
+    let ing = v.ingress.as_ref().unwrap();
+    assert_eq!(ing.decision, DecisionTrace::PassedAllTiers);
+    assert!(ing.node_local.is_some());
+    let text = palisade_engine::explain_text(&c, &v);
+    assert!(
+        text.contains("traffic between a pod and its own node is not judged by NetworkPolicies"),
+        "{text}"
+    );
+    // An Admin Deny still denies, a Baseline Deny too.
+    let node_peer = || Peer::Nodes(sel("all()"));
+    let admin_deny = tiered(
+        "admin",
+        "no-nodes",
+        10,
+        "all()",
+        vec![rule(
+            Action::Deny,
+            vec![cidr("192.168.0.1/32", &[])],
+            vec![],
+        )],
+    );
+    c.upsert_policy(admin_deny.clone());
+    assert!(!tcp_ok(&c, "kube-system/agent1", "a/web", 80));
+    c.policies.retain(|p| p.id != admin_deny.id);
+    assert!(tcp_ok(&c, "kube-system/agent1", "a/web", 80));
+    let mut baseline_deny = tiered("baseline", "no-nodes", 10, "all()", vec![]);
+    baseline_deny.ingress = None;
+    baseline_deny.egress = Some(vec![rule(Action::Deny, vec![node_peer()], vec![])]);
+    c.upsert_policy(baseline_deny);
+    assert!(!tcp_ok(&c, "a/web", "kube-system/agent1", 80));
+    assert!(!tcp_ok(&c, "a/web", "192.168.0.1", 80));
+    // The Baseline tier decided, not the NetworkPolicy tier.
+    let v = verdict(
+        &c,
+        &Flow::new(end("a/web"), end("kube-system/agent1"), Protocol::Tcp, 80),
+    )
+    .unwrap();
+    assert!(matches!(
+        v.egress.unwrap().decision,
+        DecisionTrace::Rule(ref r) if r.action == Action::Deny && r.policy.tier == "baseline"
+    ));
+}

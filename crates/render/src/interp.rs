@@ -28,6 +28,9 @@ pub struct Packet {
     pub mark: u32,
     /// The bridge port the packet came in through, when `in_iface` is a bridge.
     pub in_port: Option<String>,
+    /// The node's own addresses (its network namespace's local addresses), which
+    /// [`Match::LocalAddr`] tests: set them for a packet from or to the node itself.
+    pub local: Vec<IpAddr>,
 }
 
 impl Packet {
@@ -50,6 +53,7 @@ impl Packet {
             ct: CtState::New,
             mark: 0,
             in_port: None,
+            local: Vec::new(),
         }
     }
 
@@ -221,6 +225,7 @@ impl State<'_> {
             Match::CtState(states) => states.contains(&p.ct),
             // For ICMP the packet's `dst_port` carries the message type.
             Match::Icmpv6Type(t) => self.proto() == Proto::Icmpv6 && p.dst_port == u16::from(*t),
+            Match::LocalAddr(d) => p.local.contains(&addr(d)),
             Match::Mark { value, mask } => self.mark & mask == *value,
             // A rate limit only thins out logging: taken as never exceeded.
             Match::Limit { .. } => true,

@@ -253,6 +253,13 @@ fn matches_text(rule: &Rule) -> String {
             Match::Icmpv6Type(t) => {
                 let _ = write!(s, "-m icmp6 --icmpv6-type {t}");
             }
+            Match::LocalAddr(dir) => {
+                let flag = match dir {
+                    Dir::Src => "--src-type",
+                    Dir::Dst => "--dst-type",
+                };
+                let _ = write!(s, "-m addrtype {flag} LOCAL");
+            }
             Match::Mark { value, mask } => {
                 let _ = write!(s, "-m mark --mark {value:#x}/{mask:#x}");
             }

@@ -213,6 +213,9 @@ pub enum Match {
     CtState(Vec<CtState>),
     /// ICMPv6 message type (needs a preceding `Protocol(Icmpv6)`).
     Icmpv6Type(u8),
+    /// The `dir` address is local to the node (an address of the network namespace the rules
+    /// run in): nftables `fib saddr type local`, iptables `-m addrtype --src-type LOCAL`.
+    LocalAddr(Dir),
     /// `(mark & mask) == value`.
     Mark {
         value: u32,

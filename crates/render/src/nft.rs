@@ -443,6 +443,7 @@ fn match_text(m: &Match) -> String {
             format!("ct state {{ {} }}", list.join(", "))
         }
         Match::Icmpv6Type(t) => format!("icmpv6 type {t}"),
+        Match::LocalAddr(dir) => format!("fib {} type local", dir_kw(*dir)),
         Match::Mark { value, mask } => format!("meta mark & {mask:#010x} == {value:#010x}"),
         Match::Limit { per_second, burst } => {
             format!("limit rate {per_second}/second burst {burst} packets")

@@ -301,3 +301,57 @@ fn ndp_passes_under_any_policy() {
     );
     assert_ne!(evaluate(&s.rs, &p).unwrap().verdict, Verdict::Accept);
 }
+
+/// The NetworkPolicy tier does not judge traffic between a pod and its own node: a packet from
+/// a node address (its OUTPUT, no input interface) into web on a port web's policies do not
+/// admit is accepted, and so is db's egress to a node address (its INPUT); the same packets
+/// from or to an address that is not the node's are judged (and dropped). Both layouts.
+#[test]
+fn node_local_traffic_passes_the_network_policy_tier() {
+    use palisade_render::config::NftLayout;
+    for layout in [NftLayout::Chains, NftLayout::Flat] {
+        let c = common::cluster_from_yaml(common::SMALL);
+        let state = common::state(&c, "node-1");
+        let iface = |name: &str| {
+            state
+                .endpoints
+                .values()
+                .find(|e| e.id.name == name)
+                .unwrap()
+                .iface
+                .clone()
+        };
+        let cfg = RenderConfig {
+            nft_layout: layout,
+            ..RenderConfig::default()
+        };
+        let rs = build(&state, &cfg).unwrap();
+        let node = ip("10.9.9.9");
+        let judge = |src: &str, dst: &str, in_iface: &str, out_iface: &str, local: bool| {
+            let mut p = Packet::new(ip(src), ip(dst), Protocol::Tcp, 80, in_iface, out_iface);
+            if local {
+                p.local = vec![node, ip("fd00:9::9")];
+            }
+            evaluate(&rs, &p).unwrap().verdict
+        };
+        let (web, db) = (iface("web"), iface("db"));
+        // The node into web (OUTPUT), and db to the node (INPUT).
+        assert_eq!(
+            judge("10.9.9.9", "10.0.1.1", "", &web, true),
+            Verdict::Accept
+        );
+        assert_eq!(
+            judge("10.0.1.2", "10.9.9.9", &db, "", true),
+            Verdict::Accept
+        );
+        // The same addresses when they are not the node's: judged.
+        assert_eq!(
+            judge("10.9.9.9", "10.0.1.1", "eth0", &web, false),
+            Verdict::Drop
+        );
+        assert_eq!(
+            judge("10.0.1.2", "10.9.9.9", &db, "eth0", false),
+            Verdict::Drop
+        );
+    }
+}

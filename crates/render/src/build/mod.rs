@@ -496,21 +496,32 @@ pub(crate) fn endpoint_chain(
     if let Some(log) = &staged {
         rules.extend(log.prologue(cfg));
     }
+    let undecided = || Match::Mark {
+        value: 0,
+        mask: verdict,
+    };
     for tier in tiers {
         rules.push(Rule::new(vec![], Action::ClearMark(verdict)));
         for pid in &tier.policies {
             check_applies(state, ep, direction, &tier.tier, pid)?;
         }
+        if tier.tier == palisade_model::DEFAULT_TIER {
+            rules.push(node_local_pass(cfg, direction));
+        }
         if flat::is_flat(state, cfg, tier, direction) {
-            // One lookup per family and kind instead of a jump per policy.
+            // One lookup per family and kind instead of a jump per policy (skipped, as the
+            // jumps are, once a mark is set).
             for f in families(cfg) {
                 let (any, by_port) = flat::flat_refs(f, direction, ep, &tier.tier);
                 for set in [any, by_port] {
                     rules.push(Rule::new(
-                        vec![Match::Set {
-                            set,
-                            dir: flat::peer_dir(direction),
-                        }],
+                        vec![
+                            undecided(),
+                            Match::Set {
+                                set,
+                                dir: flat::peer_dir(direction),
+                            },
+                        ],
                         Action::SetMark(cfg.accept_mark),
                     ));
                 }
@@ -518,10 +529,7 @@ pub(crate) fn endpoint_chain(
         } else {
             for pid in &tier.policies {
                 rules.push(Rule::new(
-                    vec![Match::Mark {
-                        value: 0,
-                        mask: verdict,
-                    }],
+                    vec![undecided()],
                     Action::Jump(names::policy_chain(direction, pid)),
                 ));
             }
@@ -585,6 +593,21 @@ pub(crate) fn endpoint_chain(
         rules,
     }
     .seal())
+}
+
+/// NetworkPolicies do not judge traffic between a pod and its own node (Kubernetes: "traffic
+/// to and from the node where a Pod is running is always allowed"): at the start of the
+/// NetworkPolicy tier, a packet whose far end is an address of the node (the source on the
+/// ingress side: the node's OUTPUT; the destination on the egress side: its INPUT) gets the
+/// pass mark, so the tier's policies are skipped and its end does not drop it. A pod cannot
+/// take this way by sending from its node's address: IPv4 drops such packets as martians,
+/// IPv6 in `pal-spoof`.
+pub(crate) fn node_local_pass(cfg: &RenderConfig, direction: Direction) -> Rule {
+    let far = match direction {
+        Direction::Ingress => Dir::Src,
+        Direction::Egress => Dir::Dst,
+    };
+    Rule::new(vec![Match::LocalAddr(far)], Action::SetMark(cfg.pass_mark))
 }
 
 /// A policy an endpoint's tiers name exists in `state` and applies to `direction`.

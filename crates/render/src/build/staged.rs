@@ -132,6 +132,9 @@ pub(crate) fn staged_endpoint_chain(
     let mut rules = Vec::new();
     for tier in tiers {
         rules.push(Rule::new(vec![], Action::ClearMark(decided)));
+        if tier.tier == palisade_model::DEFAULT_TIER {
+            rules.push(super::node_local_pass(cfg, direction));
+        }
         for pid in &tier.policies {
             check_applies(state, ep, direction, &tier.tier, pid)?;
             let policy = &state.policies[pid];
