@@ -6,52 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use common::conformance::{case_slugs_in, cnp_root, Case, Objects};
+use common::etcd::{ok, palisade, wipe};
 use palisade_store::testing::EtcdServer;
-use palisade_store::{keys, Datastore, Op};
-
-fn palisade(args: &[&str], datastore: Option<&str>) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_palisade"));
-    cmd.args(args)
-        .env_remove("PALISADE_DATASTORE")
-        .env_remove("PALISADE_ETCD_PASSWORD")
-        .stdin(Stdio::null());
-    if let Some(url) = datastore {
-        cmd.args(["--datastore", url]);
-    }
-    cmd.output().expect("run palisade")
-}
-
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn wipe(server: &EtcdServer) {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            let store = server.connect().await.expect("connect");
-            let listing = store.list(keys::ROOT).await.expect("list");
-            let ops: Vec<Op> = listing
-                .items
-                .into_iter()
-                .map(|kv| Op::delete(kv.key))
-                .collect();
-            if !ops.is_empty() {
-                store.apply_batch(ops).await.expect("wipe");
-            }
-        });
-}
 
 /// The ports the suite's pods serve, and ICMP.
 const PROBES: [&str; 7] = [

@@ -4,4 +4,6 @@
 #[allow(dead_code)]
 pub mod conformance;
 #[allow(dead_code)]
+pub mod etcd;
+#[allow(dead_code)]
 pub mod lab;
