@@ -17,6 +17,7 @@
 //! host's own namespace. Duplicate address detection is off in every lab namespace (pods'
 //! IPv6 addresses are usable at once).
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::addressing::{cidr, link_addr, GATEWAY_V6};
@@ -127,23 +128,29 @@ pub fn build_pod(
             }
         }
     }
+    for ip in &pod.ips {
+        route_to_node(plan, node, *ip)?;
+    }
+    Ok(())
+}
+
+/// Every other node routes `ip` to `node` over their link.
+fn route_to_node(plan: &Plan, node: &NodePlan, ip: IpAddr) -> Result<()> {
+    let via = link_addr(node.index, ip.is_ipv6()).to_string();
     for other in plan.nodes.iter().filter(|n| n.name != node.name) {
-        for ip in &pod.ips {
-            let via = link_addr(node.index, ip.is_ipv6()).to_string();
-            ip_in(
-                &other.netns,
-                &[
-                    "route",
-                    "replace",
-                    &cidr(*ip, None),
-                    "via",
-                    &via,
-                    "dev",
-                    &link_name(node.index),
-                    "onlink",
-                ],
-            )?;
-        }
+        ip_in(
+            &other.netns,
+            &[
+                "route",
+                "replace",
+                &cidr(ip, None),
+                "via",
+                &via,
+                "dev",
+                &link_name(node.index),
+                "onlink",
+            ],
+        )?;
     }
     Ok(())
 }
@@ -184,24 +191,8 @@ pub fn remove_pod(names: &LabNames, plan: &Plan, pod: &PodPlan) -> Result<()> {
 /// node over their link. Pods reach them through their default route to their node.
 fn add_node_addresses(plan: &Plan, node: &NodePlan) -> Result<()> {
     for ip in &node.addresses {
-        let own = cidr(*ip, None);
-        ip_in(&node.netns, &["addr", "add", &own, "dev", "lo"])?;
-        for other in plan.nodes.iter().filter(|n| n.name != node.name) {
-            let via = link_addr(node.index, ip.is_ipv6()).to_string();
-            ip_in(
-                &other.netns,
-                &[
-                    "route",
-                    "replace",
-                    &own,
-                    "via",
-                    &via,
-                    "dev",
-                    &link_name(node.index),
-                    "onlink",
-                ],
-            )?;
-        }
+        ip_in(&node.netns, &["addr", "add", &cidr(*ip, None), "dev", "lo"])?;
+        route_to_node(plan, node, *ip)?;
     }
     Ok(())
 }
