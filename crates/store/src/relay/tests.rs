@@ -18,6 +18,13 @@ async fn relay(history_events: usize) -> (Arc<EmbeddedStore>, Relay, String) {
     upstream.put("/palisade/a", b"1".to_vec()).await.unwrap();
     upstream.put("/palisade/b", b"2".to_vec()).await.unwrap();
     upstream.put("/other/x", b"x".to_vec()).await.unwrap();
+    let (relay, addr) = serve(upstream.clone(), history_events).await;
+    (upstream, relay, addr)
+}
+
+/// A relay following `upstream`, serving on a free port once it holds its first list, and
+/// its address.
+async fn serve(upstream: Arc<dyn Datastore>, history_events: usize) -> (Relay, String) {
     let relay = Relay::new(RelayConfig {
         prefix: PREFIX.into(),
         history_events,
@@ -29,11 +36,11 @@ async fn relay(history_events: usize) -> (Arc<EmbeddedStore>, Relay, String) {
         async move { r.serve(listener).await }
     });
     tokio::spawn({
-        let (r, u) = (relay.clone(), upstream.clone() as Arc<dyn Datastore>);
-        async move { r.follow(u).await }
+        let r = relay.clone();
+        async move { r.follow(upstream).await }
     });
     relay.ready().await;
-    (upstream, relay, addr)
+    (relay, addr)
 }
 
 async fn next_event(s: &mut crate::WatchStream) -> WatchEvent {
@@ -255,18 +262,7 @@ async fn an_upstream_relist_makes_the_clients_relist() {
         inner: inner.clone(),
         breaks: breaks.clone(),
     });
-    let relay = Relay::new(RelayConfig::new(PREFIX));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn({
-        let r = relay.clone();
-        async move { r.serve(listener).await }
-    });
-    tokio::spawn({
-        let (r, u) = (relay.clone(), upstream.clone() as Arc<dyn Datastore>);
-        async move { r.follow(u).await }
-    });
-    relay.ready().await;
+    let (relay, addr) = serve(upstream.clone(), RelayConfig::new(PREFIX).history_events).await;
     let client = RelayStore::new(vec![addr.clone()], 0);
     let rev = client.list(PREFIX).await.unwrap().revision;
     let mut watch = client.watch(PREFIX, rev + 1).await.unwrap();
