@@ -599,9 +599,9 @@ pub(crate) fn endpoint_chain(
 /// to and from the node where a Pod is running is always allowed"): at the start of the
 /// NetworkPolicy tier, a packet whose far end is an address of the node (the source on the
 /// ingress side: the node's OUTPUT; the destination on the egress side: its INPUT) gets the
-/// pass mark, so the tier's policies are skipped and its end does not drop it. A pod cannot
-/// take this way by sending from its node's address: IPv4 drops such packets as martians,
-/// IPv6 in `pal-spoof`.
+/// pass mark, so the tier's policies are skipped and its end does not drop it. A pod sending
+/// from its node's address: IPv4 drops such packets as martians (`accept_local=0`); IPv6 has no
+/// such check and `pal-spoof` does not drop them yet (docs/agent.md, "Which traffic is judged").
 pub(crate) fn node_local_pass(cfg: &RenderConfig, direction: Direction) -> Rule {
     let far = match direction {
         Direction::Ingress => Dir::Src,
